@@ -1,0 +1,1 @@
+"""maskmagic: hand-wired TensorFlow/Keras networks from a Jupyter cell magic."""

@@ -1,0 +1,140 @@
+"""The ``%%masked_net`` cell language: ``parse(text) -> NetSpec``.
+
+A pure parser: it imports only the standard library, :mod:`maskmagic.errors` and its ``lang_*``
+helpers (never TensorFlow, numpy or IPython) and returns frozen dataclasses made of tuples. The
+``mask=`` and ``bias_mask=`` values stay raw Python expression text, which :mod:`maskmagic.build`
+evaluates in the notebook namespace. The specs live in :mod:`maskmagic.lang_specs`, the lexer and
+value conversion in :mod:`maskmagic.lang_values`, the statement rules in
+:mod:`maskmagic.lang_parser`; this module is the public face.
+
+Positions: a :class:`Location` has the 1-based ``line`` on which its statement starts and a
+1-based ``column`` into ``source``, the logical line (the statement with its comment removed and
+its continuation lines joined, each trailing ``\\`` or line break inside brackets becoming one
+space); for a one-line statement that is the ordinary column. Errors raised by :func:`parse` are
+more precise: a :class:`~maskmagic.errors.CellError` carries the physical line and column of the
+offending character and that physical line as its ``source``.
+"""
+
+from __future__ import annotations
+
+from maskmagic.errors import CellError, SelectorError
+from maskmagic.lang_parser import Parser
+from maskmagic.lang_specs import (
+    KEYWORDS,
+    PASSTHROUGH_OPTIONS,
+    DenseSpec,
+    DropoutSpec,
+    InputSpec,
+    Location,
+    LossSpec,
+    NetSpec,
+    OptimizerSpec,
+    SelectorSpec,
+    TrainSpec,
+)
+from maskmagic.lang_values import Token, split_logical
+from maskmagic.lang_values import parse_selector as _parse_selector_token
+
+__all__ = [
+    "HELP",
+    "KEYWORDS",
+    "PASSTHROUGH_OPTIONS",
+    "DenseSpec",
+    "DropoutSpec",
+    "InputSpec",
+    "Location",
+    "LossSpec",
+    "NetSpec",
+    "OptimizerSpec",
+    "SelectorSpec",
+    "TrainSpec",
+    "parse",
+    "parse_selector",
+]
+
+HELP = """\
+%%masked_net NAME [--code] [--quiet] [--seed N]   build a masked Keras network named NAME
+
+One statement per line; `#` starts a comment; a line ending in `\\` continues on the next
+(so does a line with an open bracket). Options are key=value with no spaces around `=`.
+
+  input NAME SIZE              SIZE: 3 or a shape tuple such as (28, 28, 1)
+  dense NAME UNITS [OPTIONS]   a MaskedDense layer
+      from=a or from=a,b       sources, concatenated (default: the previous input or layer)
+      activation=relu  use_bias=false  kernel_initializer=glorot_uniform  impl=auto|dense|sparse
+      mask=EXPR  bias_mask=EXPR   a Python expression: A, [[0,1],[1,0]], random(0.1, seed=0),
+                                  eye(10), banded(2), blocks(3), ones, from_csv("a.csv")
+      also kernel_regularizer=, bias_regularizer=, activity_regularizer=, bias_initializer=,
+      kernel_constraint=, bias_constraint=, dtype=, trainable=
+  dropout NAME RATE [from=SRC]  RATE in [0, 1)
+  loss LOSS [OPTIONS]          mse, binary_crossentropy(from_logits=true), ...
+  optimizer OPT [OPTIONS]      sgd learning_rate=0.1, adam(learning_rate=1e-3), ...
+  train OPNAME [SELECTOR ...] [freeze=UNITS] [optimizer=OPT] [loss=LOSS]
+
+Selectors (what a train op may change):
+  (none) or *          every trainable variable
+  out                  all variables of dense layer out
+  out.kernel out.bias  one variable
+  out[1] out[0:2]      unit(s): their incoming kernel column(s) and bias entries
+  out.kernel[2, 1]     exactly those kernel entries (numpy indexing, e.g. out.kernel[:, 1])
+freeze=out[0],h[3] keeps those output units bit-identical: every parameter with a path to them
+is left out of the op.
+
+Example:
+  input x 3
+  dense hidden 4 activation=sigmoid
+  dense out 2 mask=[[1,0],[1,1],[0,1],[1,1]]
+  loss mse
+  optimizer sgd learning_rate=0.1
+  train keep_first freeze=out[0]
+"""
+
+
+def parse(text: str) -> NetSpec:
+    """Parse the body of a ``%%masked_net`` cell.
+
+    Args:
+        text: the cell body (without the ``%%masked_net`` line).
+
+    Returns:
+        The NetSpec.
+
+    Raises:
+        CellError: anything wrong with the cell, with its line and column.
+        TypeError: ``text`` is not a str.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse() expects the cell text as a str, got {type(text).__name__}")
+    lines = split_logical(text)
+    if not lines:
+        raise CellError(
+            "the cell is empty; expected at least an `input` statement and a `dense` layer, "
+            "for example `input x 3` then `dense out 2` (see %masked_net? for the language)",
+            1,
+            1,
+            text.splitlines()[0] if text.splitlines() else "",
+        )
+    parser = Parser()
+    for line in lines:
+        parser.statement(line)
+    return parser.finish(lines)
+
+
+def parse_selector(text: str) -> SelectorSpec:
+    """Parse one selector given outside a cell, such as ``"out[1]"`` or ``"out.kernel[:, 1]"``.
+
+    Raises:
+        SelectorError: the text is not a selector; the message says which forms are accepted.
+    """
+    if not isinstance(text, str):
+        raise SelectorError(f"expected a selector string such as 'out[1]', received {text!r}")
+    lines = split_logical(text.strip())
+    if len(lines) != 1:
+        raise SelectorError(f"expected one selector such as 'out[1]', received {text!r}")
+    line = lines[0]
+    token = Token(line.text.strip(), line.start)
+    try:
+        layer, variable, index = _parse_selector_token(line, token)
+    except CellError as exc:
+        raise SelectorError(f"bad selector {text!r}: {exc.message}") from None
+    return SelectorSpec(token.text, layer, variable, index, Location(1, line.start + 1, line.text))

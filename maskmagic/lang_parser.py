@@ -1,0 +1,437 @@
+"""The statement parser behind :func:`maskmagic.lang.parse`: logical lines -> NetSpec.
+
+Pure: imports only the standard library and other ``maskmagic.lang*`` modules. Every problem is a
+:class:`~maskmagic.errors.CellError` at the physical line and column of the offending token.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+
+from maskmagic.errors import CellError
+from maskmagic.lang_specs import (
+    KEYWORDS,
+    PASSTHROUGH_OPTIONS,
+    DenseSpec,
+    DropoutSpec,
+    InputSpec,
+    Location,
+    LossSpec,
+    NetSpec,
+    OptimizerSpec,
+    SelectorSpec,
+    TrainSpec,
+)
+from maskmagic.lang_values import (
+    INT_RE,
+    Logical,
+    Token,
+    convert,
+    is_name,
+    parse_call,
+    parse_selector,
+    show,
+    split_top,
+    to_int,
+    tokenize,
+)
+
+__all__ = ["Parser"]
+
+_DENSE_KEYS = ("from", "activation", "mask", "bias_mask", "use_bias", "kernel_initializer", "impl")
+_IMPLS = ("auto", "dense", "sparse")
+_LOSS = "a loss name such as mse or binary_crossentropy"
+
+
+def _named_value(value: object) -> bool:
+    return value is None or (isinstance(value, str) and bool(value))
+
+
+_DENSE_VALUES = {  # option: (default, check, what is expected)
+    "activation": (None, _named_value, "an activation name such as relu, or none"),
+    "use_bias": (True, lambda value: isinstance(value, bool), "true or false"),
+    "kernel_initializer": (None, _named_value, "an initializer name such as glorot_uniform"),
+    "impl": ("auto", lambda value: value in _IMPLS, "auto, dense or sparse"),
+}
+_OPTIMIZER = "an optimizer name such as sgd or adam"
+
+
+def _loc(line: Logical, offset: int) -> Location:
+    return Location(line.line, offset + 1, line.text)
+
+
+def _suggest(word: str, choices) -> str:
+    match = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+_Options = dict[str, tuple[Token, Token]]
+
+
+class Parser:
+    """Statement by statement state; one instance per parse()."""
+
+    def __init__(self) -> None:
+        self.inputs: list[InputSpec] = []
+        self.layers: list[DenseSpec | DropoutSpec] = []
+        self.defined: dict[str, tuple[str, int]] = {}  # input/layer name -> (keyword, line)
+        self.width: dict[str, int | None] = {}  # output width of 1-D inputs and layers
+        self.rows: dict[str, int | None] = {}  # kernel rows of each dense layer, if known
+        self.dense: dict[str, DenseSpec] = {}
+        self.loss: LossSpec | None = None
+        self.optimizer: OptimizerSpec | None = None
+        self.train: list[TrainSpec] = []
+        self.selectors: list[tuple[Logical, Token, SelectorSpec]] = []
+
+    def statement(self, line: Logical) -> None:
+        keyword, *rest = tokenize(line)
+        if keyword.text not in KEYWORDS:
+            hint = _suggest(keyword.text, KEYWORDS)
+            if keyword.text.startswith("%"):
+                hint = "; the `%%masked_net NAME` line is not part of the cell body"
+            raise line.error(
+                f"unknown statement '{show(keyword.text)}'; expected one of: "
+                f"{', '.join(KEYWORDS)}{hint}",
+                keyword.offset,
+            )
+        positional, options = [], {}
+        for tok in rest:
+            parts = split_top(tok.text, "=", 1)
+            if len(parts) == 1:
+                positional.append(tok)
+                continue
+            key, value = parts[0].text, Token(parts[1].text, tok.offset + parts[1].offset)
+            if not key.isidentifier():
+                raise line.error(
+                    f"expected an option name before '=' (key=value, no spaces around '='), "
+                    f"found '{show(key)}'",
+                    tok.offset,
+                )
+            if not value.text:
+                raise line.error(
+                    f"expected a value after '{key}=', found nothing; "
+                    "write options without spaces around '='",
+                    value.offset,
+                )
+            if key in options:
+                raise line.error(f"option '{key}=' is given twice in this statement", tok.offset)
+            options[key] = (Token(key, tok.offset), value)
+        getattr(self, "_" + keyword.text)(line, keyword, positional, options)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _arg(self, line: Logical, positional: list[Token], i: int, what: str) -> Token:
+        if i < len(positional):
+            return positional[i]
+        raise line.error(f"expected {what}, found nothing", len(line.text))
+
+    def _extra(self, line: Logical, positional: list[Token], n: int, usage: str) -> None:
+        if len(positional) > n:
+            tok = positional[n]
+            hint = "; wrap a mask expression with spaces in parentheses" if "mask" in usage else ""
+            raise line.error(
+                f"unexpected '{show(tok.text)}'; expected `{usage}` with options written "
+                f"key=value{hint}",
+                tok.offset,
+            )
+
+    def _keys(self, line: Logical, keyword: Token, options: _Options, valid) -> None:
+        for key, (tok, _) in options.items():
+            if key in valid:
+                continue
+            if key == "name":
+                message = f"'name=' is not an option: the name is the word after `{keyword.text}`"
+            elif not valid:
+                message = f"`{keyword.text}` takes no options, found '{key}='"
+            else:
+                message = (
+                    f"unknown option '{key}=' for `{keyword.text}`; expected one of: "
+                    f"{', '.join(valid)}{_suggest(key, valid)}"
+                )
+            raise line.error(message, tok.offset)
+
+    def _name(self, line: Logical, keyword: Token, positional: list[Token], what: str) -> Token:
+        tok = self._arg(line, positional, 0, f"{what} after '{keyword.text}'")
+        if not is_name(tok.text):
+            raise line.error(
+                f"expected {what} (a Python identifier) after '{keyword.text}', "
+                f"found '{show(tok.text)}'",
+                tok.offset,
+            )
+        if tok.text in self.defined and keyword.text != "train":
+            kind, at = self.defined[tok.text]
+            raise line.error(
+                f"'{tok.text}' is already defined on line {at} ({kind} {tok.text}); "
+                "every input and layer needs its own name",
+                tok.offset,
+            )
+        return tok
+
+    def _sources(self, line: Logical, keyword: Token, name: Token, options: _Options):
+        if "from" not in options:
+            if not self.defined:
+                raise line.error(
+                    f"'{keyword.text} {name.text}' has no input: no input or layer comes before "
+                    "it; add an `input NAME SIZE` statement first or give from=NAME",
+                    keyword.offset,
+                )
+            return (list(self.defined)[-1],)
+        value = options["from"][1]
+        sources = []
+        for part in split_top(value.text, ","):
+            offset = value.offset + part.offset
+            if not is_name(part.text):
+                raise line.error(
+                    "expected from=NAME or from=NAME,NAME (no spaces), "
+                    f"found {repr(show(part.text)) if part.text else 'nothing'}",
+                    offset,
+                )
+            if part.text not in self.defined:
+                why = "a layer cannot read its own output" if part.text == name.text else ""
+                known = ", ".join(self.defined) or "none"
+                raise line.error(
+                    f"from={part.text}: '{part.text}' is not an input or layer defined above "
+                    f"this line{'; ' + why if why else ''}; known so far: {known}"
+                    f"{_suggest(part.text, self.defined)}",
+                    offset,
+                )
+            sources.append(part.text)
+        return tuple(sources)
+
+    def _register(self, line: Logical, spec, width: int | None) -> None:
+        self.defined[spec.name] = (line.text.split()[0], line.line)
+        self.width[spec.name] = width
+
+    def _in_width(self, sources: tuple[str, ...]) -> int | None:
+        widths = [self.width[s] for s in sources]
+        return None if None in widths else sum(widths)
+
+    def _value(self, line: Logical, options: _Options, key: str, default, check, what: str):
+        if key not in options:
+            return default
+        tok = options[key][1]
+        value = convert(line, tok, f"{key}=")
+        if not check(value):
+            raise line.error(f"expected {what} for {key}=, found '{show(tok.text)}'", tok.offset)
+        return value
+
+    # -- statements --------------------------------------------------------------------------
+
+    def _input(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        name = self._name(line, keyword, positional, "an input name")
+        what = "a size (a positive integer, or a shape tuple such as (28, 28, 1))"
+        what = f"{what} after 'input {name.text}'"
+        tok = self._arg(line, positional, 1, what)
+        try:
+            value = convert(line, tok, "the size")
+        except CellError:
+            value = None
+        shape = value if isinstance(value, tuple) else (value,)
+        if not shape or not all(type(v) is int and v > 0 for v in shape):
+            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        self._extra(line, positional, 2, "input NAME SIZE")
+        self._keys(line, keyword, options, ())
+        spec = InputSpec(name.text, shape, _loc(line, keyword.offset))
+        self.inputs.append(spec)
+        self._register(line, spec, shape[0] if len(shape) == 1 else None)
+
+    def _dense(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        name = self._name(line, keyword, positional, "a layer name")
+        what = f"a positive integer number of units after 'dense {name.text}'"
+        tok = self._arg(line, positional, 1, what)
+        units = to_int(line, tok) if INT_RE.fullmatch(tok.text) and tok.text[0] not in "+-" else 0
+        if units <= 0:
+            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        self._extra(line, positional, 2, "dense NAME UNITS [mask=... key=value ...]")
+        self._keys(line, keyword, options, _DENSE_KEYS + PASSTHROUGH_OPTIONS)
+        sources = self._sources(line, keyword, name, options)
+        spec = DenseSpec(
+            name=name.text,
+            units=units,
+            sources=sources,
+            **{key: self._value(line, options, key, *rule) for key, rule in _DENSE_VALUES.items()},
+            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},
+            options=tuple(
+                (key, convert(line, value, f"{key}="))
+                for key, (_, value) in options.items()
+                if key in PASSTHROUGH_OPTIONS
+            ),
+            loc=_loc(line, keyword.offset),
+            option_locs=tuple((key, _loc(line, val.offset)) for key, (_, val) in options.items()),
+        )
+        self.layers.append(spec)
+        self.dense[spec.name] = spec
+        self.rows[spec.name] = self._in_width(sources)
+        self._register(line, spec, units)
+
+    def _expression(self, line: Logical, options: _Options, key: str) -> str | None:
+        if key not in options:
+            return None
+        tok = options[key][1]
+        try:
+            ast.parse(tok.text, mode="eval")
+        except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError) as exc:
+            offset = getattr(exc, "offset", None)
+            offset = offset if isinstance(offset, int) and offset >= 1 else len(tok.text) + 1
+            reason = getattr(exc, "msg", None) or str(exc)
+            raise line.error(
+                f"expected a Python expression for {key}=, found '{show(tok.text)}' ({reason})",
+                tok.offset + min(max(offset - 1, 0), len(tok.text)),
+            ) from None
+        return tok.text
+
+    def _dropout(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        name = self._name(line, keyword, positional, "a layer name")
+        what = f"a dropout rate in [0, 1) after 'dropout {name.text}'"
+        tok = self._arg(line, positional, 1, what)
+        try:
+            rate = convert(line, tok, "the rate")
+        except CellError:
+            rate = None
+        if type(rate) not in (int, float) or not 0 <= rate < 1:
+            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        self._extra(line, positional, 2, "dropout NAME RATE [from=SRC]")
+        self._keys(line, keyword, options, ("from",))
+        sources = self._sources(line, keyword, name, options)
+        spec = DropoutSpec(name.text, float(rate), sources, _loc(line, keyword.offset))
+        self.layers.append(spec)
+        self._register(line, spec, self._in_width(sources))
+
+    def _named(self, line: Logical, keyword: Token, positional, options: _Options, what: str):
+        if getattr(self, keyword.text) is not None:
+            raise line.error(
+                f"a second `{keyword.text}` statement; the {keyword.text} is already set on "
+                f"line {getattr(self, keyword.text).loc.line}",
+                keyword.offset,
+            )
+        tok = self._arg(line, positional, 0, f"{what} after '{keyword.text}'")
+        name, args = parse_call(line, tok, what)
+        self._extra(line, positional, 1, f"{keyword.text} NAME [key=value ...]")
+        merged = dict(args)
+        for key, (key_tok, value) in options.items():
+            if key in merged:
+                raise line.error(
+                    f"option '{key}=' is given twice in this statement", key_tok.offset
+                )
+            merged[key] = convert(line, value, f"{key}=")
+        return name, tuple(merged.items()), _loc(line, keyword.offset)
+
+    def _loss(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        self.loss = LossSpec(*self._named(line, keyword, positional, options, _LOSS))
+
+    def _optimizer(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        self.optimizer = OptimizerSpec(*self._named(line, keyword, positional, options, _OPTIMIZER))
+
+    def _train(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        name = self._name(line, keyword, positional, "a train op name")
+        for other in self.train:
+            if other.name == name.text:
+                raise line.error(
+                    f"train op '{name.text}' is already defined on line {other.loc.line}; "
+                    "every train op needs its own name",
+                    name.offset,
+                )
+        self._keys(line, keyword, options, ("freeze", "optimizer", "loss"))
+        chosen = positional[1:]
+        stars = [tok for tok in chosen if tok.text == "*"]
+        if stars and len(chosen) > 1:
+            tok = next(t for t in chosen if t is not stars[0])
+            raise line.error(
+                f"'*' already selects every trainable variable; it cannot be combined with "
+                f"'{show(tok.text)}'",
+                tok.offset,
+            )
+        select = () if stars else tuple(self._selector(line, tok, False) for tok in chosen)
+        freeze = ()
+        if "freeze" in options:
+            value = options["freeze"][1]
+            freeze = tuple(
+                self._selector(line, Token(part.text, value.offset + part.offset), True)
+                for part in split_top(value.text, ",")
+            )
+        optimizer, extra = None, ()
+        if "optimizer" in options:
+            value = options["optimizer"][1]
+            optimizer = OptimizerSpec(
+                *parse_call(line, value, _OPTIMIZER), _loc(line, value.offset)
+            )
+        if "loss" in options:
+            value = options["loss"][1]
+            extra = (("loss", LossSpec(*parse_call(line, value, _LOSS), _loc(line, value.offset))),)
+        self.train.append(
+            TrainSpec(name.text, select, freeze, optimizer, extra, _loc(line, keyword.offset))
+        )
+
+    def _selector(self, line: Logical, tok: Token, freeze: bool) -> SelectorSpec:
+        if not tok.text:
+            raise line.error(
+                "expected a unit selector such as out[0] after ',' (no spaces in freeze=), "
+                "found nothing",
+                tok.offset,
+            )
+        layer, variable, index = parse_selector(line, tok)
+        if freeze and (variable is not None or (index is not None and len(index) != 1)):
+            raise line.error(
+                "expected unit selectors such as out[0], out[0:2] or out (all its units) in "
+                f"freeze=, found '{show(tok.text)}'",
+                tok.offset,
+            )
+        spec = SelectorSpec(tok.text, layer, variable, index, _loc(line, tok.offset))
+        self.selectors.append((line, tok, spec))
+        return spec
+
+    def _check_selector(self, line: Logical, tok: Token, spec: SelectorSpec) -> None:
+        layer = self.dense.get(spec.layer)
+        if layer is None:
+            kind = self.defined.get(spec.layer, ("",))[0]
+            what = f"names the {kind} '{spec.layer}'" if kind else f"names no layer '{spec.layer}'"
+            raise line.error(
+                f"selector '{show(spec.text)}' {what}; selectors name dense layers: "
+                f"{', '.join(self.dense) or 'none'}{_suggest(spec.layer, self.dense)}",
+                tok.offset,
+            )
+        if spec.variable == "bias" and not layer.use_bias:
+            raise line.error(f"layer '{layer.name}' has no bias (use_bias=false)", tok.offset)
+        if spec.index is None:
+            return
+        arity = "1 or 2 indices" if spec.variable == "kernel" else "1 index"
+        kind = f"a .{spec.variable}" if spec.variable else "a unit"
+        bracket = tok.offset + tok.text.find("[")
+        if not 1 <= len(spec.index) <= (2 if spec.variable == "kernel" else 1):
+            raise line.error(
+                f"expected {arity} for {kind} selector, found {len(spec.index)} in "
+                f"'{show(spec.text)}'",
+                bracket,
+            )
+        if spec.variable == "kernel":
+            sizes = ((self.rows[layer.name], "inputs (kernel rows)"), (layer.units, "units"))
+        else:
+            sizes = ((layer.units, "units"),)
+        for entry, (size, noun) in zip(spec.index, sizes, strict=False):
+            if isinstance(entry, int) and size is not None and not -size <= entry < size:
+                raise line.error(
+                    f"index {entry} is out of range in '{show(spec.text)}': layer "
+                    f"'{layer.name}' has {size} {noun} (valid: {-size} to {size - 1})",
+                    bracket,
+                )
+
+    def finish(self, lines: list[Logical]) -> NetSpec:
+        if not self.inputs:
+            raise lines[0].error(
+                "the cell has no `input` statement; expected `input NAME SIZE` (for example "
+                "`input x 3`) before the layers",
+                lines[0].start,
+            )
+        if not self.layers:
+            last = lines[-1]
+            raise last.error(
+                "the cell defines no layers; expected at least one `dense NAME UNITS` statement "
+                "after the inputs",
+                len(last.text),
+            )
+        for args in self.selectors:
+            self._check_selector(*args)
+        return NetSpec(
+            tuple(self.inputs), tuple(self.layers), self.loss, self.optimizer, tuple(self.train)
+        )

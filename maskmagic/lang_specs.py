@@ -1,0 +1,178 @@
+"""The frozen specs that :func:`maskmagic.lang.parse` returns; re-exported by :mod:`maskmagic.lang`.
+
+Pure data: tuples and frozen dataclasses only, so a NetSpec can be shared and never mutated.
+Positions: a :class:`Location` has the 1-based ``line`` on which its statement starts and a
+1-based ``column`` into ``source``, the logical line (the statement with its comment removed and
+its continuation lines joined, each trailing ``\\`` or line break inside brackets becoming one
+space); for a one-line statement that is the ordinary column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "KEYWORDS",
+    "PASSTHROUGH_OPTIONS",
+    "DenseSpec",
+    "DropoutSpec",
+    "InputSpec",
+    "Location",
+    "LossSpec",
+    "NetSpec",
+    "OptimizerSpec",
+    "SelectorSpec",
+    "TrainSpec",
+]
+
+KEYWORDS = ("input", "dense", "dropout", "loss", "optimizer", "train")
+"""The statement keywords, in the order the help lists them."""
+PASSTHROUGH_OPTIONS = (
+    "activity_regularizer",
+    "bias_constraint",
+    "bias_initializer",
+    "bias_regularizer",
+    "dtype",
+    "kernel_constraint",
+    "kernel_regularizer",
+    "trainable",
+)
+"""``dense`` options passed unchanged to the Keras layer (in :attr:`DenseSpec.options`)."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something was written: 1-based ``line``, ``column`` into ``source`` (the statement)."""
+
+    line: int
+    column: int
+    source: str
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """``input NAME SIZE``: a model input of the given shape (without the batch axis)."""
+
+    name: str
+    shape: tuple[int, ...]
+    loc: Location
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """``dense NAME UNITS [OPTIONS]``: one MaskedDense layer.
+
+    Attributes:
+        sources: layer or input names whose outputs are concatenated (in order) as the input.
+        mask, bias_mask: the raw Python expression text, or None.
+        impl: ``"auto"``, ``"dense"`` or ``"sparse"``.
+        options: other keyword arguments for the Keras layer (see PASSTHROUGH_OPTIONS).
+        option_locs: the Location of each option's value, for the builder's error messages.
+    """
+
+    name: str
+    units: int
+    sources: tuple[str, ...]
+    activation: str | None
+    mask: str | None
+    bias_mask: str | None
+    use_bias: bool
+    kernel_initializer: str | None
+    impl: str
+    options: tuple[tuple[str, object], ...]
+    loc: Location
+    option_locs: tuple[tuple[str, Location], ...] = ()
+
+    def loc_of(self, key: str) -> Location:
+        """The Location of option ``key``'s value (``"mask"``), else of the statement."""
+        return dict(self.option_locs).get(key, self.loc)
+
+
+@dataclass(frozen=True)
+class DropoutSpec:
+    """``dropout NAME RATE [from=SRC]``."""
+
+    name: str
+    rate: float
+    sources: tuple[str, ...]
+    loc: Location
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """``loss NAME [OPTIONS]``: a Keras loss name and its keyword arguments."""
+
+    name: str
+    options: tuple[tuple[str, object], ...]
+    loc: Location
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """``optimizer NAME [OPTIONS]``: a Keras optimizer name and its keyword arguments."""
+
+    name: str
+    options: tuple[tuple[str, object], ...]
+    loc: Location
+
+
+@dataclass(frozen=True)
+class SelectorSpec:
+    """One selector of a train op: ``out``, ``out.kernel``, ``out[1]``, ``out.kernel[:, 1]``.
+
+    ``index`` is None or a tuple of ints and slices (numpy indexing). Slices are unhashable
+    before Python 3.12, so specs holding them are too.
+    """
+
+    text: str
+    layer: str
+    variable: str | None
+    index: tuple | None
+    loc: Location
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """``train OPNAME [SELECTOR ...] [freeze=UNITS] [optimizer=OPT] [loss=LOSS]``.
+
+    Attributes:
+        select: the selectors; ``()`` means every trainable variable.
+        freeze: unit selectors (``out[0]``, or ``out`` for all its units) to keep fixed.
+        optimizer: this op's optimizer, or None for the net's.
+        options: ``(("loss", LossSpec),)`` when ``loss=`` is given, else ``()``.
+    """
+
+    name: str
+    select: tuple[SelectorSpec, ...]
+    freeze: tuple[SelectorSpec, ...]
+    optimizer: OptimizerSpec | None
+    options: tuple[tuple[str, object], ...]
+    loc: Location
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A parsed cell: inputs, layers (in statement order), loss, optimizer and train ops."""
+
+    inputs: tuple[InputSpec, ...]
+    layers: tuple[DenseSpec | DropoutSpec, ...]
+    loss: LossSpec | None
+    optimizer: OptimizerSpec | None
+    train: tuple[TrainSpec, ...]
+
+    def layer_names(self) -> tuple[str, ...]:
+        """Names of the dense and dropout layers (not the inputs), in order."""
+        return tuple(layer.name for layer in self.layers)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The layers that no other layer consumes, in order: the model's outputs."""
+        used = {source for layer in self.layers for source in layer.sources}
+        return tuple(layer.name for layer in self.layers if layer.name not in used)
+
+    def find(self, name: str) -> InputSpec | DenseSpec | DropoutSpec:
+        """The input or layer called ``name``; raises KeyError if there is none."""
+        for spec in (*self.inputs, *self.layers):
+            if spec.name == name:
+                return spec
+        raise KeyError(name)

@@ -1,0 +1,178 @@
+"""Reachability: which parameters have a path, through the masks, to which units.
+
+The walk goes backwards through a functional (or Sequential) Keras model, from the named units
+to the inputs. It is exact for masked and plain Dense layers, dropout and element-wise layers,
+concatenation and element-wise merges (Add, Multiply, ...). Any other layer is treated
+conservatively: if one of its outputs can move a named unit, all of its inputs and parameters
+can. A ``softmax`` activation mixes every unit of its layer, and is treated so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+
+from maskmagic.errors import SelectorError
+
+__all__ = ["Units", "dense_bool", "influencers", "layer_mask", "model_graph", "unit_vector"]
+
+# {layer name: bool vector over the layer's output units}
+Units = dict[str, np.ndarray]
+
+_ELEMENTWISE = (
+    keras.layers.Dropout,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.Identity,
+)
+_MERGES = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+)
+_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+def model_graph(model: keras.Model):
+    """Returns the functional graph of ``model`` (Sequential models are unwrapped).
+
+    Raises:
+        SelectorError: the model is subclassed, so its connections cannot be traced.
+    """
+    graph = getattr(model, "_functional", None) or model
+    if not hasattr(graph, "_nodes_by_depth"):
+        raise SelectorError(
+            f"freeze needs a functional or Sequential Keras model to trace connections; "
+            f"received a subclassed model of type {type(model).__name__}"
+        )
+    return graph
+
+
+def layer_mask(layer: keras.layers.Layer) -> np.ndarray | None:
+    """The (inputs, units) connectivity of a Dense-like layer, or None if it has none."""
+    if hasattr(layer, "get_mask") and getattr(layer, "built", False):
+        return dense_bool(layer.get_mask())
+    kernel = getattr(layer, "kernel", None)
+    if isinstance(layer, keras.layers.Dense) and kernel is not None:
+        return np.ones(tuple(kernel.shape), dtype=bool)
+    return None
+
+
+def dense_bool(mask) -> np.ndarray:
+    """A dense numpy bool array from a numpy or scipy.sparse mask."""
+    return np.asarray(mask.toarray() if hasattr(mask, "toarray") else mask, dtype=bool)
+
+
+def _is_mixing(layer) -> bool:
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "") in _MIXING_ACTIVATIONS
+
+
+def _width(tensor) -> int:
+    dim = tensor.shape[-1] if len(tensor.shape) else 1
+    return int(dim) if dim is not None else 1
+
+
+def influencers(model: keras.Model, units: Units) -> dict[str, np.ndarray]:
+    """Finds every parameter entry that can change any of the given units.
+
+    Args:
+        model: a functional or Sequential Keras model.
+        units: {layer name: bool vector over that layer's output units}.
+
+    Returns:
+        {variable path: bool array shaped like the variable}, True where the entry has a path
+        to one of the units. Variables with no such entry are absent.
+    """
+    graph = model_graph(model)
+    affected: dict[int, np.ndarray] = {}  # id(KerasTensor) -> bool vector over its last axis
+    for name, vector in units.items():
+        layer = graph.get_layer(name)
+        for node in layer._inbound_nodes:
+            for tensor in node.outputs:
+                _mark(affected, tensor, np.asarray(vector, dtype=bool))
+    frozen: dict[str, np.ndarray] = {}
+    for depth in sorted(graph._nodes_by_depth):
+        for node in graph._nodes_by_depth[depth]:
+            outs = [affected.get(id(t)) for t in node.outputs]
+            outs = [o for o in outs if o is not None and o.any()]
+            if not outs:
+                continue
+            out_units = np.logical_or.reduce([np.resize(o, outs[0].shape) for o in outs])
+            _propagate(node, out_units, affected, frozen)
+    return frozen
+
+
+def _mark(affected: dict, tensor, vector: np.ndarray) -> None:
+    key = id(tensor)
+    if key in affected and affected[key].shape == vector.shape:
+        affected[key] = affected[key] | vector
+    elif key in affected:
+        affected[key] = np.ones_like(affected[key]) if vector.any() else affected[key]
+    else:
+        affected[key] = vector
+
+
+def _freeze(frozen: dict, variable, entries: np.ndarray) -> None:
+    entries = np.broadcast_to(entries, tuple(variable.shape))
+    path = variable.path
+    frozen[path] = frozen[path] | entries if path in frozen else entries.copy()
+
+
+def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> None:
+    layer = node.operation
+    inputs: list = list(node.arguments.keras_tensors)
+    connectivity = layer_mask(layer)
+    if isinstance(layer, keras.layers.InputLayer):
+        return
+    if _is_mixing(layer):
+        out_units = np.ones_like(out_units)
+    if connectivity is not None and len(inputs) == 1:
+        _freeze(frozen, layer.kernel, out_units[None, :])
+        if getattr(layer, "bias", None) is not None:
+            _freeze(frozen, layer.bias, out_units)
+        _mark(affected, inputs[0], (connectivity & out_units[None, :]).any(axis=1))
+        return
+    if isinstance(layer, _ELEMENTWISE) and len(inputs) == 1:
+        for variable in layer.trainable_variables:  # PReLU's alpha: one per unit
+            _freeze(frozen, variable, out_units if variable.shape[-1] == out_units.size else True)
+        _mark(affected, inputs[0], out_units)
+        return
+    if isinstance(layer, keras.layers.Concatenate) and layer.axis in (-1, len(inputs[0].shape) - 1):
+        start = 0
+        for tensor in inputs:
+            width = _width(tensor)
+            _mark(affected, tensor, out_units[start : start + width])
+            start += width
+        return
+    if isinstance(layer, _MERGES):
+        for tensor in inputs:
+            same = _width(tensor) == out_units.size
+            _mark(affected, tensor, out_units if same else np.ones(_width(tensor), dtype=bool))
+        return
+    # Unknown or mixing layer: every input and every parameter may move the units.
+    for variable in getattr(layer, "trainable_variables", []):
+        _freeze(frozen, variable, True)
+    for tensor in inputs:
+        _mark(affected, tensor, np.ones(_width(tensor), dtype=bool))
+
+
+def unit_vector(size: int, index: Iterable | int | slice | None) -> np.ndarray:
+    """A bool vector of ``size`` with the indexed units set (None: all of them)."""
+    vector = np.zeros(size, dtype=bool)
+    if index is None:
+        vector[:] = True
+    else:
+        vector[index] = True
+    return vector

@@ -1,0 +1,161 @@
+"""Selectors: turn ``"out[1]"``, ``"out.kernel[:, 1]"`` or a variable into per-entry masks.
+
+A selector addresses any layer of a model that has a ``kernel`` and/or ``bias`` (a
+:class:`~maskmagic.layers.MaskedDense` or a plain ``keras.layers.Dense`` alike):
+
+============================  ===============================================================
+``out``                       every trainable variable of layer ``out``
+``out.kernel``/``out.bias``   one variable
+``out[1]``, ``out[0:2]``      those units: their incoming kernel columns and bias entries
+``out.kernel[2, 1]``          exactly those kernel entries (numpy indexing)
+============================  ===============================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from maskmagic.errors import SelectorError
+from maskmagic.lang import parse_selector
+
+__all__ = ["Selection", "merge", "parameter_layers", "resolve", "resolve_units", "unit_count"]
+
+# {variable path: bool array shaped like the variable}
+Selection = dict[str, np.ndarray]
+VARIABLES = ("kernel", "bias")
+
+
+def parameter_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """The layers of ``model`` that a selector can address (those with a kernel or bias)."""
+    found = {}
+    for layer in _all_layers(model):
+        if getattr(layer, "kernel", None) is not None or getattr(layer, "bias", None) is not None:
+            found[layer.name] = layer
+    return found
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def unit_count(layer: keras.layers.Layer) -> int:
+    """Number of output units of a Dense-like layer (the kernel's last axis)."""
+    kernel = getattr(layer, "kernel", None)
+    source = kernel if kernel is not None else layer.bias
+    return int(source.shape[-1])
+
+
+def _layer(model: keras.Model, name: str, text: str) -> keras.layers.Layer:
+    layers = parameter_layers(model)
+    if name not in layers:
+        known = ", ".join(layers) or "(none)"
+        raise SelectorError(
+            f"selector {text!r} names layer {name!r}, which the model does not have; "
+            f"expected one of the layers with parameters: {known}"
+        )
+    return layers[name]
+
+
+def _parse(selector: Any):
+    if isinstance(selector, str):
+        return parse_selector(selector)
+    return selector
+
+
+def _index_into(shape: tuple, index: tuple, text: str, what: str) -> np.ndarray:
+    chosen = np.zeros(shape, dtype=bool)
+    try:
+        chosen[index] = True
+    except IndexError as exc:
+        raise SelectorError(f"selector {text!r} is out of range: {what} ({exc})") from None
+    if not chosen.any():
+        raise SelectorError(f"selector {text!r} selects nothing: {what}")
+    return chosen
+
+
+def resolve(model: keras.Model, selector: Any) -> Selection:
+    """Resolves one selector (string, parsed selector or Keras variable) to entry masks.
+
+    Raises:
+        SelectorError: unknown layer or variable, index out of range, or an empty selection.
+    """
+    if isinstance(selector, keras.Variable) or hasattr(selector, "assign"):
+        paths = {v.path for v in model.trainable_variables}
+        if selector.path not in paths:
+            raise SelectorError(
+                f"variable {selector.path!r} is not a trainable variable of model {model.name!r}"
+            )
+        return {selector.path: np.ones(tuple(selector.shape), dtype=bool)}
+    spec = _parse(selector)
+    text = getattr(spec, "text", str(selector))
+    layer = _layer(model, spec.layer, text)
+    if spec.variable is not None:
+        variable = getattr(layer, spec.variable, None) if spec.variable in VARIABLES else None
+        if variable is None:
+            have = [v for v in VARIABLES if getattr(layer, v, None) is not None]
+            raise SelectorError(
+                f"selector {text!r}: layer {layer.name!r} has no variable {spec.variable!r}; "
+                f"expected one of: {', '.join(have)}"
+            )
+        shape = tuple(variable.shape)
+        if spec.index is None:
+            return {variable.path: np.ones(shape, dtype=bool)}
+        return {
+            variable.path: _index_into(
+                shape, spec.index, text, f"{layer.name}.{spec.variable} has shape {shape}"
+            )
+        }
+    if spec.index is None:
+        return {v.path: np.ones(tuple(v.shape), dtype=bool) for v in layer.trainable_variables}
+    units = resolve_units(model, spec)[layer.name]
+    chosen = {}
+    for name in VARIABLES:
+        variable = getattr(layer, name, None)
+        if variable is not None and variable.trainable:
+            chosen[variable.path] = np.broadcast_to(units, tuple(variable.shape)).copy()
+    return chosen
+
+
+def resolve_units(model: keras.Model, selector: Any) -> dict[str, np.ndarray]:
+    """Resolves a unit selector (``out[0]``, ``out[0:2]`` or ``out``) to a unit vector.
+
+    Returns:
+        {layer name: bool vector over the layer's units}.
+    """
+    spec = _parse(selector)
+    text = getattr(spec, "text", str(selector))
+    if spec.variable is not None:
+        raise SelectorError(
+            f"freeze expects units such as 'out[0]' or a whole layer 'out'; received {text!r}, "
+            "which names a variable"
+        )
+    layer = _layer(model, spec.layer, text)
+    size = unit_count(layer)
+    if spec.index is None:
+        return {layer.name: np.ones(size, dtype=bool)}
+    if len(spec.index) != 1:
+        raise SelectorError(
+            f"selector {text!r} has {len(spec.index)} indices; a unit selector takes one "
+            f"(layer {layer.name!r} has {size} units)"
+        )
+    return {
+        layer.name: _index_into(
+            (size,), spec.index, text, f"layer {layer.name!r} has {size} units (0 to {size - 1})"
+        )
+    }
+
+
+def merge(selections: list[Selection]) -> Selection:
+    """Union of several selections."""
+    merged: Selection = {}
+    for selection in selections:
+        for path, chosen in selection.items():
+            merged[path] = merged[path] | chosen if path in merged else chosen.copy()
+    return merged

@@ -1,0 +1,43 @@
+"""Shared fixtures: small Keras nets built with the Python API."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from maskmagic.layers import MaskedDense  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Each test starts from a clean Keras session (layer names, dtype policy)."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def make_342(hidden_mask=None, out_mask=None, activation="sigmoid") -> keras.Model:
+    """The 3-4-2 net of DESIGN.md's first question."""
+    x = keras.Input((3,), name="x")
+    h = MaskedDense(4, mask=hidden_mask, activation=activation, name="hidden")(x)
+    out = MaskedDense(2, mask=out_mask, name="out")(h)
+    return keras.Model(x, out, name="net")
+
+
+@pytest.fixture
+def net342() -> keras.Model:
+    return make_342()
+
+
+@pytest.fixture
+def data342():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = np.stack([x[:, 0] - x[:, 1], x[:, 2] * 0.5 + 0.3], axis=1).astype("float32")
+    return x, y
