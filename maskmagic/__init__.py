@@ -1,1 +1,53 @@
-"""maskmagic: hand-wired TensorFlow/Keras networks from a Jupyter cell magic."""
+"""maskmagic: hand-wired TensorFlow/Keras networks from a Jupyter cell magic.
+
+The public API is imported lazily, so ``import maskmagic`` and ``%load_ext maskmagic`` stay
+cheap until a name that needs TensorFlow is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GradientInspector",
+    "MaskEditor",
+    "MaskMagicError",
+    "MaskedDense",
+    "TrainOp",
+    "build",
+    "load_ipython_extension",
+    "masks",
+    "strip",
+]
+
+_LAZY = {
+    "GradientInspector": "maskmagic.widgets.inspector",
+    "MaskEditor": "maskmagic.widgets.editor",
+    "MaskMagicError": "maskmagic.errors",
+    "MaskedDense": "maskmagic.layers",
+    "TrainOp": "maskmagic.training",
+    "build": "maskmagic.build",
+    "strip": "maskmagic.deploy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "masks":
+        return importlib.import_module("maskmagic.masks")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'maskmagic' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext maskmagic``: registers ``%%masked_net``, ``%mask_editor``, ``%grad_inspector``."""
+    from maskmagic.magic import load_ipython_extension as load
+
+    load(ipython)

@@ -74,9 +74,10 @@ def make_optimizer(optimizer: Any = "sgd", **options: Any) -> keras.optimizers.O
     try:
         return keras.optimizers.get({"class_name": str(optimizer).lower(), "config": options})
     except (ValueError, TypeError) as exc:
+        detail = "" if "Could not interpret" in str(exc) else f" ({exc})"
         raise MaskMagicError(
             f"unknown optimizer {optimizer!r} or bad arguments {options}; expected a Keras "
-            f"optimizer name such as sgd, adam, adamw, rmsprop, adagrad, lion ({exc})"
+            f"optimizer name such as sgd, adam, adamw, rmsprop, adagrad, lion{detail}"
         ) from None
 
 
@@ -96,6 +97,13 @@ def _slots(optimizer: keras.optimizers.Optimizer, variable) -> list:
             if tuple(slot.shape) == tuple(variable.shape):
                 found.append(slot)
     return found
+
+
+def _labels(items: list) -> str:
+    """Selectors as the user wrote them: ``"out[1], h.bias"``."""
+    return ", ".join(
+        getattr(item, "text", None) or getattr(item, "path", None) or str(item) for item in items
+    )
 
 
 def _is_star(selector: Any) -> bool:
@@ -216,9 +224,9 @@ class TrainOp:
         return masks
 
     def _nothing_left_message(self) -> str:
-        picked = ", ".join(map(str, self.select)) or "every trainable variable"
+        picked = _labels(self.select) or "every trainable variable"
         if self.freeze:
-            frozen = ", ".join(map(str, self.freeze))
+            frozen = _labels(self.freeze)
             return (
                 f"train op {self.name!r}: freeze={frozen} leaves nothing trainable: every "
                 f"parameter selected ({picked}) has a path to the frozen units; expected a "
@@ -373,8 +381,8 @@ class TrainOp:
         return int(sum(self.update_mask(v).sum() for v in self.var_list))
 
     def __repr__(self) -> str:
-        picked = ", ".join(map(str, self.select)) or "*"
-        frozen = f" freeze={', '.join(map(str, self.freeze))}" if self.freeze else ""
+        picked = _labels(self.select) or "*"
+        frozen = f" freeze={_labels(self.freeze)}" if self.freeze else ""
         return (
             f"<TrainOp {self.name}: {picked}{frozen}, {self.parameter_count()} parameters, "
             f"{type(self.optimizer).__name__}>"

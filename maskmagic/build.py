@@ -1,0 +1,239 @@
+"""The only place where a parsed cell (a NetSpec) becomes Keras objects.
+
+``build(text, namespace)`` parses the cell, evaluates every mask expression in the namespace
+(with the mask constructors of :mod:`maskmagic.masks` in scope), builds a functional Keras model
+of :class:`~maskmagic.layers.MaskedDense` layers and the TrainOps. It never writes to the
+namespace: the magic binds the names only after everything here succeeded. Every failure,
+whatever raised it, comes out as a :class:`~maskmagic.errors.CellError` with a line and column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from maskmagic import lang, masks
+from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.layers import MaskedDense
+from maskmagic.training import TrainOp, make_loss, make_optimizer
+
+__all__ = ["Built", "build", "build_spec", "mask_scope"]
+
+DEFAULT_LOSS = "mse"
+DEFAULT_OPTIMIZER = "sgd"
+
+
+def mask_scope() -> dict[str, Any]:
+    """The names a ``mask=`` expression sees on top of the notebook namespace."""
+    return {
+        "ones": masks.ones,
+        "zeros": masks.zeros,
+        "eye": masks.eye,
+        "random": masks.random,
+        "banded": masks.banded,
+        "blocks": masks.blocks,
+        "from_csv": masks.from_csv,
+        "from_edges": masks.from_edges,
+        "load": masks.load,
+        "np": np,
+    }
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a cell built: the spec, the model and the ops (by name)."""
+
+    spec: lang.NetSpec
+    model: keras.Model
+    ops: dict[str, TrainOp]
+
+
+@contextlib.contextmanager
+def _at(loc: lang.Location, what: str) -> Iterator[None]:
+    """Turns any exception raised while building ``what`` into a CellError at ``loc``."""
+    try:
+        yield
+    except CellError:
+        raise
+    except MaskMagicError as exc:
+        message = str(exc) if str(exc).startswith(what) else f"{what}: {exc}"
+        raise CellError(message, loc.line, loc.column, loc.source) from None
+    except Exception as exc:  # Keras, numpy and the user's own expressions: all input errors
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CellError(
+            f"{what} failed: {type(exc).__name__}: {message}", loc.line, loc.column, loc.source
+        ) from None
+
+
+def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
+    with _at(loc, f"{key}={expression}"):
+        return eval(expression, dict(namespace), mask_scope())  # noqa: S307 - the user's cell
+
+
+def _initializer(name: str | None, seed: int | None, default: str) -> Any:
+    name = name or default
+    if seed is None:
+        return name
+    try:
+        return keras.initializers.get({"class_name": name, "config": {"seed": seed}})
+    except (ValueError, TypeError):
+        return name  # initializers without a seed (zeros, ones, constant)
+
+
+def _width(tensor: Any) -> int:
+    return int(np.prod(tensor.shape[1:]))
+
+
+def _flat(tensor: Any, name: str) -> Any:
+    if len(tensor.shape) > 2:
+        return keras.layers.Flatten(name=f"{name}_flatten")(tensor)
+    return tensor
+
+
+def _source(spec: Any, tensors: dict[str, Any], dense: bool) -> Any:
+    parts = [tensors[s] for s in spec.sources]
+    if dense:
+        parts = [_flat(t, f"{spec.name}_{s}") for t, s in zip(parts, spec.sources)]
+    if len(parts) == 1:
+        return parts[0]
+    return keras.layers.Concatenate(name=f"{spec.name}_concat")(parts)
+
+
+def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | None) -> Any:
+    inputs = _width(x)
+    mask = bias_mask = None
+    if spec.mask is not None:
+        value = _evaluate(spec.mask, namespace, spec.loc_of("mask"), "mask")
+        with _at(spec.loc_of("mask"), f"mask of layer '{spec.name}'"):
+            names = masks.names_of(value)
+            mask = masks.validate(value, (inputs, spec.units))
+            if names:
+                mask = masks.NamedMask(mask, names[0], names[1])
+    if spec.bias_mask is not None:
+        value = _evaluate(spec.bias_mask, namespace, spec.loc_of("bias_mask"), "bias_mask")
+        with _at(spec.loc_of("bias_mask"), f"bias_mask of layer '{spec.name}'"):
+            bias_mask = masks.validate(value, (spec.units,), name="bias_mask")
+    if spec.activation is not None:
+        with _at(spec.loc_of("activation"), f"activation={spec.activation}"):
+            keras.activations.get(spec.activation)
+    initializer = _initializer(spec.kernel_initializer, seed, "glorot_uniform")
+    if spec.kernel_initializer is not None:
+        with _at(
+            spec.loc_of("kernel_initializer"), f"kernel_initializer={spec.kernel_initializer}"
+        ):
+            keras.initializers.get(initializer)
+    with _at(spec.loc, f"dense layer '{spec.name}'"):
+        layer = MaskedDense(
+            spec.units,
+            mask=mask,
+            bias_mask=bias_mask,
+            activation=spec.activation,
+            use_bias=spec.use_bias,
+            impl=spec.impl,
+            kernel_initializer=initializer,
+            name=spec.name,
+            **dict(spec.options),
+        )
+        return layer(x)
+
+
+def build_spec(
+    spec: lang.NetSpec,
+    namespace: Mapping[str, Any] | None = None,
+    name: str = "net",
+    seed: int | None = None,
+) -> Built:
+    """Builds the model and TrainOps of a parsed cell (see :func:`build`)."""
+    namespace = namespace if namespace is not None else {}
+    if not spec.layers:
+        first = spec.inputs[0].loc
+        raise CellError(
+            "the cell has no layers; expected at least one `dense` statement after the inputs",
+            first.line,
+            first.column,
+            first.source,
+        )
+    tensors: dict[str, Any] = {}
+    for item in spec.inputs:
+        with _at(item.loc, f"input '{item.name}'"):
+            tensors[item.name] = keras.Input(item.shape, name=item.name)
+    for index, item in enumerate(spec.layers):
+        layer_seed = None if seed is None else seed + index
+        if isinstance(item, lang.DenseSpec):
+            x = _source(item, tensors, dense=True)
+            tensors[item.name] = _dense_layer(item, x, namespace, layer_seed)
+        else:
+            with _at(item.loc, f"dropout layer '{item.name}'"):
+                x = _source(item, tensors, dense=False)
+                tensors[item.name] = keras.layers.Dropout(
+                    item.rate, seed=layer_seed, name=item.name
+                )(x)
+    inputs = [tensors[i.name] for i in spec.inputs]
+    outputs = [tensors[o] for o in spec.outputs]
+    last = spec.layers[-1].loc
+    with _at(last, "building the model"):
+        model = keras.Model(
+            inputs[0] if len(inputs) == 1 else inputs,
+            outputs[0] if len(outputs) == 1 else outputs,
+            name=name,
+        )
+    loss = _loss(spec.loss)
+    optimizer = _optimizer(spec.optimizer)
+    ops = {}
+    for op in spec.train:
+        op_loss = dict(op.options).get("loss")
+        with _at(op.loc, f"train op '{op.name}'"):
+            ops[op.name] = TrainOp(
+                model,
+                loss=_loss(op_loss) if op_loss is not None else loss,
+                optimizer=_optimizer(op.optimizer) if op.optimizer is not None else optimizer,
+                select=list(op.select) or None,
+                freeze=list(op.freeze) or None,
+                name=op.name,
+            )
+    with _at(last, "compiling the model"):
+        model.compile(optimizer=optimizer, loss=loss)
+    return Built(spec, model, ops)
+
+
+def _loss(spec: lang.LossSpec | None) -> keras.losses.Loss:
+    if spec is None:
+        return make_loss(DEFAULT_LOSS)
+    with _at(spec.loc, f"loss '{spec.name}'"):
+        return make_loss(spec.name, **dict(spec.options))
+
+
+def _optimizer(spec: lang.OptimizerSpec | None) -> keras.optimizers.Optimizer:
+    if spec is None:
+        return make_optimizer(DEFAULT_OPTIMIZER)
+    with _at(spec.loc, f"optimizer '{spec.name}'"):
+        return make_optimizer(spec.name, **dict(spec.options))
+
+
+def build(
+    text: str,
+    namespace: Mapping[str, Any] | None = None,
+    name: str = "net",
+    seed: int | None = None,
+) -> tuple[keras.Model, dict[str, TrainOp]]:
+    """Builds what a ``%%masked_net`` cell describes, without IPython.
+
+    Args:
+        text: the cell body in the cell language.
+        namespace: where ``mask=`` expressions look up names (read only, never written).
+        name: the Keras model's name.
+        seed: makes the initial weights (and dropout) reproducible.
+
+    Returns:
+        ``(model, ops)``: the Keras model and a dict of op name -> TrainOp.
+
+    Raises:
+        CellError: anything wrong with the cell, with its line and column.
+    """
+    built = build_spec(lang.parse(text), namespace, name=name, seed=seed)
+    return built.model, built.ops
