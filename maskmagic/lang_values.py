@@ -37,8 +37,14 @@ _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {close: open_ for open_, close in _OPEN.items()}
 INT_RE = re.compile(r"[+-]?[0-9]+")
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_CONSTANTS = {"true": True, "True": True, "false": False, "False": False, "none": None}
-_CONSTANTS["None"] = None
+_CONSTANTS = {
+    "true": True,
+    "True": True,
+    "false": False,
+    "False": False,
+    "none": None,
+    "None": None,
+}
 _MAX_NESTING = 16
 _SELECTOR_FORMS = "out, out.kernel, out.bias, out[1], out[0:2] or out.kernel[:, 1]"
 

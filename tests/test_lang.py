@@ -87,7 +87,12 @@ def test_design_example_keep_one_output_fixed():
     assert net.loss == LossSpec("mse", (), Location(4, 1, "loss mse"))
     assert net.optimizer.name == "sgd"
     assert net.optimizer.options == (("learning_rate", 0.1),)
-    assert [op.name for op in net.train] == ["train_op_all", "train_op12", "train_op2", "keep_first"]
+    assert [op.name for op in net.train] == [
+        "train_op_all",
+        "train_op12",
+        "train_op2",
+        "keep_first",
+    ]
     everything, op12, op2, keep = net.train
     assert everything.select == () and everything.freeze == () and everything.optimizer is None
     assert [(s.layer, s.variable, s.index) for s in op12.select] == [("out", None, None)]
@@ -194,7 +199,10 @@ def test_from_several_sources_and_default_previous_statement():
 
 
 def test_loss_and_optimizer_options_and_call_form():
-    net = parse(BASE + "loss binary_crossentropy(from_logits=true) reduction=sum\noptimizer adam(learning_rate=1e-3, beta_1=0.8)")
+    net = parse(
+        BASE
+        + "loss binary_crossentropy(from_logits=true) reduction=sum\noptimizer adam(learning_rate=1e-3, beta_1=0.8)"
+    )
     assert net.loss.name == "binary_crossentropy"
     assert net.loss.options == (("from_logits", True), ("reduction", "sum"))
     assert isinstance(net.optimizer, OptimizerSpec) and net.optimizer.name == "adam"
@@ -219,9 +227,14 @@ def test_train_optimizer_and_loss_options():
 
 
 def test_train_freeze_lists():
-    net = parse(BASE + "train a freeze=out[0],h[3]\ntrain b h.kernel freeze=out\ntrain c freeze=out[0:2]")
+    net = parse(
+        BASE + "train a freeze=out[0],h[3]\ntrain b h.kernel freeze=out\ntrain c freeze=out[0:2]"
+    )
     a, b, c = net.train
-    assert [(s.layer, s.variable, s.index) for s in a.freeze] == [("out", None, (0,)), ("h", None, (3,))]
+    assert [(s.layer, s.variable, s.index) for s in a.freeze] == [
+        ("out", None, (0,)),
+        ("h", None, (3,)),
+    ]
     assert a.freeze[1].loc.column == len("train a freeze=out[0],") + 1
     assert [(s.layer, s.index) for s in b.freeze] == [("out", None)]
     assert [(s.layer, s.variable) for s in b.select] == [("h", "kernel")]
@@ -275,7 +288,9 @@ def test_kernel_row_bounds_skipped_when_input_width_unknown():
 
 
 def test_kernel_rows_are_the_sum_of_the_sources():
-    net = parse("input a 3\ninput b 2\ndropout d 0.1 from=a\ndense h 4 from=d,b\ntrain op h.kernel[4, 3]")
+    net = parse(
+        "input a 3\ninput b 2\ndropout d 0.1 from=a\ndense h 4 from=d,b\ntrain op h.kernel[4, 3]"
+    )
     assert net.train[0].select[0].index == (4, 3)
     e = error("input a 3\ninput b 2\ndense h 4 from=a,b\ntrain op h.kernel[5, 0]")
     assert "5 inputs" in e.message and "out of range" in e.message
@@ -384,10 +399,24 @@ def test_crlf_line_endings():
     [
         ("", 1, 1, ["cell is empty", "input"]),
         ("  \n# only a comment\n\n", 1, 1, ["cell is empty"]),
-        ("input x 3\ndnese h 4", 2, 1, ["unknown statement 'dnese'", "input, dense, dropout, loss, optimizer, train", "did you mean 'dense'"]),
+        (
+            "input x 3\ndnese h 4",
+            2,
+            1,
+            [
+                "unknown statement 'dnese'",
+                "input, dense, dropout, loss, optimizer, train",
+                "did you mean 'dense'",
+            ],
+        ),
         ("input x 3\nDense h 4", 2, 1, ["did you mean 'dense'"]),
         ("%%masked_net net\ninput x 3", 1, 1, ["not part of the cell body"]),
-        ("input x 3\ndense hidden four", 2, 14, ["expected a positive integer number of units after 'dense hidden'", "found 'four'"]),
+        (
+            "input x 3\ndense hidden four",
+            2,
+            14,
+            ["expected a positive integer number of units after 'dense hidden'", "found 'four'"],
+        ),
         ("input x 3\ndense h 0", 2, 9, ["positive integer", "found '0'"]),
         ("input x 3\ndense h -3", 2, 9, ["positive integer", "found '-3'"]),
         ("input x 3\ndense h 2.5", 2, 9, ["found '2.5'"]),
@@ -407,8 +436,18 @@ def test_crlf_line_endings():
         ("input x 3\ndense h 2\ndropout h 0.1", 3, 9, ["'h' is already defined on line 2"]),
         ("input x 3\ninput x 4", 2, 7, ["already defined on line 1"]),
         (BASE + "train op\ntrain op out", 5, 7, ["train op 'op' is already defined on line 4"]),
-        ("input x 3\ndense h 2 from=y", 2, 16, ["'y' is not an input or layer defined above", "known so far: x"]),
-        ("input x 3\ndense a 2 from=b\ndense b 2", 2, 16, ["'b' is not an input or layer", "known so far: x"]),
+        (
+            "input x 3\ndense h 2 from=y",
+            2,
+            16,
+            ["'y' is not an input or layer defined above", "known so far: x"],
+        ),
+        (
+            "input x 3\ndense a 2 from=b\ndense b 2",
+            2,
+            16,
+            ["'b' is not an input or layer", "known so far: x"],
+        ),
         ("input x 3\ndense a 2 from=a", 2, 16, ["cannot read its own output"]),
         ("input xx 3\ndense a 2 from=x", 2, 16, ["did you mean 'xx'"]),
         ("input x 3\ndense a 2 from=x,'b'", 2, 18, ["from=NAME,NAME", "found \"'b'\""]),
@@ -420,53 +459,137 @@ def test_crlf_line_endings():
         ("input x 3\ndropout d -0.1", 2, 11, ["dropout rate"]),
         ("input x 3\ndropout d half", 2, 11, ["dropout rate", "found 'half'"]),
         ("input x 3\ndropout d true", 2, 11, ["dropout rate"]),
-        ("input x 3\ndropout d 0.1 activation=relu", 2, 15, ["unknown option 'activation='", "expected one of: from"]),
+        (
+            "input x 3\ndropout d 0.1 activation=relu",
+            2,
+            15,
+            ["unknown option 'activation='", "expected one of: from"],
+        ),
         ("input x 3\ndense h 2 impl=fast", 2, 16, ["auto, dense or sparse", "found 'fast'"]),
         ("input x 3\ndense h 2 use_bias=yes", 2, 20, ["true or false", "found 'yes'"]),
         ("input x 3\ndense h 2 activation=3", 2, 22, ["activation name", "found '3'"]),
-        ("input x 3\ndense h 2 activaton=relu", 2, 11, ["unknown option 'activaton='", "did you mean 'activation'", "kernel_regularizer"]),
+        (
+            "input x 3\ndense h 2 activaton=relu",
+            2,
+            11,
+            ["unknown option 'activaton='", "did you mean 'activation'", "kernel_regularizer"],
+        ),
         ("input x 3\ndense h 2 name=foo", 2, 11, ["'name=' is not an option"]),
         ("input x 3\ndense h 2 mask=A @ B", 2, 18, ["unexpected '@'", "parentheses"]),
         ("input x 3\ndense h 2 mask=1+", 2, 18, ["Python expression for mask=", "found '1+'"]),
         ("input x 3\ndense h 2 bias_mask=)(", 2, 21, ["unmatched ')'"]),
-        ("input x 3\ndense h 2 activation=relu activation=tanh", 2, 27, ["'activation=' is given twice"]),
-        ("input x 3\ndense h 2 activation= relu", 2, 22, ["expected a value after 'activation='", "without spaces"]),
+        (
+            "input x 3\ndense h 2 activation=relu activation=tanh",
+            2,
+            27,
+            ["'activation=' is given twice"],
+        ),
+        (
+            "input x 3\ndense h 2 activation= relu",
+            2,
+            22,
+            ["expected a value after 'activation='", "without spaces"],
+        ),
         ("input x 3\ndense h 2 activation = relu", 2, 22, ["expected an option name before '='"]),
         ("input x 3\ndense h 2 2x=3", 2, 11, ["option name", "found '2x'"]),
-        ("input x 3\ndense h 2 dtype=@", 2, 17, ["a number, true/false, none, a quoted string", "found '@'"]),
+        (
+            "input x 3\ndense h 2 dtype=@",
+            2,
+            17,
+            ["a number, true/false, none, a quoted string", "found '@'"],
+        ),
         ("input x 3\ndense h 2 dtype=1e999", 2, 17, ["finite number"]),
         ("input x 3\ndense h 2 dtype='a'b", 2, 17, ["quoted string"]),
         (BASE + "loss mse\nloss mae", 5, 1, ["a second `loss` statement", "line 4"]),
-        (BASE + "optimizer sgd\noptimizer adam", 5, 1, ["a second `optimizer` statement", "line 4"]),
+        (
+            BASE + "optimizer sgd\noptimizer adam",
+            5,
+            1,
+            ["a second `optimizer` statement", "line 4"],
+        ),
         (BASE + "loss", 4, 5, ["expected a loss name", "found nothing"]),
         (BASE + "loss 3", 4, 6, ["expected a loss name", "found '3'"]),
         (BASE + "loss mse mae", 4, 10, ["unexpected 'mae'"]),
-        (BASE + "optimizer adam(0.1)", 4, 16, ["key=value arguments inside 'adam(...)'", "found '0.1'"]),
+        (
+            BASE + "optimizer adam(0.1)",
+            4,
+            16,
+            ["key=value arguments inside 'adam(...)'", "found '0.1'"],
+        ),
         (BASE + "optimizer adam(lr=1, lr=2)", 4, 22, ["'lr=' is given twice"]),
         (BASE + "optimizer adam(lr=1) lr=2", 4, 22, ["'lr=' is given twice"]),
         (BASE + "optimizer adam(lr=1)x", 4, 22, ["expected ')' at the end"]),
         (BASE + "train", 4, 6, ["expected a train op name after 'train'"]),
-        (BASE + "train op outt[1]", 4, 10, ["selector 'outt[1]' names no layer 'outt'", "selectors name dense layers: h, out", "did you mean 'out'"]),
+        (
+            BASE + "train op outt[1]",
+            4,
+            10,
+            [
+                "selector 'outt[1]' names no layer 'outt'",
+                "selectors name dense layers: h, out",
+                "did you mean 'out'",
+            ],
+        ),
         (BASE + "train op x", 4, 10, ["names the input 'x'", "dense layers: h, out"]),
         ("input x 3\ndense h 2\ndropout d 0.5\ntrain op d[0]", 4, 10, ["names the dropout 'd'"]),
-        (BASE + "train op out.weights", 4, 13, ["expected .kernel or .bias after 'out'", "found '.weights'"]),
+        (
+            BASE + "train op out.weights",
+            4,
+            13,
+            ["expected .kernel or .bias after 'out'", "found '.weights'"],
+        ),
         (BASE + "train op out[0, 1]", 4, 13, ["expected 1 index for a unit selector", "found 2"]),
         (BASE + "train op out.bias[0, 1]", 4, 18, ["1 index for a .bias selector"]),
-        (BASE + "train op out.kernel[0, 1, 2]", 4, 20, ["1 or 2 indices for a .kernel selector", "found 3"]),
-        (BASE + "train op out[2]", 4, 13, ["index 2 is out of range", "layer 'out' has 2 units", "-2 to 1"]),
+        (
+            BASE + "train op out.kernel[0, 1, 2]",
+            4,
+            20,
+            ["1 or 2 indices for a .kernel selector", "found 3"],
+        ),
+        (
+            BASE + "train op out[2]",
+            4,
+            13,
+            ["index 2 is out of range", "layer 'out' has 2 units", "-2 to 1"],
+        ),
         (BASE + "train op out[-3]", 4, 13, ["index -3 is out of range"]),
         (BASE + "train op out.bias[5]", 4, 18, ["index 5 is out of range"]),
         (BASE + "train op out.kernel[0, 2]", 4, 20, ["index 2 is out of range", "2 units"]),
         (BASE + "train op out.kernel[4]", 4, 20, ["index 4 is out of range", "4 inputs"]),
-        (BASE + "train op h.kernel[-4, 0]", 4, 18, ["index -4 is out of range", "'h' has 3 inputs"]),
-        ("input x 3\ndense h 2 use_bias=false\ntrain op h.bias", 3, 10, ["has no bias (use_bias=false)"]),
+        (
+            BASE + "train op h.kernel[-4, 0]",
+            4,
+            18,
+            ["index -4 is out of range", "'h' has 3 inputs"],
+        ),
+        (
+            "input x 3\ndense h 2 use_bias=false\ntrain op h.bias",
+            3,
+            10,
+            ["has no bias (use_bias=false)"],
+        ),
         (BASE + "train op * out", 4, 12, ["'*' already selects every trainable variable", "'out'"]),
         (BASE + "train op out *", 4, 10, ["cannot be combined with 'out'"]),
-        (BASE + "train op freeze=out.kernel", 4, 17, ["unit selectors", "freeze=", "found 'out.kernel'"]),
-        (BASE + "train op freeze=out[0],", 4, 24, ["unit selector", "no spaces in freeze=", "found nothing"]),
+        (
+            BASE + "train op freeze=out.kernel",
+            4,
+            17,
+            ["unit selectors", "freeze=", "found 'out.kernel'"],
+        ),
+        (
+            BASE + "train op freeze=out[0],",
+            4,
+            24,
+            ["unit selector", "no spaces in freeze=", "found nothing"],
+        ),
         (BASE + "train op freeze=nope[0]", 4, 17, ["names no layer 'nope'"]),
         (BASE + "train op freeze=out[5]", 4, 20, ["out of range"]),
-        (BASE + "train op select=out", 4, 10, ["unknown option 'select='", "freeze, optimizer, loss"]),
+        (
+            BASE + "train op select=out",
+            4,
+            10,
+            ["unknown option 'select='", "freeze, optimizer, loss"],
+        ),
         (BASE + "train op out[a]", 4, 14, ["expected an integer or a slice", "found 'a'"]),
         (BASE + "train op out[1:2:0]", 4, 14, ["slice step cannot be zero"]),
         (BASE + "train op out[]", 4, 14, ["expected an index", "found nothing"]),
@@ -478,8 +601,18 @@ def test_crlf_line_endings():
         (BASE + "train op out(1)", 4, 10, ["expected a selector"]),
         (BASE + "train op opt optimizer=3", 4, 24, ["expected an optimizer name", "found '3'"]),
         ("input x 3\ndense h 2 mask='abc", 2, 16, ["unterminated string", "never closed"]),
-        ("input x 3\ndense h 2 mask=(1]", 2, 18, ["expected ')' to close the '(' opened at line 2, column 16", "found ']'"]),
-        ("input x 3\ndense h 2 mask=[[0,1]\ndense g 2", 2, 16, ["'[' is never closed", "expected ']'"]),
+        (
+            "input x 3\ndense h 2 mask=(1]",
+            2,
+            18,
+            ["expected ')' to close the '(' opened at line 2, column 16", "found ']'"],
+        ),
+        (
+            "input x 3\ndense h 2 mask=[[0,1]\ndense g 2",
+            2,
+            16,
+            ["'[' is never closed", "expected ']'"],
+        ),
         ("loss mse\noptimizer sgd", 1, 1, ["no `input` statement", "input NAME SIZE"]),
         ("input x 3\ninput y 4 # c", 2, 10, ["defines no layers", "dense NAME UNITS"]),
     ],
@@ -535,7 +668,17 @@ def test_specs_are_frozen_and_made_of_tuples():
     ]:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, field, None)
-    for value in (net.inputs, net.layers, net.train, dense.sources, dense.options, op.select, op.freeze, net.optimizer.options, op.select[0].index):
+    for value in (
+        net.inputs,
+        net.layers,
+        net.train,
+        dense.sources,
+        dense.options,
+        op.select,
+        op.freeze,
+        net.optimizer.options,
+        op.select[0].index,
+    ):
         assert isinstance(value, tuple)
     for field in dataclasses.fields(NetSpec):
         assert not isinstance(getattr(net, field.name), (list, dict, set))
@@ -558,7 +701,9 @@ def test_importing_lang_imports_no_tensorflow_numpy_or_ipython():
 def test_help_and_public_names():
     for word in (*KEYWORDS, "from=", "mask=", "bias_mask=", "freeze=", "out.kernel[:, 1]", "impl="):
         assert word in HELP
-    assert lang.__all__ == sorted(lang.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+    assert lang.__all__ == sorted(
+        lang.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n)
+    )
     for name in lang.__all__:
         assert hasattr(lang, name)
 
@@ -588,10 +733,58 @@ VALID = [
     "dense w 1 mask=[[1],",
 ]
 FRAGMENTS = [
-    "input", "dense", "dropout", "loss", "optimizer", "train", "from=", "mask=", "freeze=",
-    "optimizer=", "activation=", "impl=", "=", " ", "  ", "\t", "\n", "\\", "#", "'", '"', "(",
-    ")", "[", "]", "{", "}", ",", ":", ".", "*", "@", "-1", "0", "3", "1e-3", "1e999", "x", "h",
-    "out", "kernel", "bias", "true", "none", "é", "∑", "名", "\x00", "\u2028", "\x0c", "𝔘", "٣",
+    "input",
+    "dense",
+    "dropout",
+    "loss",
+    "optimizer",
+    "train",
+    "from=",
+    "mask=",
+    "freeze=",
+    "optimizer=",
+    "activation=",
+    "impl=",
+    "=",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\\",
+    "#",
+    "'",
+    '"',
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    ".",
+    "*",
+    "@",
+    "-1",
+    "0",
+    "3",
+    "1e-3",
+    "1e999",
+    "x",
+    "h",
+    "out",
+    "kernel",
+    "bias",
+    "true",
+    "none",
+    "é",
+    "∑",
+    "名",
+    "\x00",
+    "\u2028",
+    "\x0c",
+    "𝔘",
+    "٣",
 ]
 
 _line = st.one_of(
@@ -601,9 +794,11 @@ _line = st.one_of(
 )
 _cells = st.one_of(
     st.lists(_line, max_size=10).map("\n".join),
-    st.tuples(st.lists(st.sampled_from(VALID), min_size=1, max_size=10).map("\n".join), st.integers(0, 400), st.sampled_from(FRAGMENTS)).map(
-        lambda t: t[0][: t[1]] + t[2] + t[0][t[1] :]
-    ),
+    st.tuples(
+        st.lists(st.sampled_from(VALID), min_size=1, max_size=10).map("\n".join),
+        st.integers(0, 400),
+        st.sampled_from(FRAGMENTS),
+    ).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] :]),
 )
 
 

@@ -1,0 +1,1 @@
+"""Jupyter widgets: the mask editor and the gradient inspector (anywidget, no CDN)."""
