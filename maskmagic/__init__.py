@@ -7,7 +7,12 @@ cheap until a name that needs TensorFlow is used.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines) drowns notebook output;
+# users who want it back set TF_CPP_MIN_LOG_LEVEL themselves before importing maskmagic.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 

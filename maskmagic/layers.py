@@ -130,10 +130,9 @@ class MaskedDense(keras.layers.Layer):
         if input_dim is None:
             raise MaskMagicError("MaskedDense needs a known last input dimension; received None")
         self.input_dim = int(input_dim)
-        mask = masklib.validate(
-            self._pending_mask if self._pending_mask is not None else masklib.ones(),
-            (self.input_dim, self.units),
-        )
+        mask = None
+        if self._pending_mask is not None:
+            mask = masklib.validate(self._pending_mask, (self.input_dim, self.units))
         self.kernel = self.add_weight(
             name="kernel",
             shape=(self.input_dim, self.units),
@@ -144,7 +143,8 @@ class MaskedDense(keras.layers.Layer):
         self.kernel_mask = self.add_weight(
             name="mask", shape=(self.input_dim, self.units), initializer="ones", trainable=False
         )
-        self.kernel_mask.assign(_dense(mask).astype(self.kernel_mask.dtype))
+        if mask is not None:  # the initializer already made an all-ones mask
+            self.kernel_mask.assign(_dense(mask).astype(self.kernel_mask.dtype))
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",

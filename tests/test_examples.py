@@ -1,0 +1,51 @@
+"""The example notebooks, executed top to bottom by a real Jupyter kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def execute(name: str) -> nbformat.NotebookNode:
+    notebook = nbformat.read(EXAMPLES / name, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
+    )
+    client.execute()
+    return notebook
+
+
+def outputs(notebook: nbformat.NotebookNode) -> str:
+    """Everything the notebook printed or displayed, as one string."""
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.extend(str(v) for v in output.get("data", {}).values())
+            parts.extend(output.get("traceback", []))
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_quickstart_answers_the_three_questions():
+    notebook = execute("quickstart.ipynb")
+    text = outputs(notebook)
+    assert "output 0 largest change on 1000 probe inputs: 0.0" in text
+    assert "h computes tanh(x @ (W*A) + b*B) exactly" in text
+    # The deliberately wrong cell shows one short message, not a traceback.
+    errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert len(errors) == 1
+    shown = "\n".join(errors[0].traceback)
+    assert "line 2, column 14" in shown and "four" in shown and "Traceback" not in shown
+    assert "import tensorflow" in text  # the --code cell
+
+
+@pytest.mark.slow
+def test_pathways_trains_a_connectivity_defined_net():
+    text = outputs(execute("pathways.ipynb"))
+    assert "held-out accuracy" in text and "immune_response" in text
