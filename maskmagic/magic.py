@@ -81,7 +81,7 @@ class MaskMagics(Magics):
         if args.code:
             from maskmagic.codegen import to_source
 
-            print(to_source(built, args.name))
+            print(to_source(built, args.name, cell=f"%%masked_net {line}\n{cell}"))
         if not args.quiet:
             from IPython.display import display
 
