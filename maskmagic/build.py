@@ -10,6 +10,8 @@ whatever raised it, comes out as a :class:`~maskmagic.errors.CellError` with a l
 from __future__ import annotations
 
 import contextlib
+import sys
+import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +56,11 @@ class Built:
 
 
 @contextlib.contextmanager
-def _at(loc: lang.Location, what: str) -> Iterator[None]:
-    """Turns any exception raised while building ``what`` into a CellError at ``loc``."""
+def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
+    """Turns any exception raised while building ``what`` into a CellError at ``loc``.
+
+    ``expected`` (what the statement needs there) ends the message of a foreign exception.
+    """
     try:
         yield
     except CellError:
@@ -65,13 +70,14 @@ def _at(loc: lang.Location, what: str) -> Iterator[None]:
         raise CellError(message, loc.line, loc.column, loc.source) from None
     except Exception as exc:  # Keras, numpy and the user's own expressions: all input errors
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CellError(
-            f"{what} failed: {type(exc).__name__}: {message}", loc.line, loc.column, loc.source
-        ) from None
+        message = f"{what} failed: {type(exc).__name__}: {message}"
+        if expected:
+            message += f"; expected {expected}"
+        raise CellError(message, loc.line, loc.column, loc.source) from None
 
 
 def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
-    with _at(loc, f"{key}={expression}"):
+    with _at(loc, f"{key}={expression}", f"a Python expression giving a 0/1 {key}"):
         return eval(expression, dict(namespace), mask_scope())  # noqa: S307 - the user's cell
 
 
@@ -119,12 +125,18 @@ def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | N
         with _at(spec.loc_of("bias_mask"), f"bias_mask of layer '{spec.name}'"):
             bias_mask = masks.validate(value, (spec.units,), name="bias_mask")
     if spec.activation is not None:
-        with _at(spec.loc_of("activation"), f"activation={spec.activation}"):
+        with _at(
+            spec.loc_of("activation"),
+            f"activation={spec.activation}",
+            "a Keras activation name such as relu, sigmoid, tanh, softmax, linear",
+        ):
             keras.activations.get(spec.activation)
     initializer = _initializer(spec.kernel_initializer, seed, "glorot_uniform")
     if spec.kernel_initializer is not None:
         with _at(
-            spec.loc_of("kernel_initializer"), f"kernel_initializer={spec.kernel_initializer}"
+            spec.loc_of("kernel_initializer"),
+            f"kernel_initializer={spec.kernel_initializer}",
+            "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros",
         ):
             keras.initializers.get(initializer)
     with _at(spec.loc, f"dense layer '{spec.name}'"):
@@ -237,3 +249,16 @@ def build(
     """
     built = build_spec(lang.parse(text), namespace, name=name, seed=seed)
     return built.model, built.ops
+
+
+class _CallableModule(types.ModuleType):
+    """Importing ``maskmagic.build`` makes the package attribute ``maskmagic.build`` this module
+    (Python sets it after every first import of a submodule), shadowing the lazily exported
+    function; calling the module therefore calls :func:`build`, so ``mm.build(text)`` always works.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[keras.Model, dict[str, TrainOp]]:
+        return build(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -128,13 +128,13 @@ def parse_selector(text: str) -> SelectorSpec:
     """
     if not isinstance(text, str):
         raise SelectorError(f"expected a selector string such as 'out[1]', received {text!r}")
-    lines = split_logical(text.strip())
-    if len(lines) != 1:
-        raise SelectorError(f"expected one selector such as 'out[1]', received {text!r}")
-    line = lines[0]
-    token = Token(line.text.strip(), line.start)
     try:
+        lines = split_logical(text.strip())
+        if len(lines) != 1:
+            raise SelectorError(f"expected one selector such as 'out[1]', received {text!r}")
+        line = lines[0]
+        token = Token(line.text.strip(), line.start)
         layer, variable, index = _parse_selector_token(line, token)
-    except CellError as exc:
+    except CellError as exc:  # unbalanced brackets, bad index: no cell line or column here
         raise SelectorError(f"bad selector {text!r}: {exc.message}") from None
     return SelectorSpec(token.text, layer, variable, index, Location(1, line.start + 1, line.text))

@@ -115,7 +115,10 @@ class Parser:
                     value.offset,
                 )
             if key in options:
-                raise line.error(f"option '{key}=' is given twice in this statement", tok.offset)
+                raise line.error(
+                    f"option '{key}=' is given twice in this statement; expected each option once",
+                    tok.offset,
+                )
             options[key] = (Token(key, tok.offset), value)
         getattr(self, "_" + keyword.text)(line, keyword, positional, options)
 
@@ -312,7 +315,8 @@ class Parser:
         for key, (key_tok, value) in options.items():
             if key in merged:
                 raise line.error(
-                    f"option '{key}=' is given twice in this statement", key_tok.offset
+                    f"option '{key}=' is given twice in this statement; expected each option once",
+                    key_tok.offset,
                 )
             merged[key] = convert(line, value, f"{key}=")
         return name, tuple(merged.items()), _loc(line, keyword.offset)

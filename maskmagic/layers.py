@@ -5,6 +5,14 @@ are non-trainable variables, so :meth:`MaskedDense.set_mask` changes what the ne
 already compiled train step uses, without re-tracing it. Masks travel with the weights in
 ``.keras`` files; small masks are also written into the layer config (bit-packed) so that
 ``keras.models.clone_model`` and ``from_config`` keep them.
+
+With ``impl="sparse"`` the layer stores only the connected weights (see
+:mod:`maskmagic.sparse`): a trainable ``kernel`` of shape (nnz,) in row-major order of the
+mask, and non-trainable int32 ``kernel_rows`` / ``kernel_cols`` giving each weight's input and
+unit. No (inputs, units) array is ever created: not at build, in ``call``, in the gradient, nor
+in ``.keras`` files (the config records ``nnz`` so that loading builds the right shapes; the
+mask itself travels in the weights). ``impl="auto"`` (the default) picks the implementation
+with :func:`maskmagic.sparse.choose_impl`; the choice is ``layer.kernel_format``.
 """
 
 from __future__ import annotations
@@ -18,13 +26,17 @@ import numpy as np
 from keras import ops
 
 from maskmagic import masks as masklib
+from maskmagic import sparse
 from maskmagic.errors import MaskError, MaskMagicError
+from maskmagic.layers_sparse import SparseKernelMixin, pack_connections, unpack_connections
 
 __all__ = ["MaskedDense"]
 
 IMPLS = ("auto", "dense", "sparse")
 # Masks with at most this many entries are also stored, bit-packed, in get_config().
 CONFIG_MASK_LIMIT = 1 << 22
+# Sparse layers with at most this many connections also store them in get_config().
+CONFIG_CONNECTIONS_LIMIT = 1 << 16
 
 MaskLike = Any  # numpy array, nested lists, scipy.sparse, NamedMask, or a callable of the shape
 
@@ -34,14 +46,16 @@ def _pack(mask: np.ndarray) -> dict:
     return {"shape": list(mask.shape), "bits": base64.b64encode(bits.tobytes()).decode("ascii")}
 
 
-def _unpack(packed: dict) -> np.ndarray:
+def _unpack(packed: dict) -> Any:
+    if "rows" in packed:
+        return unpack_connections(packed)
     shape = tuple(packed["shape"])
     bits = np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8)
     return np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool)
 
 
 @keras.saving.register_keras_serializable("maskmagic")
-class MaskedDense(keras.layers.Layer):
+class MaskedDense(SparseKernelMixin, keras.layers.Layer):
     """A Dense layer whose connections (and biases) are switched on or off by 0/1 masks.
 
     Args:
@@ -52,7 +66,11 @@ class MaskedDense(keras.layers.Layer):
         bias_mask: (units,) 0/1 vector; None means every bias is on.
         activation: a Keras activation name or callable.
         use_bias: whether the layer has a bias.
-        impl: ``"dense"``, ``"sparse"`` or ``"auto"`` (see the README for the thresholds).
+        impl: ``"dense"`` (kernel and mask variables of shape (inputs, units)), ``"sparse"``
+            (only the connected weights; ``get_mask()`` and ``effective_kernel()`` return
+            ``scipy.sparse.csr_array``) or ``"auto"``: sparse for layers of at least
+            :data:`maskmagic.sparse.AUTO_MIN_CELLS` cells and at most
+            :data:`maskmagic.sparse.AUTO_MAX_DENSITY` density, dense otherwise.
         input_names: optional names of the inputs (rows of the mask); taken from a NamedMask.
         unit_names: optional names of the units (columns of the mask); taken from a NamedMask.
         **kwargs: initializers, regularizers, constraints and base Layer arguments, as for
@@ -93,7 +111,7 @@ class MaskedDense(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
-        if isinstance(mask, dict) and "bits" in mask:  # from get_config()
+        if isinstance(mask, dict) and ("bits" in mask or "rows" in mask):  # from get_config()
             mask = _unpack(mask)
         if isinstance(bias_mask, dict) and "bits" in bias_mask:
             bias_mask = _unpack(bias_mask)
@@ -109,6 +127,9 @@ class MaskedDense(keras.layers.Layer):
             else masklib.validate(bias_mask, (self.units,), name="bias_mask")
         )
         self.mask_version = 0
+        self.kernel_format: str | None = None  # "dense" or "sparse", fixed at build
+        self._saved_nnz: int | None = None  # set by from_config
+        self._saved_format: str | None = None
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
         self.supports_masking = True
 
@@ -125,26 +146,27 @@ class MaskedDense(keras.layers.Layer):
         return mask
 
     # ------------------------------------------------------------------ Keras API
+    @classmethod
+    def from_config(cls, config: dict) -> MaskedDense:
+        config = dict(config)
+        nnz = config.pop("nnz", None)
+        kernel_format = config.pop("kernel_format", None)
+        layer = super().from_config(config)
+        layer._saved_nnz = None if nnz is None else int(nnz)
+        layer._saved_format = kernel_format
+        return layer
+
     def build(self, input_shape: tuple) -> None:
         input_dim = input_shape[-1]
         if input_dim is None:
             raise MaskMagicError("MaskedDense needs a known last input dimension; received None")
         self.input_dim = int(input_dim)
-        mask = None
-        if self._pending_mask is not None:
-            mask = masklib.validate(self._pending_mask, (self.input_dim, self.units))
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(self.input_dim, self.units),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        self.kernel_mask = self.add_weight(
-            name="mask", shape=(self.input_dim, self.units), initializer="ones", trainable=False
-        )
-        if mask is not None:  # the initializer already made an all-ones mask
-            self.kernel_mask.assign(_dense(mask).astype(self.kernel_mask.dtype))
+        kernel_format, mask = self._resolve_format()
+        self.kernel_format = kernel_format
+        if kernel_format == "sparse":
+            self._build_sparse(mask)
+        else:
+            self._build_dense(mask)
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
@@ -163,14 +185,54 @@ class MaskedDense(keras.layers.Layer):
             self.bias_mask = None
         self._pending_mask = self._pending_bias_mask = None
 
+    def _resolve_format(self) -> tuple[str, Any]:
+        """("dense" | "sparse", validated mask or None for a from_config placeholder)."""
+        shape = (self.input_dim, self.units)
+        if self._saved_format == "sparse" and self._pending_mask is None:
+            if self._saved_nnz is not None:
+                return "sparse", None  # the structure arrives with the weights
+        pending = self._pending_mask if self._pending_mask is not None else masklib.ones()
+        mask = masklib.validate(pending, shape)
+        if self._saved_format in ("dense", "sparse"):
+            return self._saved_format, mask
+        if self.impl != "auto":
+            return self.impl, mask
+        nnz = mask.nnz if hasattr(mask, "nnz") else int(np.count_nonzero(mask))
+        return sparse.choose_impl(self.input_dim, self.units, nnz), mask
+
+    def _build_dense(self, mask: Any) -> None:
+        shape = (self.input_dim, self.units)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.kernel_mask = self.add_weight(
+            name="mask", shape=shape, dtype="bool", initializer="ones", trainable=False
+        )
+        self.kernel_mask.assign(_dense(mask).astype(self.kernel_mask.dtype))
+
     def call(self, inputs: Any) -> Any:
-        kernel = ops.cast(self.kernel * self.kernel_mask, self.compute_dtype)
-        outputs = ops.matmul(ops.cast(inputs, self.compute_dtype), kernel)
+        if self.kernel_format == "sparse":
+            outputs = self._sparse_matmul(inputs)
+        else:
+            kernel = ops.cast(self._masked_kernel(), self.compute_dtype)
+            outputs = ops.matmul(ops.cast(inputs, self.compute_dtype), kernel)
         if self.use_bias:
             outputs = outputs + ops.cast(self.bias * self.bias_mask, self.compute_dtype)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
+
+    def _masked_kernel(self) -> Any:
+        """``kernel * mask`` as a select; a full mask skips it (checked in the graph, 1 byte
+        per entry), so a fully connected MaskedDense costs what a Dense does."""
+        kernel, mask = self.kernel.value, self.kernel_mask.value
+        return ops.cond(
+            ops.all(mask), lambda: kernel, lambda: ops.where(mask, kernel, ops.zeros_like(kernel))
+        )
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (*input_shape[:-1], self.units)
@@ -190,13 +252,28 @@ class MaskedDense(keras.layers.Layer):
             "input_names": list(self.input_names) if self.input_names else None,
             "unit_names": list(self.unit_names) if self.unit_names else None,
         }
-        if self.built and self.input_dim * self.units <= CONFIG_MASK_LIMIT:
-            config["mask"] = _pack(self.get_mask())
-            if self.use_bias:
+        if self.built:
+            config["kernel_format"] = self.kernel_format
+            if self.is_sparse:
+                config["nnz"] = int(self.kernel.shape[0])
+                if config["nnz"] <= CONFIG_CONNECTIONS_LIMIT:
+                    config["mask"] = pack_connections(*self.connections(), self._shape2)
+            elif self.input_dim * self.units <= CONFIG_MASK_LIMIT:
+                config["mask"] = _pack(self.get_mask())
+            if self.use_bias and "mask" in config:
                 config["bias_mask"] = _pack(self.get_bias_mask())
         return {**super().get_config(), **config}
 
     # ------------------------------------------------------------------ masks
+    @property
+    def is_sparse(self) -> bool:
+        """Whether the layer stores only its connected weights (``kernel_format == "sparse"``)."""
+        return self.kernel_format == "sparse"
+
+    @property
+    def _shape2(self) -> tuple[int, int]:
+        return (self.input_dim, self.units)
+
     def _require_built(self, what: str) -> None:
         if not self.built:
             raise MaskMagicError(
@@ -204,20 +281,49 @@ class MaskedDense(keras.layers.Layer):
                 "once or build it with an input shape first"
             )
 
-    def get_mask(self) -> np.ndarray:
-        """Returns the (inputs, units) connectivity mask as a numpy bool array."""
+    def connections(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols): the input and the unit of each connection, in row-major order.
+
+        On the sparse implementation entry k of ``kernel`` is the weight of connection k.
+        """
+        self._require_built("connections")
+        if self.is_sparse:
+            return self._sparse_connections()
+        return sparse.structure_of(self.get_mask())
+
+    def get_mask(self) -> Any:
+        """The (inputs, units) connectivity mask.
+
+        Returns:
+            A numpy bool array on the dense implementation, a ``scipy.sparse.csr_array`` of
+            bool on the sparse one.
+        """
         self._require_built("mask")
+        if self.is_sparse:
+            rows, cols = self.connections()
+            return sparse.to_csr(rows, cols, np.ones(rows.size, bool), self._shape2)
         return keras.ops.convert_to_numpy(self.kernel_mask) != 0
 
     def set_mask(self, mask: MaskLike) -> None:
         """Replaces the connectivity mask (validated: shape (inputs, units), finite, 0/1).
 
-        The next step of a compiled train step uses the new mask without re-tracing.
+        On the dense implementation the next step of a compiled train step uses the new mask
+        without re-tracing. On the sparse implementation a new topology replaces the index
+        variables and the values vector in place (their TensorFlow shape is dynamic, so
+        compiled functions that read them stay valid): connections present in both masks
+        keep their weights, new connections start at exactly 0 (so adding connections does
+        not change what the network computes, as in prune-and-regrow training), and removed
+        ones are dropped. Optimizer slots sized for the old connections must be remapped:
+        :class:`~maskmagic.training.TrainOp` does it (moments of kept connections are kept);
+        a ``model.fit`` compiled before the change fails with a shape error instead.
         """
         self._require_built("mask")
-        checked = masklib.validate(mask, (self.input_dim, self.units))
-        self.kernel_mask.assign(_dense(checked).astype(self.kernel_mask.dtype))
-        self.mask_version += 1
+        checked = masklib.validate(mask, self._shape2)
+        if not self.is_sparse:
+            self.kernel_mask.assign(_dense(checked).astype(self.kernel_mask.dtype))
+            self.mask_version += 1
+            return
+        self._set_sparse_mask(checked)
 
     def get_bias_mask(self) -> np.ndarray:
         """Returns the (units,) bias mask as a numpy bool array."""
@@ -235,10 +341,19 @@ class MaskedDense(keras.layers.Layer):
         self.bias_mask.assign(np.asarray(checked).astype(self.bias_mask.dtype))
         self.mask_version += 1
 
-    def effective_kernel(self) -> np.ndarray:
-        """The kernel the network uses: ``kernel * mask`` as numpy."""
+    def effective_kernel(self) -> Any:
+        """The kernel the network uses: ``kernel * mask``.
+
+        Returns:
+            A numpy array on the dense implementation; a ``scipy.sparse.csr_array`` holding
+            one entry per connection (zero-valued weights included) on the sparse one.
+        """
         self._require_built("kernel")
-        return keras.ops.convert_to_numpy(self.kernel * self.kernel_mask)
+        if self.is_sparse:
+            rows, cols = self.connections()
+            values = keras.ops.convert_to_numpy(self.kernel)
+            return sparse.to_csr(rows, cols, values, self._shape2)
+        return keras.ops.convert_to_numpy(self._masked_kernel())
 
     def effective_bias(self) -> np.ndarray | None:
         """The bias the network uses: ``bias * bias_mask`` as numpy (None without a bias)."""

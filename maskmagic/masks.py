@@ -214,7 +214,15 @@ def validate(mask: Any, shape: tuple[int, ...], *, name: str = "mask") -> Matrix
     if len(want) not in (1, 2) or min(want) < 0:
         raise MaskError(f"expected shape must be (inputs, units) or (units,); got {shape!r}")
     if callable(mask):
-        mask = mask(want)
+        try:
+            mask = mask(want)
+        except MaskError:
+            raise
+        except Exception as e:  # the user's function: a mask problem, named as such
+            raise MaskError(
+                f"{name}: calling it with the shape {want} raised {type(e).__name__}: {e}; "
+                "expected a function of the shape that returns a 0/1 mask"
+            ) from e
         if callable(mask):
             raise MaskError(f"{name}: calling it with the shape {want} gave another function")
     if isinstance(mask, NamedMask):
@@ -361,7 +369,8 @@ def _read_rows(path: PathLike, kind: str) -> Iterator[tuple[int, list[str]]]:
     try:
         f = open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
-        raise MaskError(f"{kind} '{path}' not found") from None
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        raise MaskError(f"{kind} '{path}' not found{where}; expected an existing file") from None
     except IsADirectoryError:
         raise MaskError(f"{kind} '{path}' is a directory, not a file") from None
     except OSError as e:
@@ -379,7 +388,9 @@ def _read_rows(path: PathLike, kind: str) -> Iterator[tuple[int, list[str]]]:
                 if fields not in ([], [""]):
                     yield reader.line_num, fields
         except UnicodeDecodeError:
-            raise MaskError(f"{kind} '{path}' is not UTF-8 text") from None
+            raise MaskError(
+                f"{kind} '{path}' is not UTF-8 text; expected a UTF-8 CSV file"
+            ) from None
         except csv.Error as e:
             raise MaskError(f"{kind} '{path}' cannot be read as CSV: {e}") from None
 
@@ -408,13 +419,15 @@ def from_csv(path: PathLike) -> np.ndarray | NamedMask:
     where = f"mask file '{path}'"
     records = list(_read_rows(path, "mask file"))
     if not records:
-        raise MaskError(f"{where} is empty")
+        raise MaskError(f"{where} is empty; expected rows of comma-separated 0/1 values")
     header_line, first = records[0]
     header = None
     if first[0] == "" or not any(_is_number(x) for x in (first[1:] or first)):
         header, records = first, records[1:]
         if not records:
-            raise MaskError(f"{where} has a header row but no data rows")
+            raise MaskError(
+                f"{where} has a header row but no data rows; expected 0/1 rows under it"
+            )
     width = len(records[0][1])
     for line, fields in records:
         if len(fields) != width:
@@ -482,7 +495,7 @@ def from_edges(
     records = _read_rows(path, "edge file")
     head = next(records, None)
     if head is None:
-        raise MaskError(f"{where} is empty")
+        raise MaskError(f"{where} is empty; expected a header row naming {src!r} and {dst!r}")
     header_line, header = head
     for column in (src, dst):
         if column not in header:
@@ -606,7 +619,8 @@ def load(path: PathLike) -> Matrix | NamedMask:
         if isinstance(e, ValueError) and "pickle" in str(e):
             refused = "maskmagic refuses those (it never unpickles): save a 0/1 numeric array"
             raise MaskError(f"'{path}' holds a pickle or an object array; {refused}") from None
-        raise MaskError(f"cannot read mask file '{path}': {e}") from None
+        expected = f"expected a {ext} file as numpy.save(z) or maskmagic.masks.save writes it"
+        raise MaskError(f"cannot read mask file '{path}': {e}; {expected}") from None
 
 
 def _from_npz(z: Any, name: str) -> Matrix | NamedMask:

@@ -5,6 +5,9 @@ to the inputs. It is exact for masked and plain Dense layers, dropout and elemen
 concatenation and element-wise merges (Add, Multiply, ...). Any other layer is treated
 conservatively: if one of its outputs can move a named unit, all of its inputs and parameters
 can. A ``softmax`` activation mixes every unit of its layer, and is treated so.
+
+Sparse layers (``MaskedDense(impl="sparse")``) are walked on their connection lists (and any
+``scipy.sparse`` mask stays sparse), so the walk never creates an (inputs, units) array.
 """
 
 from __future__ import annotations
@@ -13,10 +16,21 @@ from collections.abc import Iterable
 
 import keras
 import numpy as np
+import scipy.sparse as sp
 
 from maskmagic.errors import SelectorError
+from maskmagic.selectors import kernel_units
 
-__all__ = ["Units", "dense_bool", "influencers", "layer_mask", "model_graph", "unit_vector"]
+__all__ = [
+    "Units",
+    "connected_entries",
+    "dense_bool",
+    "influencers",
+    "layer_mask",
+    "model_graph",
+    "reaching_inputs",
+    "unit_vector",
+]
 
 # {layer name: bool vector over the layer's output units}
 Units = dict[str, np.ndarray]
@@ -59,10 +73,15 @@ def model_graph(model: keras.Model):
     return graph
 
 
-def layer_mask(layer: keras.layers.Layer) -> np.ndarray | None:
-    """The (inputs, units) connectivity of a Dense-like layer, or None if it has none."""
+def layer_mask(layer: keras.layers.Layer) -> np.ndarray | sp.csr_array | None:
+    """The (inputs, units) connectivity of a Dense-like layer, or None if it has none.
+
+    Returns:
+        A numpy bool array, or a ``scipy.sparse.csr_array`` for a sparse layer.
+    """
     if hasattr(layer, "get_mask") and getattr(layer, "built", False):
-        return dense_bool(layer.get_mask())
+        mask = layer.get_mask()
+        return sp.csr_array(mask) if sp.issparse(mask) else dense_bool(mask)
     kernel = getattr(layer, "kernel", None)
     if isinstance(layer, keras.layers.Dense) and kernel is not None:
         return np.ones(tuple(kernel.shape), dtype=bool)
@@ -72,6 +91,28 @@ def layer_mask(layer: keras.layers.Layer) -> np.ndarray | None:
 def dense_bool(mask) -> np.ndarray:
     """A dense numpy bool array from a numpy or scipy.sparse mask."""
     return np.asarray(mask.toarray() if hasattr(mask, "toarray") else mask, dtype=bool)
+
+
+def connected_entries(layer: keras.layers.Layer, kind: str) -> np.ndarray:
+    """Bool array shaped like ``layer.kernel`` or ``layer.bias``: True where connected.
+
+    On a sparse layer every entry of the (nnz,) kernel is a connection.
+    """
+    if kind == "bias":
+        return np.asarray(layer.get_bias_mask(), dtype=bool)
+    if getattr(layer, "is_sparse", False):
+        return np.ones(tuple(layer.kernel.shape), dtype=bool)
+    return dense_bool(layer.get_mask())
+
+
+def reaching_inputs(mask: np.ndarray | sp.spmatrix, units: np.ndarray) -> np.ndarray:
+    """Bool vector over the inputs: those with a connection to one of ``units``."""
+    units = np.asarray(units, dtype=bool)
+    if not sp.issparse(mask):
+        return (np.asarray(mask, dtype=bool) & units[None, :]).any(axis=1)
+    csr = sp.csr_array(mask)
+    hits = np.concatenate([[0], np.cumsum(units[csr.indices], dtype=np.int64)])
+    return hits[csr.indptr[1:]] > hits[csr.indptr[:-1]]
 
 
 def _is_mixing(layer) -> bool:
@@ -139,10 +180,10 @@ def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> Non
     if _is_mixing(layer):
         out_units = np.ones_like(out_units)
     if connectivity is not None and len(inputs) == 1:
-        _freeze(frozen, layer.kernel, out_units[None, :])
+        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
         if getattr(layer, "bias", None) is not None:
             _freeze(frozen, layer.bias, out_units)
-        _mark(affected, inputs[0], (connectivity & out_units[None, :]).any(axis=1))
+        _mark(affected, inputs[0], reaching_inputs(connectivity, out_units))
         return
     if isinstance(layer, _ELEMENTWISE) and len(inputs) == 1:
         for variable in layer.trainable_variables:  # PReLU's alpha: one per unit

@@ -9,6 +9,12 @@ A selector addresses any layer of a model that has a ``kernel`` and/or ``bias`` 
 ``out[1]``, ``out[0:2]``      those units: their incoming kernel columns and bias entries
 ``out.kernel[2, 1]``          exactly those kernel entries (numpy indexing)
 ============================  ===============================================================
+
+On a sparse :class:`~maskmagic.layers.MaskedDense` (``impl="sparse"``) the kernel variable is
+the (nnz,) vector of connection weights, and a selection is a bool vector over it: ``out[1]``
+and ``out.kernel[:, 1]`` pick the connections into unit 1, ``out.kernel[2, 1]`` picks the weight
+of connection (2, 1), or raises :class:`SelectorError` if that connection is masked out.
+Nothing of shape (inputs, units) is created.
 """
 
 from __future__ import annotations
@@ -19,9 +25,17 @@ import keras
 import numpy as np
 
 from maskmagic.errors import SelectorError
-from maskmagic.lang import parse_selector
+from maskmagic.lang import SelectorSpec, parse_selector
 
-__all__ = ["Selection", "merge", "parameter_layers", "resolve", "resolve_units", "unit_count"]
+__all__ = [
+    "Selection",
+    "kernel_units",
+    "merge",
+    "parameter_layers",
+    "resolve",
+    "resolve_units",
+    "unit_count",
+]
 
 # {variable path: bool array shaped like the variable}
 Selection = dict[str, np.ndarray]
@@ -47,6 +61,8 @@ def _all_layers(model: keras.Model):
 
 def unit_count(layer: keras.layers.Layer) -> int:
     """Number of output units of a Dense-like layer (the kernel's last axis)."""
+    if _is_sparse(layer):
+        return int(layer.units)
     kernel = getattr(layer, "kernel", None)
     source = kernel if kernel is not None else layer.bias
     return int(source.shape[-1])
@@ -64,9 +80,54 @@ def _layer(model: keras.Model, name: str, text: str) -> keras.layers.Layer:
 
 
 def _parse(selector: Any):
-    if isinstance(selector, str):
-        return parse_selector(selector)
-    return selector
+    if isinstance(selector, SelectorSpec):
+        return selector
+    return parse_selector(selector)  # a SelectorError for anything but a selector string
+
+
+def _is_sparse(layer: keras.layers.Layer) -> bool:
+    return bool(getattr(layer, "is_sparse", False))
+
+
+def kernel_units(layer: keras.layers.Layer, units: np.ndarray) -> np.ndarray:
+    """Bool array shaped like ``layer.kernel``: the entries whose unit is set in ``units``."""
+    if _is_sparse(layer):
+        return np.asarray(units, dtype=bool)[layer.connections()[1]]
+    return np.broadcast_to(units, tuple(layer.kernel.shape)).copy()
+
+
+def _sparse_entries(layer: keras.layers.Layer, index: tuple, text: str, strict: bool) -> np.ndarray:
+    """The connections of a sparse kernel that ``kernel[index]`` names (ints and slices)."""
+    rows, cols = layer.connections()
+    shape = (layer.input_dim, layer.units)
+    what = (
+        f"{layer.name}.kernel has shape {shape} (inputs, units), stored sparse "
+        f"as its {rows.size} connections"
+    )
+    if len(index) > 2:
+        raise SelectorError(
+            f"selector {text!r} has {len(index)} indices; {what}, which takes at most 2"
+        )
+    picked = np.ones(rows.size, dtype=bool)
+    for axis, entry in enumerate(index):
+        chosen = np.zeros(shape[axis], dtype=bool)
+        try:
+            chosen[entry] = True
+        except (IndexError, TypeError) as exc:
+            raise SelectorError(f"selector {text!r} is out of range: {what} ({exc})") from None
+        picked &= chosen[rows if axis == 0 else cols]
+    if strict and not picked.any():
+        if len(index) == 2 and all(isinstance(e, (int, np.integer)) for e in index):
+            i, j = (int(e) % n for e, n in zip(index, shape))
+            raise SelectorError(
+                f"selector {text!r}: connection ({i}, {j}) of layer {layer.name!r} is masked "
+                f"out (not one of its {rows.size} connections), so it has no weight to train; "
+                "expected a connection whose mask is 1"
+            )
+        raise SelectorError(
+            f"selector {text!r} selects nothing: every entry it names is masked out ({what})"
+        )
+    return picked
 
 
 def _index_into(shape: tuple, index: tuple, text: str, what: str) -> np.ndarray:
@@ -80,8 +141,14 @@ def _index_into(shape: tuple, index: tuple, text: str, what: str) -> np.ndarray:
     return chosen
 
 
-def resolve(model: keras.Model, selector: Any) -> Selection:
+def resolve(model: keras.Model, selector: Any, strict: bool = True) -> Selection:
     """Resolves one selector (string, parsed selector or Keras variable) to entry masks.
+
+    Args:
+        model: the model whose layers the selector names.
+        selector: a selector string, a parsed selector, or a Keras variable.
+        strict: when False, a sparse-kernel selector that names only masked-out connections
+            gives an empty selection instead of an error (used after a mask change).
 
     Raises:
         SelectorError: unknown layer or variable, index out of range, or an empty selection.
@@ -105,6 +172,8 @@ def resolve(model: keras.Model, selector: Any) -> Selection:
                 f"expected one of: {', '.join(have)}"
             )
         shape = tuple(variable.shape)
+        if spec.variable == "kernel" and _is_sparse(layer) and spec.index is not None:
+            return {variable.path: _sparse_entries(layer, spec.index, text, strict)}
         if spec.index is None:
             return {variable.path: np.ones(shape, dtype=bool)}
         return {
@@ -119,7 +188,10 @@ def resolve(model: keras.Model, selector: Any) -> Selection:
     for name in VARIABLES:
         variable = getattr(layer, name, None)
         if variable is not None and variable.trainable:
-            chosen[variable.path] = np.broadcast_to(units, tuple(variable.shape)).copy()
+            if name == "kernel":
+                chosen[variable.path] = kernel_units(layer, units)
+            else:
+                chosen[variable.path] = np.broadcast_to(units, tuple(variable.shape)).copy()
     return chosen
 
 

@@ -6,6 +6,11 @@ only the variables it may change, (2) zeroes the gradient of entries it may not 
 (3) after the optimizer's update writes back the previous values of those entries and of their
 optimizer slots (momentum, moments, accumulators). Entries outside the op are bit-identical
 after any number of steps, with any Keras optimizer, even one shared with other ops.
+
+Sparse layers (``MaskedDense(impl="sparse")``) take part like dense ones: their kernel is the
+(nnz,) vector of connection weights and update masks are shaped like it. When ``set_mask``
+changes a sparse layer's topology, the op remaps its update masks and its optimizer's slots
+(kept connections keep their momentum and moments) in place, without re-tracing.
 """
 
 from __future__ import annotations
@@ -17,72 +22,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from maskmagic import reach, selectors
+from maskmagic import distributed, reach, selectors, sparse
 from maskmagic.errors import MaskMagicError, SelectorError
+from maskmagic.objectives import make_loss, make_optimizer
 
 __all__ = ["TrainOp", "make_loss", "make_optimizer"]
 
-_LOSS_ALIASES = {
-    "mse": "MeanSquaredError",
-    "mae": "MeanAbsoluteError",
-    "mape": "MeanAbsolutePercentageError",
-    "msle": "MeanSquaredLogarithmicError",
-}
 
+def _slots(optimizer: keras.optimizers.Optimizer, variable, any_length: bool = False) -> list:
+    """The optimizer variables shaped like ``variable`` that belong to it (momentum, ...).
 
-def _camel(name: str) -> str:
-    return _LOSS_ALIASES.get(name.lower()) or "".join(p.capitalize() for p in name.split("_"))
-
-
-class _FunctionLoss(keras.losses.Loss):
-    """Wraps a plain ``loss(y_true, y_pred)`` function as a Keras Loss (mean over the batch)."""
-
-    def __init__(self, fn: Any, name: str | None = None) -> None:
-        super().__init__(name=name or getattr(fn, "__name__", "loss"))
-        self.fn = fn
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return self.fn(y_true, y_pred)
-
-
-def make_loss(loss: Any = "mse", **options: Any) -> keras.losses.Loss:
-    """A Keras loss object from a name (``"mse"``, ``"binary_crossentropy"``) and options."""
-    if isinstance(loss, keras.losses.Loss):
-        return loss
-    if callable(loss) and not isinstance(loss, str):
-        return _FunctionLoss(loss)
-    try:
-        return keras.losses.get({"class_name": _camel(str(loss)), "config": options})
-    except (ValueError, TypeError):
-        pass
-    try:
-        found = keras.losses.get(loss) if not options else None
-    except (ValueError, TypeError):
-        found = None
-    if found is None:
-        raise MaskMagicError(
-            f"unknown loss {loss!r} or bad options {options}; expected a Keras loss name such "
-            "as mse, mae, binary_crossentropy, categorical_crossentropy, huber"
-        )
-    return found if isinstance(found, keras.losses.Loss) else _FunctionLoss(found, str(loss))
-
-
-def make_optimizer(optimizer: Any = "sgd", **options: Any) -> keras.optimizers.Optimizer:
-    """A Keras optimizer from a name (``"sgd"``, ``"adam"``) and its arguments."""
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        return optimizer
-    try:
-        return keras.optimizers.get({"class_name": str(optimizer).lower(), "config": options})
-    except (ValueError, TypeError) as exc:
-        detail = "" if "Could not interpret" in str(exc) else f" ({exc})"
-        raise MaskMagicError(
-            f"unknown optimizer {optimizer!r} or bad arguments {options}; expected a Keras "
-            f"optimizer name such as sgd, adam, adamw, rmsprop, adagrad, lion{detail}"
-        ) from None
-
-
-def _slots(optimizer: keras.optimizers.Optimizer, variable) -> list:
-    """The optimizer variables shaped like ``variable`` that belong to it (momentum, ...)."""
+    With ``any_length`` (a sparse kernel, whose length changes with its topology) any 1-D
+    slot of the variable counts.
+    """
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     tracked = optimizer._trainable_variables
     index = optimizer._get_variable_index(variable)
@@ -94,7 +46,8 @@ def _slots(optimizer: keras.optimizers.Optimizer, variable) -> list:
             continue
         slot = value[index]
         if slot is not None and hasattr(slot, "assign"):
-            if tuple(slot.shape) == tuple(variable.shape):
+            same = tuple(slot.shape) == tuple(variable.shape)
+            if same or (any_length and len(slot.shape) == 1):
                 found.append(slot)
     return found
 
@@ -153,7 +106,10 @@ class TrainOp:
         self.model = model
         self.name = name or "train_op"
         self.loss = make_loss(loss)
-        self.optimizer = make_optimizer(optimizer)
+        self._strategy = distributed.strategy_of(model)  # None unless built in strategy.scope()
+        with distributed.scope(self._strategy):
+            self.optimizer = make_optimizer(optimizer)
+        distributed.check_optimizer(self.optimizer, self._strategy, self.name)
         self.select = _as_list(select)
         self.freeze = _as_list(freeze)
         self.trace_count = 0
@@ -165,28 +121,48 @@ class TrainOp:
                 old = self._freeze_units.get(layer)
                 self._freeze_units[layer] = vector if old is None else old | vector
         self._masked_layers = self._find_masked_layers()
+        self._sparse_kernels = {
+            path: layer
+            for path, (layer, kind) in self._masked_layers.items()
+            if kind == "kernel" and getattr(layer, "is_sparse", False)
+        }
         masks = self._compute_update_masks()
         if not any(m.any() for m in masks.values()):
             raise SelectorError(self._nothing_left_message())
         # Every selected variable takes part in the step, so that a later mask change that
         # opens or closes paths only changes the update masks, never the traced step.
         self._step_variables = [self._variables[p] for p in masks]
-        self._mask_vars = {
-            path: tf.Variable(masks[path], trainable=False, name=f"update_mask_{i}")
-            for i, path in enumerate(masks)
-            if not self._is_static_full(path)
-        }
-        self._versions = self._mask_versions()
-        self._ensure_optimizer_built()
+        with distributed.scope(self._strategy):  # mirrored like the weights under a strategy
+            self._mask_vars = {
+                path: tf.Variable(
+                    masks[path],
+                    trainable=False,
+                    name=f"update_mask_{i}",
+                    shape=[None] if path in self._sparse_kernels else None,
+                )
+                for i, path in enumerate(masks)
+                if not self._is_static_full(path)
+            }
+            self._versions = self._mask_versions()
+            self._ensure_optimizer_built()
+            self._sparse_slots = {
+                path: _slots(self.optimizer, layer.kernel, any_length=True)
+                for path, layer in self._sparse_kernels.items()
+                if path in masks
+            }
+            for path, slots in self._sparse_slots.items():
+                sparse.track_slots(self._sparse_kernels[path], slots)  # resizable, mirrored
         self._step = self._make_step()
 
     # ------------------------------------------------------------------ selection
-    def _resolve_selection(self) -> selectors.Selection:
+    def _resolve_selection(self, strict: bool = True) -> selectors.Selection:
         if not self.select or (len(self.select) == 1 and _is_star(self.select[0])):
             return {
                 path: np.ones(tuple(v.shape), dtype=bool) for path, v in self._variables.items()
             }
-        chosen = selectors.merge([selectors.resolve(self.model, s) for s in self.select])
+        chosen = selectors.merge(
+            [selectors.resolve(self.model, s, strict=strict) for s in self.select]
+        )
         return {p: m for p, m in chosen.items() if p in self._variables}
 
     def _find_masked_layers(self) -> dict[str, tuple[Any, str]]:
@@ -218,8 +194,7 @@ class TrainOp:
                 allowed &= ~frozen[path]
             if path in self._masked_layers:
                 layer, kind = self._masked_layers[path]
-                connected = layer.get_mask() if kind == "kernel" else layer.get_bias_mask()
-                allowed &= reach.dense_bool(connected)
+                allowed &= reach.connected_entries(layer, kind)
             masks[path] = allowed
         return masks
 
@@ -242,6 +217,10 @@ class TrainOp:
         versions = self._mask_versions()
         if versions == self._versions:
             return
+        for path, slots in self._sparse_slots.items():
+            sparse.sync_slots(self._sparse_kernels[path], slots)
+        if self._sparse_kernels:  # sparse selections are shaped like the connection list
+            self._selection = self._resolve_selection(strict=False)
         masks = self._compute_update_masks()
         for path, variable in self._mask_vars.items():
             variable.assign(masks[path])
@@ -279,10 +258,13 @@ class TrainOp:
 
         @tf.function(reduce_retracing=True)
         def step(x, y):
-            self.trace_count += 1
+            if self._strategy is None:  # under a strategy, the distributed step counts
+                self.trace_count += 1
             with tf.GradientTape() as tape:
                 prediction = model(x, training=True)
-                loss = _total_loss(loss_fn, y, prediction) + sum(model.losses)
+                loss = _total_loss(loss_fn, y, prediction)
+                loss = distributed.shard_weight(loss_fn, loss, x)
+                loss = loss + distributed.regularization(model.losses)
             grads = tape.gradient(loss, variables)
             grads = [
                 tf.zeros_like(v.value) if g is None else tf.convert_to_tensor(g)
@@ -299,20 +281,22 @@ class TrainOp:
             ]
             saved_others = [tf.identity(v.value) for v in others]
             optimizer.apply(grads, variables)
+            writes = []  # under tf.distribute, assigned on every replica's copy
             for (variable, mask, slots), (old, old_slots) in zip(guarded, saved):
-                variable.assign(tf.where(mask, variable.value, old))
+                writes.append((variable, tf.where(mask, variable.value, old)))
                 for slot, old_slot in zip(slots, old_slots):
-                    slot.assign(tf.where(mask, slot.value, old_slot))
-            for variable, old in zip(others, saved_others):
-                variable.assign(old)
+                    writes.append((slot, tf.where(mask, slot.value, old_slot)))
+            writes.extend(zip(others, saved_others))
+            distributed.assign(writes)
             return loss
 
-        return step
+        return distributed.wrap_step(self._strategy, step, self)
 
     def __call__(self, x: Any, y: Any) -> float:
         """Runs one step on ``(x, y)`` and returns the loss (before the update) as a float."""
         self._refresh_masks()
-        return float(self._step(_as_tensors(x), _as_tensors(y)))
+        x, y = distributed.feed(self._strategy, _as_tensors(x), _as_tensors(y))
+        return float(self._step(x, y))
 
     def fit(
         self,

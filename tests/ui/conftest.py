@@ -2,17 +2,23 @@
 
 Fixtures (see ``harness.py`` for the helpers they return):
 
-* ``jupyter_server`` (session): a loopback-only JupyterLab server, started once.
-* ``browser`` (session): Debian Chromium via Playwright, launched once; skips every UI test
+* ``jupyter_server`` (package): a loopback-only JupyterLab server, started once.
+* ``browser`` (package): Debian Chromium via Playwright, launched once; skips every UI test
   when ``/usr/bin/chromium`` is missing.
 * ``page`` (function): a fresh browser context and page per test; afterwards every kernel
-  started by the test is shut down.
+  started by the test is shut down. ``@pytest.mark.browser_context(**kwargs)`` passes extra
+  ``new_context`` arguments, e.g. ``device_scale_factor=2`` for crisp doc screenshots.
 * ``new_notebook`` (function): ``new_notebook(cells, name=None) -> Notebook`` opened in ``page``
   (the plain function ``harness.open_notebook(page, server, cells)`` does the same).
 
 Every test in this directory gets the ``ui`` marker, so ``pytest -m "not ui"`` skips them. When a
 UI test fails, a screenshot is saved under pytest's base temp dir (``ui-failures/``) and the
 report gains the browser console and the server log tail.
+
+Server and browser are package-scoped (torn down after the last test under ``tests/ui``)
+because Playwright's sync API keeps an asyncio loop marked as running in the main thread while
+it is alive: ``asyncio.run()`` (nbclient, ...) fails in the meantime. Inside UI tests, run such
+code in a thread.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-try:  # tests/ui may become a package later; both layouts work.
+try:  # tests/ui is a package; the fallback serves rootdir-less runs without __init__.py
     from . import harness
 except ImportError:
     import harness
@@ -32,6 +38,13 @@ except ImportError:
 _HERE = Path(__file__).resolve().parent
 _CONSOLE = pytest.StashKey[list]()
 _SHOTS = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``browser_context`` marker (extra Playwright ``new_context`` arguments)."""
+    config.addinivalue_line(
+        "markers", "browser_context(**kwargs): extra Playwright new_context() arguments"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -65,16 +78,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
     return report
 
 
-@pytest.fixture(scope="session")
+def _require_ui_tools() -> None:
+    """Skip (before any server starts) when Chromium, Playwright or JupyterLab is missing."""
+    if not os.path.exists(harness.CHROMIUM):
+        pytest.skip(harness.SKIP_REASON)
+    pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("jupyterlab")
+
+
+@pytest.fixture(scope="package")
 def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.JupyterServer]:
-    """A JupyterLab server on ``127.0.0.1:<free port>``, shared by the whole session.
+    """A JupyterLab server on ``127.0.0.1:<free port>``, shared by all UI tests.
 
     No token, no password, no XSRF check; news, update checks and the PyPI extension manager
     are off; ``window.jupyterapp`` is exposed to pages; the user's Jupyter/IPython config is
     replaced by empty temporary directories; kernels get the repository root on PYTHONPATH.
     Yields a :class:`harness.JupyterServer` (``.url``, ``.root_dir``, ``.log_tail()``, ...).
     """
-    pytest.importorskip("jupyterlab")
+    _require_ui_tools()
     server = harness.start_jupyter_server(tmp_path_factory.mktemp("jupyter"))
     try:
         yield server
@@ -82,15 +103,14 @@ def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
-    """Headless Debian Chromium (Playwright sync API), shared by the whole session.
+    """Headless Debian Chromium (Playwright sync API), shared by all UI tests.
 
     Skips with :data:`harness.SKIP_REASON` when the binary is missing. Requests to any host
     other than 127.0.0.1/localhost fail inside the browser (see :data:`harness.CHROMIUM_ARGS`).
     """
-    if not os.path.exists(harness.CHROMIUM):
-        pytest.skip(harness.SKIP_REASON)
+    _require_ui_tools()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = harness.launch_browser(playwright)
@@ -109,10 +129,17 @@ def page(
 ) -> Iterator[object]:
     """A fresh browser context and page (``harness.VIEWPORT``, 30 s default timeouts).
 
+    ``@pytest.mark.browser_context(device_scale_factor=2, viewport=...)`` overrides the
+    ``browser.new_context`` arguments.
+
     After the test the context is closed and all kernels on the server are shut down, so
     each test starts with no kernels and an empty JupyterLab workspace.
     """
-    context = browser.new_context(viewport=harness.VIEWPORT)
+    options = {"viewport": harness.VIEWPORT}
+    marker = request.node.get_closest_marker("browser_context")
+    if marker is not None:
+        options.update(marker.kwargs)
+    context = browser.new_context(**options)
     context.set_default_timeout(30_000)
     page = context.new_page()
     console: list[str] = []

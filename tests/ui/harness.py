@@ -20,13 +20,13 @@ import ast
 import contextlib
 import json
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
@@ -61,7 +61,7 @@ VIEWPORT = {"width": 1280, "height": 900}
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-SERVER_START_TIMEOUT = 60.0
+SERVER_START_TIMEOUT = 120.0  # a loaded 2-core CI box needs ~30 s
 KERNEL_START_TIMEOUT = 60.0
 RUN_TIMEOUT = 120.0
 EVAL_TIMEOUT = 30.0
@@ -131,6 +131,7 @@ class JupyterServer:
     runtime_dir: Path
     log_path: Path
     proc: subprocess.Popen = field(repr=False)
+    _notebooks: set = field(default_factory=set, repr=False)  # those with a kernel client
 
     def log_tail(self, n: int = 40) -> str:
         """Return the last ``n`` lines of the server log."""
@@ -150,7 +151,12 @@ class JupyterServer:
         return json.loads(raw) if raw else None
 
     def shutdown_kernels(self) -> None:
-        """Delete every session and kernel (called after each test; a fresh page starts its own)."""
+        """Delete every session and kernel (called after each test; a fresh page starts its own).
+
+        The notebooks' kernel clients (see :meth:`Notebook.kernel_eval`) are closed first.
+        """
+        for nb in list(self._notebooks):
+            nb.close_client()
         with contextlib.suppress(OSError, ValueError):
             for session in self.api("GET", "/api/sessions"):
                 with contextlib.suppress(OSError):
@@ -159,8 +165,12 @@ class JupyterServer:
                 with contextlib.suppress(OSError):
                     self.api("DELETE", f"/api/kernels/{kernel['id']}")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Shut the kernels down, SIGTERM the server, then SIGKILL its process group if needed."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Shut the kernels down, SIGTERM the server, then SIGKILL its process group if needed.
+
+        Under load the server sometimes stalls in "Shutting down extensions" after SIGTERM;
+        the kernels are already gone by then, so a short wait and SIGKILL lose nothing.
+        """
         if self.proc.poll() is None:
             self.shutdown_kernels()
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
@@ -173,6 +183,15 @@ class JupyterServer:
         # Kernels run in their own process groups; anything the server left behind goes too.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """In the forked child (Linux): get SIGTERM when pytest dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _write_lab_settings(settings_dir: Path) -> None:
@@ -255,6 +274,7 @@ def start_jupyter_server(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         server = JupyterServer(
             url=f"http://127.0.0.1:{port}",
@@ -509,6 +529,7 @@ class Notebook:
     # -- the kernel itself -----------------------------------------------------------------------
 
     def _kernel_client(self) -> Any:
+        import zmq
         from jupyter_client import BlockingKernelClient
 
         kid = self.kernel_id
@@ -519,10 +540,14 @@ class Notebook:
                 raise HarnessError(
                     f"no connection file {conn} for kernel {kid}\n" + self.diagnostics()
                 )
-            client = BlockingKernelClient()
+            # Our own context, closed with linger=0 in close_client(): a zmq context left to
+            # the garbage collector blocks the interpreter in Context.term() forever.
+            client = BlockingKernelClient(context=zmq.Context())
             client.load_connection_file(str(conn))
             client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+            client.shell_channel.socket.linger = 0
             self._client, self._client_kernel_id = client, kid
+            self.server._notebooks.add(self)
         return self._client
 
     def _request(self, code: str, user_expressions: dict, timeout: float) -> dict:
@@ -544,7 +569,7 @@ class Notebook:
                 )
             try:
                 reply = client.get_shell_msg(timeout=remaining)
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 continue
             if reply["parent_header"].get("msg_id") == msg_id:
                 return reply["content"]
@@ -612,11 +637,13 @@ class Notebook:
 
     def close_client(self) -> None:
         """Close the ZMQ client used by :meth:`kernel_eval` (the kernel keeps running)."""
-        if self._client is not None:
+        client, self._client, self._client_kernel_id = self._client, None, None
+        self.server._notebooks.discard(self)
+        if client is not None:
             with contextlib.suppress(Exception):
-                self._client.stop_channels()
-            self._client = None
-            self._client_kernel_id = None
+                client.stop_channels()
+            with contextlib.suppress(Exception):
+                client.context.destroy(linger=0)
 
 
 def open_notebook(

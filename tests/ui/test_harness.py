@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 try:  # conftest.py imports the harness the same way
-    from .harness import CellError, KernelEvalError, open_notebook
+    from .harness import REPO_ROOT, CellError, KernelEvalError, open_notebook
 except ImportError:
-    from harness import CellError, KernelEvalError, open_notebook
+    from harness import REPO_ROOT, CellError, KernelEvalError, open_notebook
 
 pytestmark = pytest.mark.ui
 
@@ -40,6 +40,7 @@ c
 '''
 
 
+@pytest.mark.browser_context(device_scale_factor=2)
 def test_ipywidgets_slider_reaches_kernel(new_notebook, tmp_path):
     nb = new_notebook(["import ipywidgets as w; s = w.IntSlider(value=3); s"])
     nb.run_all()
@@ -52,8 +53,11 @@ def test_ipywidgets_slider_reaches_kernel(new_notebook, tmp_path):
     assert nb.wait_for_kernel("s.value", "4") == "4"
 
     shot = nb.screenshot(tmp_path / "slider.png", selector=".widget-slider")
-    assert shot.read_bytes().startswith(b"\x89PNG")
-    nb.screenshot("/tmp/hproto/full.png")
+    png = shot.read_bytes()
+    assert png.startswith(b"\x89PNG")
+    width = int.from_bytes(png[16:20], "big")  # IHDR: device pixels
+    css_width = nb.page.locator(".widget-slider").first.bounding_box()["width"]
+    assert abs(width - 2 * css_width) <= 2
 
 
 def test_anywidget_click_reaches_kernel_and_back(new_notebook):
@@ -93,6 +97,8 @@ def test_open_notebook_function_and_loopback_only(page, jupyter_server):
     assert nb.path == "plain.ipynb" and (jupyter_server.root_dir / nb.path).exists()
     nb.run_all()
     assert nb.kernel_eval("y") == "[0, 1, 4]"
+    # Kernels can import maskmagic from this checkout.
+    assert nb.kernel_eval("__import__('sys').path").count(repr(str(REPO_ROOT))) >= 1
     # The browser cannot reach anything but loopback (dead proxy + resolver rules).
     blocked = page.evaluate(
         "() => fetch('http://example.com/').then(() => 'reached', (e) => 'blocked: ' + e)"

@@ -1,0 +1,222 @@
+"""Deployment: plain-Keras copies of masked models, SavedModel export, safe loading.
+
+* :func:`strip` turns a model of :class:`~maskmagic.layers.MaskedDense` layers into the same
+  model made of ``keras.layers.Dense`` layers that hold the effective weights
+  (``kernel * mask``, ``bias * bias_mask``). Its ``.keras`` file loads where maskmagic is not
+  installed, and its outputs equal the masked model's (bit-identical for dense layers).
+* :func:`export` writes a TensorFlow SavedModel (``model.export``), stripped or not;
+  :func:`serve` loads one and returns its serving signature as a numpy function.
+* :func:`load_model` loads a masked model's ``.keras`` file with Keras' safe mode on (it
+  registers :class:`~maskmagic.layers.MaskedDense` first; a plain ``import maskmagic`` is lazy
+  and does not).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from maskmagic.errors import MaskMagicError
+
+__all__ = ["DENSE_LIMIT_BYTES", "export", "load_model", "serve", "strip"]
+
+# A sparse layer is stripped to a dense kernel of at most this many bytes (and at most half of
+# the memory available now).
+DENSE_LIMIT_BYTES = 1 << 30
+
+_DENSE_KEYS = (
+    "units",
+    "activation",
+    "use_bias",
+    "kernel_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
+
+
+def _is_masked(layer: Any) -> bool:
+    return hasattr(layer, "effective_kernel") and hasattr(layer, "get_mask")
+
+
+def _available_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _dense_limit(max_dense_bytes: int | None) -> int:
+    limit = DENSE_LIMIT_BYTES if max_dense_bytes is None else int(max_dense_bytes)
+    available = _available_bytes()
+    return limit if available is None else min(limit, available // 2)
+
+
+def _dense_config(layer: Any) -> dict:
+    config = layer.get_config()
+    base = keras.layers.Layer.get_config(layer)  # name, trainable, dtype
+    return {**base, **{k: config[k] for k in _DENSE_KEYS if k in config}}
+
+
+def _effective_kernel(layer: Any, limit: int) -> np.ndarray:
+    kernel = layer.effective_kernel()
+    if not hasattr(kernel, "toarray"):
+        return kernel
+    shape = tuple(int(s) for s in kernel.shape)
+    itemsize = np.dtype(layer.variable_dtype).itemsize
+    needed = shape[0] * shape[1] * itemsize
+    if needed > limit:
+        raise MaskMagicError(
+            f"layer {layer.name!r} is sparse with a kernel of shape {shape}: as a dense "
+            f"keras.layers.Dense kernel it needs {needed:,} bytes, expected at most {limit:,} "
+            "(max_dense_bytes, or half the free memory); keep this layer as MaskedDense "
+            "(save the model with maskmagic installed) or raise max_dense_bytes"
+        )
+    return kernel.toarray().astype(layer.variable_dtype)
+
+
+def strip(model: keras.Model, *, max_dense_bytes: int | None = None) -> keras.Model:
+    """A plain-Keras copy of ``model``: every MaskedDense becomes a Dense with its effective weights.
+
+    Layer names, the graph (several inputs and outputs, concatenations, nested models) and every
+    other layer (copied through its config, with its weights) are kept; masks are gone, as masked
+    connections are plain zeros in the kernel. Outputs are bit-identical to the masked model's
+    for dense layers; a sparse layer (``impl="sparse"``) becomes a dense matmul, whose sums run
+    in another order, so its outputs agree to float rounding (``np.allclose``). The copy is not
+    compiled and has no train ops; it needs neither maskmagic to load nor to run.
+
+    Args:
+        model: a built functional or Sequential Keras model.
+        max_dense_bytes: the largest dense kernel a sparse layer may become (default
+            :data:`DENSE_LIMIT_BYTES`, 1 GiB, and never more than half of the free memory).
+
+    Raises:
+        MaskMagicError: not a built functional/Sequential model, or a sparse layer too large to
+            hold as a dense kernel.
+    """
+    if not isinstance(model, keras.Model):
+        raise MaskMagicError(f"strip expects a keras.Model; received {type(model).__name__}")
+    if not model.built:
+        raise MaskMagicError(
+            f"strip expects a built model; model {model.name!r} is not built yet (call it once)"
+        )
+    if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes_by_depth"):
+        raise MaskMagicError(
+            f"strip expects a functional or Sequential model; received a subclassed model of "
+            f"type {type(model).__name__}, whose graph cannot be copied from its config"
+        )
+    limit = _dense_limit(max_dense_bytes)
+    kernels = {
+        id(layer): (_effective_kernel(layer, limit), layer.effective_bias())
+        for layer in _walk(model)
+        if _is_masked(layer)
+    }
+    pairs: list[tuple[Any, Any]] = []
+
+    def clone(layer: Any) -> Any:
+        if _is_masked(layer):
+            new = keras.layers.Dense.from_config(_dense_config(layer))
+        else:
+            new = layer.__class__.from_config(layer.get_config())
+        pairs.append((layer, new))
+        return new
+
+    try:
+        stripped = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    except MaskMagicError:
+        raise
+    except Exception as exc:  # a layer whose config does not rebuild it
+        raise MaskMagicError(
+            f"strip could not copy model {model.name!r} through its config: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    for old, new in pairs:
+        if id(old) in kernels:
+            kernel, bias = kernels[id(old)]
+            new.kernel.assign(kernel)
+            if bias is not None:
+                new.bias.assign(bias)
+        elif old.weights:
+            new.set_weights(old.get_weights())
+    return stripped
+
+
+def _walk(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer)
+        else:
+            yield layer
+
+
+def export(model: keras.Model, path: str | os.PathLike, *, stripped: bool = False) -> str:
+    """Writes ``model`` as a TensorFlow SavedModel with a ``serving_default`` signature.
+
+    Args:
+        model: a built Keras model (masked layers included: their masks are variables of the
+            SavedModel, and the serving graph multiplies by them).
+        path: the SavedModel directory.
+        stripped: export :func:`strip` of the model instead (plain Dense ops in the graph).
+
+    Returns:
+        ``path`` as a string.
+    """
+    path = os.fspath(path)
+    (strip(model) if stripped else model).export(path, format="tf_saved_model", verbose=False)
+    return path
+
+
+def serve(path: str | os.PathLike) -> Callable[..., Any]:
+    """Loads a SavedModel and returns its ``serving_default`` signature as a numpy function.
+
+    The function takes the inputs by input-layer name (``f(x=..., z=...)``), or one array
+    positionally for a model with one input; it returns a numpy array (one output) or a list of
+    them in the model's output order.
+
+    Raises:
+        MaskMagicError: inputs that do not match the signature's names.
+    """
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(os.fspath(path))
+    signature = loaded.signatures["serving_default"]
+    specs = signature.structured_input_signature[1]
+    outputs = sorted(signature.structured_outputs, key=_output_index)
+
+    def call(*inputs: Any, **named: Any) -> Any:
+        if inputs and len(specs) == 1 and len(inputs) == 1 and not named:
+            named = {next(iter(specs)): inputs[0]}
+        if inputs and not named or set(named) != set(specs):
+            given = sorted(named) if named else f"{len(inputs)} positional"
+            raise MaskMagicError(
+                f"the serving signature takes inputs named {sorted(specs)}; received {given}"
+            )
+        result = signature(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in named.items()})
+        arrays = [result[k].numpy() for k in outputs]
+        return arrays[0] if len(arrays) == 1 else arrays
+
+    call.loaded = loaded  # keeps the variables alive
+    return call
+
+
+def _output_index(name: str) -> tuple[int, str]:
+    tail = name.rsplit("_", 1)[-1]
+    return (int(tail), name) if tail.isdigit() else (0, name)
+
+
+def load_model(path: str | os.PathLike, *, compile: bool = True) -> keras.Model:
+    """``keras.models.load_model(path)`` with Keras' safe mode on, MaskedDense registered.
+
+    Safe mode refuses files that would run code when loaded (``Lambda`` layers holding
+    bytecode); maskmagic's layers carry only data in their configs, so they need no exception.
+    """
+    import maskmagic.layers  # noqa: F401 - registers "maskmagic>MaskedDense"
+
+    return keras.models.load_model(os.fspath(path), compile=compile, safe_mode=True)

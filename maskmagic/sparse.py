@@ -1,0 +1,330 @@
+"""Sparse kernels for ``MaskedDense(impl="sparse")``: only the connected weights exist.
+
+A sparse layer keeps a values vector (one weight per connection, in row-major order of the
+(inputs, units) mask) and two int32 index vectors (the row and column of each connection). The
+product ``x @ W`` runs on TensorFlow's CSR sparse-matrix kernels (``tf.linalg.sparse``:
+``SparseTensorToCSRSparseMatrix`` then ``SparseMatrixMatMul``), with a custom gradient:
+
+* ``dx = dy @ W.T`` is a second ``SparseMatrixMatMul`` on the same CSR matrix;
+* ``dvalues[k] = x[:, row_k] . dy[:, col_k]`` (a sampled dense-dense product) is computed in
+  chunks of :data:`CHUNK_ELEMENTS` gathered numbers, so its memory stays bounded however many
+  connections a layer has. (The registered gradient of ``SparseMatrixMatMul`` forms the dense
+  (inputs, units) product and prunes it; that of ``tf.sparse.sparse_dense_matmul`` gathers all
+  ``nnz x batch`` numbers at once, three times.)
+
+Nothing of shape (inputs, units) is ever created, in the forward pass or the backward pass.
+``bench/kernels.py`` compares this kernel with the other options TensorFlow offers on CPU
+(``tf.sparse.sparse_dense_matmul`` with TensorFlow's gradient, gather + ``unsorted_segment_sum``,
+the CSR ``SparseMatrixMatMul`` of ``tf.linalg.sparse``); see :func:`choose_impl` for the
+measured numbers and the ``impl="auto"`` thresholds.
+
+The layer's sparse variables are *resizable* (their TensorFlow shape is ``[None]``), so that a
+change of topology with a different number of connections assigns new values in place: compiled
+functions that read them stay valid. Optimizer slots of such a variable keep their old size
+until :func:`remap_slot` resizes them (``TrainOp`` does this itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+from tensorflow.python.ops.linalg.sparse import sparse_csr_matrix_ops as csr_ops
+
+__all__ = [
+    "AUTO_MAX_DENSITY",
+    "AUTO_MIN_CELLS",
+    "CHUNK_ELEMENTS",
+    "choose_impl",
+    "column_order",
+    "initial_values",
+    "make_resizable",
+    "match_connections",
+    "remap_slot",
+    "resize",
+    "sampled_dot",
+    "sparse_matmul",
+    "structure_of",
+    "to_csr",
+    "track_slots",
+    "sync_slots",
+]
+
+# Gathered numbers per chunk and operand of the values gradient (1 MiB of float32: the
+# fastest of 2^16..2^22 on the benchmark machine, and a cache-sized block).
+CHUNK_ELEMENTS = 1 << 18
+
+# impl="auto" thresholds, measured by bench/run.py (see choose_impl).
+AUTO_MIN_CELLS = 1 << 20
+AUTO_MAX_DENSITY = 0.05
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def sampled_dot(a: Any, a_index: Any, b: Any, b_index: Any, chunk: int = CHUNK_ELEMENTS) -> Any:
+    """``out[k] = sum_j a[a_index[k], j] * b[b_index[k], j]``, in bounded-memory chunks.
+
+    Args:
+        a: (n_a, width) tensor.
+        a_index: (nnz,) int tensor of rows of ``a``.
+        b: (n_b, width) tensor.
+        b_index: (nnz,) int tensor of rows of ``b``.
+        chunk: most gathered numbers (rows x width) per chunk and operand.
+
+    Returns:
+        (nnz,) tensor.
+    """
+    total = tf.shape(a_index)[0]
+    width = tf.maximum(tf.shape(a)[1], 1)
+    step = tf.maximum(chunk // width, 1)
+    count = tf.maximum((total + step - 1) // step, 1)
+    parts = tf.TensorArray(a.dtype, size=count, infer_shape=False, element_shape=[None])
+
+    def body(i, parts):
+        start = i * step
+        size = tf.maximum(tf.minimum(step, total - start), 0)
+        rows = tf.gather(a, tf.slice(a_index, [start], [size]))
+        cols = tf.gather(b, tf.slice(b_index, [start], [size]))
+        return i + 1, parts.write(i, tf.reduce_sum(rows * cols, axis=1))
+
+    _, parts = tf.while_loop(lambda i, _: i < count, body, [0, parts], parallel_iterations=2)
+    return parts.concat()
+
+
+def sparse_matmul(
+    x: Any, values: Any, rows: Any, cols: Any, order: Any, n_in: int, units: int
+) -> Any:
+    """``x @ W`` for the sparse (n_in, units) matrix ``W[rows[k], cols[k]] = values[k]``.
+
+    The forward product uses the CSR form of ``W.T`` (built from the connections taken in
+    ``order``), the input gradient the CSR form of ``W``: both are deterministic, unlike
+    ``SparseMatrixMatMul(transpose_a=True)``, whose parallel transpose sums in varying order.
+
+    Args:
+        x: (batch, n_in) float32 or float64 tensor.
+        values: (nnz,) tensor of the same dtype as ``x``.
+        rows: (nnz,) int32 tensor of input indices, sorted (row-major order).
+        cols: (nnz,) int32 tensor of unit indices, sorted within each row.
+        order: (nnz,) int32 positions that sort the connections by (col, row), from
+            :func:`column_order`.
+        n_in: number of inputs.
+        units: number of units.
+
+    Returns:
+        (batch, units) tensor. Gradients flow to ``x`` and ``values`` (see the module docs).
+    """
+    by_input = tf.cast(tf.stack([rows, cols], axis=1), tf.int64)
+    by_unit = tf.cast(tf.stack([tf.gather(cols, order), tf.gather(rows, order)], axis=1), tf.int64)
+
+    @tf.custom_gradient
+    def matmul(x, values):
+        w_t = csr_ops.sparse_tensor_to_csr_sparse_matrix(
+            by_unit, tf.gather(values, order), [units, n_in]
+        )
+        y_t = csr_ops.sparse_matrix_mat_mul(w_t, x, transpose_b=True)  # (units, batch)
+
+        def grad(dy):
+            dy_t = tf.transpose(dy)
+            w = csr_ops.sparse_tensor_to_csr_sparse_matrix(by_input, values, [n_in, units])
+            dx = tf.transpose(csr_ops.sparse_matrix_mat_mul(w, dy_t))  # (batch, n_in)
+            return dx, sampled_dot(tf.transpose(x), rows, dy_t, cols)
+
+        return tf.transpose(y_t), grad
+
+    y = matmul(x, values)
+    y.set_shape([x.shape[0], units])
+    return y
+
+
+# ----------------------------------------------------------------------------- impl="auto"
+
+
+def choose_impl(n_in: int, units: int, nnz: int) -> str:
+    """The implementation ``impl="auto"`` picks for a layer: ``"dense"`` or ``"sparse"``.
+
+    Sparse when the layer has at least :data:`AUTO_MIN_CELLS` cells (inputs x units) and a
+    density of at most :data:`AUTO_MAX_DENSITY`; dense otherwise. Measured with
+    ``python bench/run.py`` on 2 CPU cores, batch 128 (train step, Adam): the sparse kernel's
+    cost grows with ``nnz x batch`` and the dense one with ``inputs x units x batch``, and the
+    sparse step is the faster one below about 5% density for 1024 x 1024 layers and larger
+    (dense wins at 10%). Below about a million cells both steps take well under a millisecond
+    and the dense one has less overhead, so small layers stay dense whatever their density.
+
+    Args:
+        n_in: number of inputs.
+        units: number of units.
+        nnz: number of connections.
+    """
+    cells = int(n_in) * int(units)
+    if cells >= AUTO_MIN_CELLS and nnz <= AUTO_MAX_DENSITY * cells:
+        return "sparse"
+    return "dense"
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def structure_of(mask: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) int32 arrays of the connections of a validated mask, in row-major order."""
+    if sp.issparse(mask):
+        csr = sp.csr_array(mask)
+        csr.sum_duplicates()
+        counts = np.diff(csr.indptr)
+        rows = np.repeat(np.arange(csr.shape[0], dtype=np.int32), counts)
+        return rows, csr.indices.astype(np.int32)
+    rows, cols = np.nonzero(np.asarray(mask))
+    return rows.astype(np.int32), cols.astype(np.int32)
+
+
+def column_order(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """int32 positions that sort row-major connections by (col, row) (column-major order)."""
+    del rows  # already sorted: a stable sort on the columns keeps them in order
+    return np.argsort(cols, kind="stable").astype(np.int32)
+
+
+def to_csr(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple) -> sp.csr_array:
+    """A canonical ``csr_array`` from row-major (rows, cols, data) triplets."""
+    counts = np.bincount(rows, minlength=shape[0]) if rows.size else np.zeros(shape[0], int)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return sp.csr_array((data, cols.astype(np.int32), indptr), shape=shape)
+
+
+def match_connections(
+    old_rows: np.ndarray,
+    old_cols: np.ndarray,
+    new_rows: np.ndarray,
+    new_cols: np.ndarray,
+    units: int,
+) -> np.ndarray:
+    """For each new connection, its position among the old ones, or -1 if it is new.
+
+    Both structures must be in row-major order (as :func:`structure_of` returns them).
+    """
+    old_key = old_rows.astype(np.int64) * units + old_cols
+    new_key = new_rows.astype(np.int64) * units + new_cols
+    where = np.searchsorted(old_key, new_key)
+    where = np.minimum(where, max(old_key.size - 1, 0))
+    found = old_key.size > 0
+    hit = (old_key[where] == new_key) if found else np.zeros(new_key.size, bool)
+    return np.where(hit, where, -1).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- initial values
+
+
+def initial_values(
+    initializer: keras.initializers.Initializer, nnz: int, n_in: int, units: int, dtype: str
+) -> np.ndarray:
+    """Values for ``nnz`` connections drawn like the entries of an (n_in, units) kernel.
+
+    Variance-scaling initializers (``glorot_uniform``, ``he_normal``, ...) use the fans of the
+    full (n_in, units) kernel, as the dense implementation does; element-wise initializers
+    (``zeros``, ``random_normal``, ``constant``...) are called on the (nnz,) shape. Initializers
+    that need the whole matrix (``orthogonal``, ``identity``) are refused for large layers.
+    """
+    if isinstance(initializer, keras.initializers.VarianceScaling):
+        mode = initializer.mode
+        fan = {"fan_in": n_in, "fan_out": units}.get(mode, (n_in + units) / 2)
+        # On a 1-D shape (nnz,) the fan is nnz: rescale so that the variance is scale / fan.
+        scaled = keras.initializers.VarianceScaling(
+            scale=initializer.scale * max(nnz, 1) / max(fan, 1),
+            mode="fan_in",
+            distribution=initializer.distribution,
+            seed=initializer.seed,
+        )
+        return np.asarray(scaled((max(nnz, 1),), dtype=dtype))[:nnz]
+    if isinstance(initializer, (keras.initializers.Orthogonal, keras.initializers.Identity)):
+        from maskmagic.errors import MaskMagicError
+
+        raise MaskMagicError(
+            f"kernel_initializer {type(initializer).__name__} needs the whole (inputs, units) "
+            "matrix, which impl='sparse' never creates; expected an element-wise or "
+            "variance-scaling initializer such as glorot_uniform, he_normal or random_normal"
+        )
+    return np.asarray(initializer((nnz,), dtype=dtype))
+
+
+# ----------------------------------------------------------------------------- variables
+
+
+def make_resizable(variable: keras.Variable) -> keras.Variable:
+    """Gives a 1-D Keras variable a TensorFlow shape of ``[None]`` (same value, same object).
+
+    Functions traced while it had one length keep working after :func:`resize`.
+    """
+    old = variable._value
+    variable._value = tf.Variable(
+        old.read_value(),
+        shape=tf.TensorShape([None]),
+        dtype=old.dtype,
+        trainable=old.trainable,
+        name=variable.name,
+    )
+    return variable
+
+
+def resize(variable: keras.Variable, value: Any) -> None:
+    """Assigns a 1-D value of any length to a variable made by :func:`make_resizable`."""
+    value = np.asarray(value)
+    if variable._value.shape.is_fully_defined():
+        make_resizable(variable)
+    variable._value.assign(tf.convert_to_tensor(value, dtype=variable._value.dtype))
+    variable._shape = (int(value.shape[0]),)
+    variable._ndim = 1
+
+
+def remap_slot(slot: keras.Variable, index: np.ndarray) -> None:
+    """Resizes an optimizer slot after a topology change (kept connections keep their state).
+
+    Args:
+        slot: a variable shaped like the old values vector (momentum, Adam moments...).
+        index: for each new connection, its old position or -1 (new connections get 0).
+    """
+    old = keras.ops.convert_to_numpy(slot)
+    new = np.where(index >= 0, old[np.maximum(index, 0)] if old.size else 0, 0)
+    resize(slot, new.astype(old.dtype))
+
+
+# ----------------------------------------------------------------------------- optimizer slots
+
+
+def track_slots(layer: Any, slots: list) -> None:
+    """Prepares the optimizer slots of a sparse layer's kernel for later topology changes.
+
+    Makes them resizable (before any step is traced, so traced steps see later resizes) and
+    records the mask version they correspond to.
+    """
+    for slot in slots:
+        if getattr(slot, "_maskmagic_version", None) is not None:
+            continue
+        if slot._value.shape.is_fully_defined():
+            make_resizable(slot)
+        fits = tuple(slot.shape) == tuple(layer.kernel.shape)
+        slot._maskmagic_version = layer.mask_version if fits else -1
+
+
+def sync_slots(layer: Any, slots: list) -> None:
+    """Remaps optimizer slots after ``layer.set_mask`` changed the topology.
+
+    The state of kept connections (momentum, Adam moments, ...) follows them to their new
+    positions; new connections start from zero state. If the layer's history does not reach
+    back to the slot's version (more than 8 changes between two steps), the slot restarts
+    from zeros.
+    """
+    nnz = int(layer.kernel.shape[0])
+    for slot in slots:
+        seen = getattr(slot, "_maskmagic_version", -1)
+        if seen == layer.mask_version:
+            continue
+        index = layer.remap_since(seen) if seen >= 0 else np.empty(0, dtype=np.int64)
+        if index is None and tuple(slot.shape) == (nnz,):
+            pass
+        elif index is not None and index.size == nnz:
+            remap_slot(slot, index)
+        else:
+            resize(slot, np.zeros(nnz, dtype=keras.ops.convert_to_numpy(slot).dtype))
+        slot._maskmagic_version = layer.mask_version

@@ -1,0 +1,227 @@
+"""The compiled forward + backward pass of the gradient inspector (no widget code).
+
+:class:`GradientPass` runs one ``tf.function`` per target layer: the model under a
+``keras.StatelessScope`` (see :mod:`maskmagic.widgets.grads`), the objective (the loss, or one
+unit's output summed over the batch), one ``tape.gradient`` for every probed layer's kernel and
+bias, and each probe's summary. The unit index and the op's update sets are inputs, so changing
+the unit never re-traces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from maskmagic.errors import MaskMagicError
+from maskmagic.widgets.grads import Probe
+
+__all__ = ["GradientPass", "LayerResult", "PassResult", "output_layers"]
+
+LOSS = "loss"
+
+
+def output_layers(model: keras.Model) -> list[tuple[str, int]]:
+    """(layer name, units) of each model output, in the order the model returns them."""
+    try:
+        outputs = list(model.outputs)
+    except (AttributeError, ValueError):
+        outputs = []
+    found = []
+    for tensor in outputs:
+        history = getattr(tensor, "_keras_history", None)
+        name = history.operation.name if history is not None else f"output_{len(found)}"
+        found.append((name, int(tensor.shape[-1] or 1)))
+    if not found and model.layers:
+        last = model.layers[-1]
+        found.append((last.name, int(getattr(last, "units", 1))))
+    return found
+
+
+@dataclass
+class LayerResult:
+    """The pass's result for one layer: small numpy arrays, plus the full gradient tensors.
+
+    ``wb`` (dense layers) is the (inputs, units) would-be gradient as a TensorFlow tensor,
+    ``g_values`` (sparse layers) the (nnz,) gradient of the stored connections; the widget turns
+    them into numpy only when asked for (``.gradients``, zoom).
+    """
+
+    probe: Probe
+    wb: Any = None
+    g_values: Any = None
+    g_pool: np.ndarray | None = None
+    wb_pool: np.ndarray | None = None
+    upd_pool: np.ndarray | None = None
+    norm: float = 0.0
+    zeros: int = 0
+    masked_nonzero: int = 0
+    top: list[tuple[int, int, float, float]] = field(default_factory=list)
+    bias_g: np.ndarray | None = None
+    bias_wb: np.ndarray | None = None
+
+
+@dataclass
+class PassResult:
+    loss: float
+    objective: float
+    layers: list[LayerResult]
+
+
+class GradientPass:
+    """One compiled forward + backward pass over ``model`` for the given probes.
+
+    Args:
+        model: a built Keras model.
+        loss: a Keras loss object ``loss(y_true, y_pred)``.
+        probes: one :class:`~maskmagic.widgets.grads.Probe` per inspected layer.
+    """
+
+    def __init__(self, model: keras.Model, loss: Any, probes: list[Probe]) -> None:
+        self.model = model
+        self.loss = loss
+        self.probes = probes
+        self.outputs = output_layers(model)
+        self._functions: dict[str, Any] = {}
+        self._aux: dict[str, keras.Model] = {}
+        self._evaluate = tf.function(self._outputs_and_loss, reduce_retracing=True)
+        self.trace_count = 0
+
+    # ------------------------------------------------------------------ targets
+    def target_units(self, layer: str) -> int:
+        """Units of a target layer (an output layer, or any layer of a functional model)."""
+        for name, units in self.outputs:
+            if name == layer:
+                return units
+        self._aux_model(layer)
+        return int(self._aux[layer].outputs[-1].shape[-1])
+
+    def _aux_model(self, layer: str) -> keras.Model:
+        if layer in self._aux:
+            return self._aux[layer]
+        names = [name for name, _ in self.outputs]
+        try:
+            tensor = self.model.get_layer(layer).output
+            aux = keras.Model(self.model.inputs, [*self.model.outputs, tensor])
+        except (ValueError, AttributeError) as exc:
+            raise MaskMagicError(
+                f"target layer {layer!r} cannot be inspected ({exc}); expected an output layer "
+                f"({', '.join(names)}) or a layer of a functional model"
+            ) from None
+        self._aux[layer] = aux
+        return aux
+
+    def _call(self, x: Any, target: str) -> tuple[Any, Any]:
+        """(prediction as the model returns it, the target layer's output or None)."""
+        names = [name for name, _ in self.outputs]
+        if target == LOSS or target in names:
+            prediction = self.model(x, training=False)
+            if target == LOSS:
+                return prediction, None
+            flat = tf.nest.flatten(prediction)
+            return prediction, flat[names.index(target)]
+        results = self._aux_model(target)(x, training=False)
+        prediction = results[0] if len(results) == 2 else list(results[:-1])
+        return prediction, results[-1]
+
+    def _loss_of(self, y: Any, prediction: Any) -> Any:
+        if isinstance(prediction, (list, tuple)):
+            value = tf.add_n([self.loss(t, p) for t, p in zip(y, prediction)])
+        else:
+            value = self.loss(y, prediction)
+        extra = self.model.losses
+        return value + tf.add_n(extra) if extra else value
+
+    # ------------------------------------------------------------------ the pass
+    def run(self, x: Any, y: Any, target: str, unit: int, updates: list) -> PassResult:
+        """Runs the compiled pass.
+
+        Args:
+            x, y: the batch (tensors).
+            target: ``"loss"`` or the name of the layer whose unit ``unit`` is the objective.
+            unit: unit index (ignored for the loss).
+            updates: per probe, a bool tensor of the op's update set over the kernel, or None.
+        """
+        function = self._functions.get(target)
+        if function is None:
+            function = tf.function(
+                lambda x, y, unit, updates: self._pass(x, y, unit, updates, target),
+                reduce_retracing=True,
+            )
+            self._functions[target] = function
+        raw = function(x, y, tf.constant(unit, tf.int32), tuple(updates))
+        return self._collect(raw)
+
+    def _pass(self, x: Any, y: Any, unit: Any, updates: tuple, target: str) -> dict:
+        self.trace_count += 1
+        mapping, kernels, biases = [], [], []
+        for probe in self.probes:
+            pairs, kernel, bias = probe.sources()
+            mapping += pairs
+            kernels.append(kernel)
+            biases.append(bias)
+        sources = [s for s in kernels + biases if s is not None]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(sources)
+            with keras.StatelessScope(state_mapping=mapping):
+                prediction, chosen = self._call(x, target)
+                loss = self._loss_of(y, prediction)
+            if chosen is None:
+                objective = loss
+            else:
+                objective = tf.reduce_sum(tf.gather(chosen, unit, axis=-1))
+        grads = tape.gradient(objective, sources, unconnected_gradients="zero")
+        by_source = dict(zip([id(s) for s in sources], grads))
+        layers = []
+        for probe, kernel, bias, update in zip(self.probes, kernels, biases, updates):
+            summary = probe.summary(by_source[id(kernel)], update)
+            if probe.has_would_be:
+                summary["wb"] = by_source[id(kernel)]
+            if bias is not None:
+                summary.update(probe.bias_summary(by_source[id(bias)]))
+            layers.append(summary)
+        return {"loss": loss, "objective": objective, "layers": layers}
+
+    def _collect(self, raw: dict) -> PassResult:
+        layers = []
+        for probe, out in zip(self.probes, raw["layers"]):
+            units = probe.shape[1]
+            top_index = out["top_index"].numpy().astype(np.int64)
+            top = [
+                (int(i // units), int(i % units), float(g), float(w))
+                for i, g, w in zip(top_index, out["top_g"].numpy(), out["top_w"].numpy())
+            ]
+            layers.append(
+                LayerResult(
+                    probe=probe,
+                    wb=out.get("wb"),
+                    g_values=out.get("g_values"),
+                    g_pool=out["g_pool"].numpy(),
+                    wb_pool=_numpy(out.get("wb_pool")),
+                    upd_pool=_numpy(out.get("upd_pool")),
+                    norm=float(np.sqrt(out["sumsq"].numpy())),
+                    zeros=int(out["zeros"].numpy()),
+                    masked_nonzero=int(out["masked_nonzero"].numpy()),
+                    top=top,
+                    bias_g=_numpy(out.get("bias_g")),
+                    bias_wb=_numpy(out.get("bias_wb")),
+                )
+            )
+        return PassResult(float(raw["loss"]), float(raw["objective"]), layers)
+
+    # ------------------------------------------------------------------ evaluation
+    def _outputs_and_loss(self, x: Any, y: Any) -> tuple[list, Any]:
+        prediction = self.model(x, training=False)
+        return tf.nest.flatten(prediction), self._loss_of(y, prediction)
+
+    def evaluate(self, x: Any, y: Any) -> tuple[list[np.ndarray], float]:
+        """(each model output as numpy, the loss) on the batch, with ``training=False``."""
+        outputs, loss = self._evaluate(x, y)
+        return [o.numpy() for o in outputs], float(loss)
+
+
+def _numpy(value: Any) -> np.ndarray | None:
+    return None if value is None else value.numpy()

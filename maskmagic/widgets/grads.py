@@ -1,0 +1,397 @@
+"""The gradient of every connection of a Keras model, in one compiled pass (no widget code).
+
+For a dense :class:`~maskmagic.layers.MaskedDense` the network uses ``E = kernel * mask``, so
+``d loss / d kernel = mask * d loss / d E``. One compiled forward and backward pass gets both:
+the model runs under a ``keras.StatelessScope`` in which the layer's kernel reads as ``E`` (a
+watched tensor) and its mask as ones. The network then computes exactly what it always computes
+(``E * 1 == E`` bit for bit), the tape returns ``d loss / d E`` -- the *would-be* gradient, what
+each connection would receive were it switched on -- and the gradient itself is ``mask * would-be``,
+the very product TensorFlow's gradient of ``kernel * mask`` evaluates. Biases work the same way.
+
+Each kind of layer is handled by a small *probe* (:func:`register_probe` adds one): what to
+substitute and differentiate inside the pass, and how to summarise the result (pooled heatmaps,
+statistics, top connections) inside the same compiled function, so that only small arrays leave
+it. Plain ``Dense`` layers have no mask (gradient == would-be gradient); sparse ``MaskedDense``
+layers (``impl="sparse"``) give the gradient of each stored connection, and no would-be
+gradient (their masked connections do not exist as numbers anywhere).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "GRID",
+    "TOP_K",
+    "Grid",
+    "Probe",
+    "apply_mask",
+    "apply_mask_numpy",
+    "decode_pool",
+    "grid_for",
+    "probe_for",
+    "register_probe",
+    "signed_key",
+]
+
+#: Most overview cells per axis; larger layers are pooled in blocks.
+GRID = 256
+#: Connections per layer in the table of top connections.
+TOP_K = 10
+#: Compile the summaries of dense layers with XLA (fuses the passes over large gradients).
+USE_XLA = True
+
+
+@dataclass(frozen=True)
+class Grid:
+    """How a layer's (inputs, units) matrix maps to overview cells of (bh, bw) connections."""
+
+    inputs: int
+    units: int
+    bh: int
+    bw: int
+
+    @property
+    def rows(self) -> int:
+        return -(-self.inputs // self.bh)
+
+    @property
+    def cols(self) -> int:
+        return -(-self.units // self.bw)
+
+    @property
+    def pooled(self) -> bool:
+        return self.bh > 1 or self.bw > 1
+
+
+def grid_for(shape: tuple[int, int], limit: int = GRID) -> Grid:
+    """The overview grid of a layer: blocks of ceil(size / limit) connections per axis."""
+    inputs, units = int(shape[0]), int(shape[1])
+    return Grid(inputs, units, max(1, math.ceil(inputs / limit)), max(1, math.ceil(units / limit)))
+
+
+# ----------------------------------------------------------------------------- graph helpers
+
+
+def signed_key(x: Any) -> Any:
+    """int32 keys whose maximum picks the float32 entry of largest magnitude, sign kept.
+
+    The magnitude's bits with the lowest mantissa bit replaced by the sign: comparing keys
+    compares magnitudes (to 1 ulp), and the winner's sign travels with it.
+    """
+    bits = tf.bitcast(tf.cast(x, tf.float32), tf.int32)
+    sign = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 31), 1)
+    return tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(bits, 0x7FFFFFFE), sign)
+
+
+def decode_pool(key: Any) -> Any:
+    """float32 values back from :func:`signed_key` keys (empty blocks read 0)."""
+    key = tf.maximum(key, 0)
+    magnitude = tf.bitcast(tf.bitwise.bitwise_and(key, 0x7FFFFFFE), tf.float32)
+    return tf.where(tf.equal(tf.bitwise.bitwise_and(key, 1), 1), -magnitude, magnitude)
+
+
+def apply_mask(values: Any, mask: Any) -> Any:
+    """What a MaskedDense does to its kernel: a select for a bool mask, a product otherwise.
+
+    The same formula gives the gradient from the would-be gradient (the chain rule through
+    ``where(mask, kernel, 0)`` or ``kernel * mask``).
+    """
+    if mask.dtype == tf.bool:
+        return tf.where(mask, values, tf.zeros_like(values))
+    return values * tf.cast(mask, values.dtype)
+
+
+def apply_mask_numpy(values: np.ndarray, connected: np.ndarray, select: bool) -> np.ndarray:
+    """:func:`apply_mask` in numpy, from a bool ``connected`` array."""
+    if select:
+        return np.where(connected, values, np.zeros((), values.dtype))
+    return values * connected.astype(values.dtype)
+
+
+def _blocks(x: Any, grid: Grid, reduce: Callable) -> Any:
+    """Reduces each (bh, bw) block of an (inputs, units, n) tensor: (rows, cols, n).
+
+    Two stages, the first over the contiguous minor axis, which XLA turns into one fused loop
+    over the big tensor; the second works on a tensor bw times smaller.
+    """
+    n = x.shape[-1]
+    x = tf.pad(
+        x, [[0, grid.rows * grid.bh - grid.inputs], [0, grid.cols * grid.bw - grid.units], [0, 0]]
+    )
+    partial = reduce(tf.reshape(x, (grid.rows * grid.bh, grid.cols, grid.bw, n)), axis=2)
+    return reduce(tf.reshape(partial, (grid.rows, grid.bh, grid.cols, n)), axis=1)
+
+
+def _count(condition: Any) -> Any:
+    return tf.reduce_sum(tf.reduce_sum(tf.cast(condition, tf.int32), axis=-1))
+
+
+def _top(g: Any, g_pool: Any, grid: Grid, k: int) -> tuple[Any, Any]:
+    """Flat indices and values of the k entries of largest |g| (exact, through the blocks)."""
+    if not grid.pooled:
+        _, index = tf.math.top_k(tf.reshape(tf.abs(g), [-1]), k)
+        return index, tf.gather(tf.reshape(g, [-1]), index)
+    # The k largest entries lie in the k blocks with the largest maxima.
+    kb = min(k, grid.rows * grid.cols)
+    _, blocks = tf.math.top_k(tf.reshape(tf.abs(g_pool), [-1]), kb)
+    rows = tf.minimum((blocks // grid.cols)[:, None] * grid.bh + tf.range(grid.bh), grid.inputs - 1)
+    cols = tf.minimum((blocks % grid.cols)[:, None] * grid.bw + tf.range(grid.bw), grid.units - 1)
+    flat = tf.reshape(rows[:, :, None] * grid.units + cols[:, None, :], [-1])
+    values = tf.gather(tf.reshape(g, [-1]), flat)
+    _, pick = tf.math.top_k(tf.abs(values), min(k, kb * grid.bh * grid.bw))
+    return tf.gather(flat, pick), tf.gather(values, pick)
+
+
+def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: int) -> dict:
+    """Everything the inspector shows about one dense layer, from its would-be gradient.
+
+    Args:
+        wb: (inputs, units) would-be gradient ``d loss / d (kernel * mask)``.
+        mask: (inputs, units) bool or 0/1 float mask, or None (a plain layer: gradient == wb).
+        update: (inputs, units) bool update set of the op, or None (all connected entries).
+        kernel: (inputs, units) raw kernel values (for the weights of the top connections).
+        grid: the overview grid.
+        k: number of top connections.
+
+    Returns:
+        ``g_pool``, ``wb_pool`` (masked layers), ``upd_pool`` (with an update set): the
+        (rows, cols) signed max-|value| of each block (the values themselves when the grid is
+        not pooled); ``sumsq``, ``zeros``, ``masked_nonzero``; ``top_index`` (flat), ``top_g``,
+        ``top_w``.
+    """
+    wb = tf.cast(wb, tf.float32)
+    g = wb if mask is None else apply_mask(wb, mask)
+    shown = [g] + ([wb] if mask is not None else [])
+    if update is not None:
+        shown.append(tf.where(update, g, tf.zeros_like(g)))
+    if grid.pooled:
+        keys = _blocks(tf.stack([signed_key(v) for v in shown], -1), grid, tf.reduce_max)
+        pools = [decode_pool(keys[..., i]) for i in range(len(shown))]
+        sums = _blocks(
+            tf.stack([tf.square(g), tf.cast(tf.equal(g, 0), tf.float32)], -1), grid, tf.reduce_sum
+        )
+        sumsq = tf.reduce_sum(sums[..., 0])
+        zeros = tf.reduce_sum(tf.cast(sums[..., 1], tf.int32))
+    else:
+        pools = shown
+        sumsq = tf.reduce_sum(tf.square(g))
+        zeros = _count(tf.equal(g, 0))
+    out = {"g_pool": pools[0], "sumsq": sumsq, "zeros": zeros}
+    if mask is not None:
+        out["wb_pool"] = pools[1]
+        # g = wb * mask: a masked entry is non-zero only if its would-be gradient is not finite,
+        # and then the sum of squares is not finite either; count only in that case.
+        out["masked_nonzero"] = tf.cond(
+            tf.math.is_finite(sumsq),
+            lambda: tf.constant(0),
+            lambda: _count(tf.logical_not(tf.cast(mask, tf.bool)) & tf.not_equal(g, 0)),
+        )
+    else:
+        out["masked_nonzero"] = tf.constant(0)
+    if update is not None:
+        out["upd_pool"] = pools[-1]
+    index, values = _top(g, pools[0], grid, k)
+    out.update(top_index=index, top_g=values, top_w=tf.gather(tf.reshape(kernel, [-1]), index))
+    return out
+
+
+def _sparse_pool(values: Any, block: Any, cells: int) -> Any:
+    keys = tf.math.unsorted_segment_max(signed_key(values), block, cells)
+    return decode_pool(keys)
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+class Probe:
+    """How the pass handles one layer with a 2-D kernel (here: a plain ``Dense``).
+
+    Subclasses override :meth:`sources` (what to substitute and differentiate) and
+    :meth:`summary` (in-graph summaries); the numpy side reads :attr:`kind`,
+    :attr:`has_would_be` and :meth:`connected`.
+    """
+
+    kind = "plain"
+    has_would_be = True
+
+    def __init__(self, layer: keras.layers.Layer) -> None:
+        self.layer = layer
+        self.name = layer.name
+        self.shape = self._shape()
+        self.grid = grid_for(self.shape)
+        self.bias = getattr(layer, "bias", None)
+        self.bias_mask = getattr(layer, "bias_mask", None) if self.bias is not None else None
+        self.k = min(TOP_K, self.shape[0] * self.shape[1])
+        self._summary = tf.function(
+            self._summarise, jit_compile=USE_XLA and self.kind != "sparse", autograph=False
+        )
+
+    def _shape(self) -> tuple[int, int]:
+        return tuple(int(s) for s in self.layer.kernel.shape)
+
+    # graph side -----------------------------------------------------------------------
+    def sources(self) -> tuple[list, Any, Any]:
+        """(state mapping, kernel target, bias target): the pass substitutes the mapping's
+        variables inside a ``keras.StatelessScope`` and differentiates the two targets
+        (watched tensors; None for a layer without a bias)."""
+        kernel = tf.identity(tf.convert_to_tensor(self.layer.kernel))
+        mapping, bias = self._bias_sources()
+        return [(self.layer.kernel, kernel), *mapping], kernel, bias
+
+    def _bias_sources(self) -> tuple[list, Any]:
+        if self.bias is None:
+            return [], None
+        if self.bias_mask is None:
+            value = tf.identity(tf.convert_to_tensor(self.bias))
+            return [(self.bias, value)], value
+        mask = tf.convert_to_tensor(self.bias_mask)
+        effective = apply_mask(tf.convert_to_tensor(self.bias), mask)
+        ones = tf.ones(tf.shape(mask), dtype=mask.dtype)
+        return [(self.bias, effective), (self.bias_mask, ones)], effective
+
+    def mask_tensor(self) -> Any:
+        return None
+
+    def summary(self, kernel_grad: Any, update: Any) -> dict:
+        kernel = tf.convert_to_tensor(self.layer.kernel)
+        return self._summary(kernel_grad, self.mask_tensor(), update, kernel)
+
+    def _summarise(self, wb: Any, mask: Any, update: Any, kernel: Any) -> dict:
+        return dense_summary(wb, mask, update, kernel, self.grid, self.k)
+
+    def bias_summary(self, bias_grad: Any) -> dict:
+        if self.bias is None:
+            return {}
+        wb = tf.convert_to_tensor(bias_grad)
+        if self.bias_mask is None:
+            return {"bias_wb": wb, "bias_g": wb}
+        return {"bias_wb": wb, "bias_g": apply_mask(wb, tf.convert_to_tensor(self.bias_mask))}
+
+    # numpy side -----------------------------------------------------------------------
+    def gradient_numpy(self, wb: np.ndarray, connected: np.ndarray) -> np.ndarray:
+        """The gradient from the would-be gradient and the (dense bool) connectivity."""
+        return wb
+
+    def connected(self) -> Any:
+        """The (inputs, units) connectivity: numpy bool, or scipy.sparse for sparse layers."""
+        return np.ones(self.shape, dtype=bool)
+
+    def bias_connected(self) -> np.ndarray | None:
+        if self.bias is None:
+            return None
+        if self.bias_mask is None:
+            return np.ones(self.shape[1], dtype=bool)
+        return keras.ops.convert_to_numpy(self.bias_mask) != 0
+
+    def version(self) -> int:
+        return int(getattr(self.layer, "mask_version", 0))
+
+
+class MaskedProbe(Probe):
+    """A dense ``MaskedDense``: differentiate the effective kernel, read the mask as ones."""
+
+    kind = "masked"
+
+    def sources(self) -> tuple[list, Any, Any]:
+        layer = self.layer
+        mask = tf.convert_to_tensor(layer.kernel_mask)
+        effective = apply_mask(tf.convert_to_tensor(layer.kernel), mask)
+        ones = tf.ones(tf.shape(mask), dtype=mask.dtype)
+        mapping = [(layer.kernel, effective), (layer.kernel_mask, ones)]
+        bias_mapping, bias = self._bias_sources()
+        return mapping + bias_mapping, effective, bias
+
+    @property
+    def select(self) -> bool:
+        """Whether the mask is bool (the layer selects) rather than a 0/1 factor."""
+        return str(self.layer.kernel_mask.dtype) == "bool"
+
+    def gradient_numpy(self, wb: np.ndarray, connected: np.ndarray) -> np.ndarray:
+        return apply_mask_numpy(wb, connected, self.select)
+
+    def mask_tensor(self) -> Any:
+        return tf.convert_to_tensor(self.layer.kernel_mask)
+
+    def connected(self) -> np.ndarray:
+        return keras.ops.convert_to_numpy(self.layer.kernel_mask) != 0
+
+
+class SparseProbe(Probe):
+    """A sparse ``MaskedDense``: the gradient of each stored connection (no would-be)."""
+
+    kind = "sparse"
+    has_would_be = False
+
+    def _shape(self) -> tuple[int, int]:
+        return (int(self.layer.input_dim), int(self.layer.units))
+
+    def sources(self) -> tuple[list, Any, Any]:
+        # A resizable (nnz,) variable cannot be substituted: the tape watches it directly.
+        mapping, bias = self._bias_sources()
+        return mapping, self.layer.kernel.value, bias
+
+    def summary(self, kernel_grad: Any, update: Any) -> dict:
+        return self._summary(
+            tf.convert_to_tensor(kernel_grad),
+            tf.convert_to_tensor(self.layer.kernel_rows),
+            tf.convert_to_tensor(self.layer.kernel_cols),
+            update,
+            tf.convert_to_tensor(self.layer.kernel),
+        )
+
+    def _summarise(self, g: Any, rows: Any, cols: Any, update: Any, values: Any) -> dict:
+        grid = self.grid
+        block = (rows // grid.bh) * grid.cols + cols // grid.bw
+        cells = grid.rows * grid.cols
+        shape = (grid.rows, grid.cols)
+        out = {
+            "g_values": g,
+            "g_pool": tf.reshape(_sparse_pool(g, block, cells), shape),
+            "sumsq": tf.reduce_sum(tf.square(tf.cast(g, tf.float32))),
+            "zeros": grid.inputs * grid.units - tf.size(g) + _count(tf.equal(g, 0)),
+            "masked_nonzero": tf.constant(0),
+        }
+        if update is not None:
+            applied = tf.where(update, g, tf.zeros_like(g))
+            out["upd_pool"] = tf.reshape(_sparse_pool(applied, block, cells), shape)
+        k = tf.minimum(self.k, tf.size(g))
+        _, pick = tf.math.top_k(tf.abs(g), k)
+        out.update(
+            top_index=tf.gather(rows, pick) * grid.units + tf.gather(cols, pick),
+            top_g=tf.gather(g, pick),
+            top_w=tf.gather(values, pick),
+        )
+        return out
+
+    def connected(self) -> Any:
+        return self.layer.get_mask()
+
+
+_PROBES: list[tuple[Callable[[Any], bool], type[Probe]]] = [
+    (lambda layer: getattr(layer, "is_sparse", False), SparseProbe),
+    (lambda layer: getattr(layer, "kernel_mask", None) is not None, MaskedProbe),
+    (lambda layer: len(getattr(getattr(layer, "kernel", None), "shape", ())) == 2, Probe),
+]
+
+
+def register_probe(test: Callable[[Any], bool], probe: type[Probe]) -> None:
+    """Handles layers for which ``test(layer)`` is true with ``probe`` (checked first)."""
+    _PROBES.insert(0, (test, probe))
+
+
+def probe_for(layer: keras.layers.Layer) -> Probe | None:
+    """The probe of a layer with a kernel, or None for layers the inspector does not show."""
+    if getattr(layer, "kernel", None) is None:
+        return None
+    for test, probe in _PROBES:
+        if test(layer):
+            return probe(layer)
+    return None

@@ -1,0 +1,389 @@
+"""GradientInspector: the gradient every connection receives, and what a step changes.
+
+The widget computes, for a batch, the gradient of the loss (or of one unit's output summed over
+the batch) with respect to every connection of every layer with a 2-D kernel, in one compiled
+forward and backward pass (:mod:`maskmagic.widgets.grad_pass`). The front end
+(``static/inspector.js``) draws one heatmap per layer; large layers arrive pooled and zoom into
+full resolution on request (:mod:`maskmagic.widgets.inspector_tiles`). Everything the front end
+can do has a Python method, so tests need no browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import keras
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+import traitlets
+
+from maskmagic.errors import MaskMagicError
+from maskmagic.training import TrainOp
+from maskmagic.widgets import inspector_tiles as tiles
+from maskmagic.widgets.grad_pass import LOSS, GradientPass
+from maskmagic.widgets.inspector_input import (
+    batch,
+    check_model,
+    check_targets,
+    finite,
+    first_line,
+    model_loss,
+    names,
+    parse_magic,
+    probes,
+    shapes,
+)
+from maskmagic.widgets.inspector_view import (
+    Static,
+    layer_info,
+    panels,
+    static_state,
+    tile_for,
+    top_rows,
+)
+
+__all__ = ["GradientInspector", "from_magic"]
+
+STATIC = Path(__file__).parent / "static"
+VIEWS = ("gradient", "would_be", "update")
+SCALES = ("linear", "symlog")
+TOP_ROWS = 12  # rows of the table of top connections
+
+
+class GradientInspector(anywidget.AnyWidget):
+    """The gradient of every connection of ``model`` on the batch ``(x, y)``.
+
+    Args:
+        model: a built Keras model; every layer with a 2-D kernel (``MaskedDense``, ``Dense``)
+            gets a heatmap with rows = inputs and columns = units.
+        x: the batch's inputs (numpy, or a list/dict for a model with several inputs).
+        y: the batch's targets.
+        op: a :class:`~maskmagic.training.TrainOp` of ``model``: ``.step()`` runs it, and the
+            connections outside its update set are outlined as frozen.
+        target: ``"loss"`` or ``(layer, unit)`` (see :attr:`target`).
+        loss: the loss to inspect; default: the op's loss, else the model's compiled loss,
+            else mean squared error.
+
+    Raises:
+        MaskMagicError: the model is not built or has no layer with a 2-D kernel, ``x``/``y``
+            do not fit the model, ``op`` is not a TrainOp of this model, or the target is bad.
+    """
+
+    _esm = STATIC / "inspector.js"
+    _css = STATIC / "inspector.css"
+
+    target = traitlets.Any(
+        LOSS,
+        help='"loss", or (layer, unit): the gradient of that unit\'s output summed over the batch',
+    ).tag(sync=True)
+    view = traitlets.Enum(
+        VIEWS,
+        "gradient",
+        help="gradient (masked = 0) | would_be (what each connection would get if switched on)"
+        " | update (the gradient restricted to the op's update set)",
+    ).tag(sync=True)
+    scale = traitlets.Enum(SCALES, "linear", help="colour scale: linear | symlog").tag(sync=True)
+    layers = traitlets.List(
+        traitlets.Dict(), help="per layer: name, kind, shape, grid, block and its statistics"
+    ).tag(sync=True)
+    names = traitlets.Dict(help="{layer: {inputs: [names] | null, units: [names] | null}}").tag(
+        sync=True
+    )
+    targets = traitlets.List(
+        help="[[layer, units], ...]: layers whose units can be the target"
+    ).tag(sync=True)
+    top = traitlets.List(
+        traitlets.Dict(), help="the connections of largest |gradient|: layer, i, j, gradient, ..."
+    ).tag(sync=True)
+    loss = traitlets.Float(None, allow_none=True, help="the loss on the batch").tag(sync=True)
+    objective = traitlets.Float(
+        None, allow_none=True, help="the target's value: the loss, or the unit's summed output"
+    ).tag(sync=True)
+    step_info = traitlets.Dict(
+        help="after a step: {steps, loss_before, loss_after, drift: {layer: [per unit]}}"
+    ).tag(sync=True)
+    op_name = traitlets.Unicode(None, allow_none=True, help="the op's name, or null").tag(sync=True)
+    revision = traitlets.Int(0, help="how many times the gradients were computed").tag(sync=True)
+    error = traitlets.Unicode("", help="the last error of an action started in the front end").tag(
+        sync=True
+    )
+
+    def __init__(
+        self,
+        model: keras.Model,
+        x: Any,
+        y: Any,
+        op: TrainOp | None = None,
+        *,
+        target: Any = LOSS,
+        loss: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        check_model(model)
+        if op is not None and not isinstance(op, TrainOp):
+            raise MaskMagicError(
+                f"op must be a maskmagic TrainOp (or None); received {type(op).__name__}"
+            )
+        if op is not None and op.model is not model:
+            raise MaskMagicError(
+                f"op {op.name!r} trains model {op.model.name!r}, not {model.name!r}; expected a "
+                "TrainOp made for the inspected model"
+            )
+        self._ready = False
+        self._model, self._op = model, op
+        self._probes = probes(model)
+        self._x, self._y = batch(model, x, y)
+        loss_fn = op.loss if op is not None else model_loss(model, loss)
+        check_targets(model, self._y, loss_fn)
+        self._pass = GradientPass(model, loss_fn, self._probes)
+        self._static: Static | None = None
+        self._shown: Static | None = None  # the static state of the shown result
+        self._result = None
+        self._cache: dict = {}
+        self._zoom: dict[int, tuple[int, int]] = {}
+        self._frontend = False
+        self._drift: dict[str, np.ndarray] | None = None
+        self.largest_message = 0
+        super().__init__(**kwargs)
+        self.op_name = None if op is None else op.name
+        self.targets = [[name, units] for name, units in self._target_layers()]
+        self.names = {p.name: names(p.layer) for p in self._probes}
+        self.on_msg(self._on_message)
+        self.target = target
+        self._ready = True
+        try:
+            self.refresh()
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            if isinstance(exc, MaskMagicError):
+                raise
+            raise MaskMagicError(
+                f"the model cannot compute its loss on this batch: {first_line(exc)}; expected "
+                f"x and y shaped like the model's inputs and outputs (x: {shapes(self._x)}, "
+                f"y: {shapes(self._y)})"
+            ) from None
+
+    # ------------------------------------------------------------------ target
+    def _target_layers(self) -> list[tuple[str, int]]:
+        found = list(self._pass.outputs)
+        if hasattr(self._model, "_nodes_by_depth") or hasattr(self._model, "_functional"):
+            known = {name for name, _ in found}
+            found += [(p.name, p.shape[1]) for p in self._probes if p.name not in known]
+        return found
+
+    @traitlets.validate("target")
+    def _check_target(self, proposal: dict) -> Any:
+        value = proposal["value"]
+        if isinstance(value, str) and value.strip() == LOSS:
+            return LOSS
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*([\w.-]+)\s*\[\s*(-?\d+)\s*\]\s*", value)
+            value = (match.group(1), int(match.group(2))) if match else value
+        choices = dict(self._target_layers())
+        options = ", ".join(f"({name!r}, 0..{n - 1})" for name, n in choices.items())
+        if (
+            not isinstance(value, (tuple, list))
+            or len(value) != 2
+            or value[0] not in choices
+            or isinstance(value[1], bool)
+            or not isinstance(value[1], (int, np.integer))
+            or not 0 <= value[1] < choices[value[0]]
+        ):
+            raise MaskMagicError(
+                f'target must be "loss" or (layer, unit) with one of {options}; received {value!r}'
+            )
+        return (str(value[0]), int(value[1]))
+
+    @traitlets.observe("target")
+    def _target_changed(self, change: dict) -> None:
+        if self._ready:
+            self.refresh()
+
+    # ------------------------------------------------------------------ computing
+    def refresh(self) -> None:
+        """Recomputes every gradient on the batch (one compiled pass) and updates the view."""
+        key = tuple(p.version() for p in self._probes)
+        if self._static is None or self._static.key != key:
+            self._static = static_state(self._probes, self._op, key)
+        layer, unit = (LOSS, 0) if self.target == LOSS else self.target
+        result = self._pass.run(self._x, self._y, layer, unit, self._static.tensors)
+        self._result, self._shown, self._cache = result, self._static, {}
+        with self.hold_sync():
+            self.layers = [layer_info(r, self._static, i) for i, r in enumerate(result.layers)]
+            self.top = top_rows(result)[:TOP_ROWS]
+            self.loss = result.loss
+            self.objective = result.objective
+            self.revision += 1
+        if self._frontend:
+            self._send_tiles()
+
+    # ------------------------------------------------------------------ results
+    def _layer_index(self, layer: Any) -> int:
+        if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+            if 0 <= layer < len(self._probes):
+                return int(layer)
+        for index, probe in enumerate(self._probes):
+            if probe.name == layer:
+                return index
+        known = ", ".join(p.name for p in self._probes)
+        raise MaskMagicError(f"layer must be one of {known} (or its index); received {layer!r}")
+
+    def _gradient(self, index: int) -> Any:
+        key = ("g", index)
+        if key not in self._cache:
+            result, probe = self._result.layers[index], self._probes[index]
+            connected = self._shown.connected[index]
+            if probe.kind == "sparse":
+                rows, cols = probe.layer.connections()
+                values = result.g_values.numpy()
+                self._cache[key] = sp.csr_array((values, (rows, cols)), shape=probe.shape)
+            else:
+                self._cache[key] = probe.gradient_numpy(result.wb.numpy(), connected)
+        return self._cache[key]
+
+    @property
+    def gradients(self) -> dict[str, Any]:
+        """{layer name: (inputs, units) gradient of the target w.r.t. the kernel}.
+
+        numpy float arrays (masked connections exactly 0); for sparse layers a
+        ``scipy.sparse.csr_array`` holding the gradient of each connection.
+        """
+        return {p.name: self._gradient(i) for i, p in enumerate(self._probes)}
+
+    @property
+    def would_be_gradients(self) -> dict[str, np.ndarray | None]:
+        """{layer name: the gradient w.r.t. the effective kernel ``kernel * mask``}: what a
+        masked connection would receive were it switched on (None for sparse layers)."""
+        return {
+            p.name: (r.wb.numpy() if r.wb is not None else None)
+            for p, r in zip(self._probes, self._result.layers)
+        }
+
+    @property
+    def bias_gradients(self) -> dict[str, np.ndarray | None]:
+        """{layer name: (units,) gradient w.r.t. the bias (masked biases 0), None without}."""
+        return {p.name: r.bias_g for p, r in zip(self._probes, self._result.layers)}
+
+    @property
+    def drift(self) -> dict[str, np.ndarray] | None:
+        """After :meth:`step`: {output layer name: (units,) float32 array}, for each output unit
+        the largest |change| of its value over the batch (0.0 exactly for a unit the op cannot
+        move). None before the first step."""
+        return self._drift
+
+    # ------------------------------------------------------------------ step
+    def step(self) -> dict:
+        """Runs the op once on the batch, then refreshes.
+
+        Returns:
+            ``{"loss_before", "loss_after", "drift"}``; the losses are evaluated on the batch
+            with ``training=False`` (the op's own step runs with ``training=True``).
+
+        Raises:
+            MaskMagicError: the inspector has no op.
+        """
+        if self._op is None:
+            raise MaskMagicError(
+                "this inspector has no op to step; expected GradientInspector(model, x, y, "
+                "op=train_op) or %grad_inspector net x y --op train_op"
+            )
+        before, loss_before = self._pass.evaluate(self._x, self._y)
+        self._op(self._x, self._y)
+        after, loss_after = self._pass.evaluate(self._x, self._y)
+        drift = {}
+        for (name, _), old, new in zip(self._pass.outputs, before, after):
+            change = np.abs(new.astype(np.float32) - old.astype(np.float32))
+            drift[name] = change.reshape(-1, change.shape[-1]).max(axis=0)
+        self._drift = drift
+        info = {
+            "steps": int(self.step_info.get("steps", 0)) + 1,
+            "loss_before": finite(loss_before),
+            "loss_after": finite(loss_after),
+            "drift": {name: [finite(v) for v in values] for name, values in drift.items()},
+        }
+        with self.hold_sync():
+            self.step_info = info
+            self.refresh()
+        return {"loss_before": loss_before, "loss_after": loss_after, "drift": drift}
+
+    # ------------------------------------------------------------------ front end
+    def zoom(self, layer: Any, row: int | None = None, col: int | None = None) -> None:
+        """Shows a full-resolution window of ``ZOOM x ZOOM`` connections around (row, col) of a
+        pooled layer; ``row=None`` goes back to the pooled overview."""
+        index = self._layer_index(layer)
+        inputs, units = self._probes[index].shape
+        if row is None:
+            self._zoom.pop(index, None)
+        else:
+            r0 = int(np.clip(int(row) - tiles.ZOOM // 2, 0, max(inputs - tiles.ZOOM, 0)))
+            c0 = int(np.clip(int(col or 0) - tiles.ZOOM // 2, 0, max(units - tiles.ZOOM, 0)))
+            self._zoom[index] = (r0, c0)
+        if self._frontend:
+            self._send_tile(index)
+
+    def _on_message(self, _: Any, content: dict, buffers: list) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        try:
+            if kind == "hello":
+                self._frontend = True
+                self._send_tiles()
+            elif kind == "step":
+                self.step()
+            elif kind == "refresh":
+                self.refresh()
+            elif kind == "zoom":
+                self.zoom(int(content["layer"]), content.get("row"), content.get("col"))
+            else:
+                return
+            self.error = ""
+        except Exception as exc:  # shown in the widget; the kernel keeps running
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _send_tiles(self) -> None:
+        for index in range(len(self._probes)):
+            self._send_tile(index)
+
+    def _send_tile(self, index: int) -> None:
+        header, buffers = tile_for(self, index)
+        self._post(header, buffers)
+
+    def _post(self, content: dict, buffers: list[bytes]) -> None:
+        size = tiles.message_bytes({"method": "custom", "content": content}, buffers)
+        if size > tiles.MAX_MESSAGE_BYTES:
+            raise AssertionError(f"a {size}-byte message exceeds {tiles.MAX_MESSAGE_BYTES}")
+        self.largest_message = max(self.largest_message, size)
+        self.send(content, buffers)
+
+    # ------------------------------------------------------------------ static image
+    def png(self) -> bytes:
+        """A PNG of the heatmaps as they are now (the static fallback of exported notebooks)."""
+        return tiles.render_png(panels(self), self.scale, overlay=self.view == "would_be")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        data = dict(data)
+        data["image/png"] = base64.b64encode(self.png()).decode("ascii")
+        return data, metadata
+
+    def __repr__(self) -> str:
+        layers = ", ".join(f"{p.name} {p.shape[0]}x{p.shape[1]}" for p in self._probes)
+        loss = "?" if self.loss is None else f"{self.loss:.6g}"
+        return f"<GradientInspector of {self._model.name}: {layers}; target {self.target!r}; loss {loss}>"
+
+
+def from_magic(line: str, namespace: dict[str, Any]) -> GradientInspector:
+    """``%grad_inspector net x y [--op OP] [--target out[1]]``: an inspector of a net on a batch.
+
+    ``NET``, ``X``, ``Y`` and ``OP`` are names in the notebook's namespace (or Python
+    expressions without spaces, such as ``x[:32]``); ``--target`` is ``loss`` or
+    ``LAYER[UNIT]``.
+
+    Raises:
+        MaskMagicError: bad arguments, unknown names, or values of the wrong kind.
+    """
+    return GradientInspector(**parse_magic(line, namespace))

@@ -1,0 +1,87 @@
+"""GradientInspector in JupyterLab + headless Chromium: heatmaps draw, hover shows the right
+connection, the Step button runs the op and the kernel sees the new drift."""
+
+from __future__ import annotations
+
+import pytest
+
+try:  # conftest.py imports the harness the same way
+    from .harness import REPO_ROOT
+except ImportError:
+    from harness import REPO_ROOT
+
+pytestmark = pytest.mark.ui
+
+SETUP = '''
+import numpy as np
+from maskmagic import build
+from maskmagic.widgets.inspector import GradientInspector
+
+net, ops = build("""
+input x 6
+dense hidden 10 activation=tanh mask=banded(2)
+dense out 3 mask=[[1,0,0]]*5+[[0,1,1]]*5
+loss mse
+optimizer sgd learning_rate=0.1
+train keep_first freeze=out[0]
+""", seed=0)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 6)).astype("float32")
+y = np.tanh(x @ rng.normal(size=(6, 3))).astype("float32")
+'''
+SHOW = 'w = GradientInspector(net, x, y, op=ops["keep_first"])\nw'
+
+# Pixels of a canvas that are painted and not the white background.
+_PAINTED = """(c) => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let k = 0; k < d.length; k += 4) {
+    if (d[k + 3] > 0 && !(d[k] > 250 && d[k + 1] > 250 && d[k + 2] > 250)) n++;
+  }
+  return n;
+}"""
+
+
+def test_heatmaps_hover_and_step(new_notebook):
+    nb = new_notebook([SETUP, SHOW])
+    nb.run_all()
+    widget = nb.output(1).locator(".mm-insp")
+    widget.wait_for(state="visible")
+    canvas = widget.locator('.mm-insp-layer[data-layer="0"] canvas.mm-insp-canvas')
+    nb.page.wait_for_function(
+        "(c) => c.width > 0 && c.height > 0", arg=canvas.element_handle(), timeout=30_000
+    )
+    # The heatmap draws: most of the hidden layer's 60 cells are coloured or hatched.
+    assert canvas.evaluate(_PAINTED) > 0.5 * canvas.evaluate("(c) => c.width * c.height")
+    out_canvas = widget.locator('.mm-insp-layer[data-layer="1"] canvas.mm-insp-canvas')
+    assert out_canvas.evaluate(_PAINTED) > 0
+    assert "masked with grad ≠ 0 0 ✓" in widget.locator(".mm-insp-check").first.inner_text()
+
+    # Hover the cell (i, j) = (2, 3) of the hidden layer: a 6 x 10 grid plus the bias row.
+    box = canvas.bounding_box()
+    cell = box["width"] / 10
+    nb.page.mouse.move(box["x"] + 3.5 * cell, box["y"] + 2.5 * cell)
+    tip = widget.locator('.mm-insp-layer[data-layer="0"] .mm-insp-tip')
+    tip.wait_for(state="visible")
+    assert "(i, j) = (2, 3)" in tip.inner_text()
+    assert (tip.get_attribute("data-i"), tip.get_attribute("data-j")) == ("2", "3")
+    gradient = float(nb.kernel_eval("float(w.gradients['hidden'][2, 3])"))
+    assert f"{gradient:.3e}"[:5] in tip.inner_text() or f"{gradient:.4g}"[:5] in tip.inner_text()
+
+    # The Step button runs keep_first: out[0] cannot move, the other outputs do.
+    widget.locator(".mm-insp-step").click()
+    assert nb.wait_for_kernel("w.step_info.get('steps')", "1", timeout=30) == "1"
+    assert nb.kernel_eval("float(w.drift['out'][0])") == "0.0"
+    assert float(nb.kernel_eval("float(w.drift['out'][1])")) > 0
+    still = widget.locator('.mm-insp-driftitem[data-unit="0"]')
+    still.wait_for(state="visible")
+    assert still.inner_text() == "out[0] 0.0"
+
+    # Would-be view for the screenshot, with the tooltip on a masked connection.
+    widget.locator('.mm-insp-view[data-view="would_be"]').click()
+    assert nb.wait_for_kernel("w.view", "'would_be'") == "'would_be'"
+    box = canvas.bounding_box()  # the drift line moved the heatmaps down
+    nb.page.mouse.move(box["x"] + 9.5 * cell, box["y"] + 0.5 * cell)
+    tip.wait_for(state="visible")
+    assert "(i, j) = (0, 9)" in tip.inner_text() and "mask 0" in tip.inner_text()
+    nb.screenshot(REPO_ROOT / "docs" / "inspector.png", selector=".mm-insp")
