@@ -30,6 +30,11 @@ x = rng.normal(size=(32, 6)).astype("float32")
 y = np.tanh(x @ rng.normal(size=(6, 3))).astype("float32")
 '''
 SHOW = 'w = GradientInspector(net, x, y, op=ops["keep_first"])\nw'
+POOLED = """
+wide, _ = build("input a 600\\ndense wide 300 mask=random(0.3,seed=1)\\n", seed=0)
+w2 = GradientInspector(wide, rng.normal(size=(8, 600)), rng.normal(size=(8, 300)))
+w2
+"""
 
 # Pixels of a canvas that are painted and not the white background.
 _PAINTED = """(c) => {
@@ -43,7 +48,7 @@ _PAINTED = """(c) => {
 
 
 def test_heatmaps_hover_and_step(new_notebook):
-    nb = new_notebook([SETUP, SHOW])
+    nb = new_notebook([SETUP, SHOW, POOLED])
     nb.run_all()
     widget = nb.output(1).locator(".mm-insp")
     widget.wait_for(state="visible")
@@ -85,3 +90,18 @@ def test_heatmaps_hover_and_step(new_notebook):
     tip.wait_for(state="visible")
     assert "(i, j) = (0, 9)" in tip.inner_text() and "mask 0" in tip.inner_text()
     nb.screenshot(REPO_ROOT / "docs" / "inspector.png", selector=".mm-insp")
+
+    # A 600 x 300 layer arrives pooled (3 x 2 blocks); a click zooms into full resolution.
+    pooled = nb.output(2).locator(".mm-insp")
+    info = pooled.locator(".mm-insp-zoominfo")
+    info.wait_for(state="visible")
+    assert "3×2 blocks" in info.inner_text()
+    wide = pooled.locator("canvas.mm-insp-canvas")
+    wide.scroll_into_view_if_needed()
+    wide.click(position={"x": 10, "y": 10})
+    assert nb.wait_for_kernel("w2._zoom", "{0: (0, 0)}", timeout=20) == "{0: (0, 0)}"
+    nb.page.wait_for_function(
+        "(e) => e.textContent.includes('full resolution')", arg=info.element_handle()
+    )
+    assert wide.evaluate("(c) => c.width") == 512  # 256 columns of 2 px
+    assert wide.evaluate(_PAINTED) > 0
