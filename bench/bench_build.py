@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from maskmagic.build import build  # noqa: E402
+from maskmagic.builder import build  # noqa: E402
 from maskmagic.layers import MaskedDense  # noqa: E402
 
 LAYERS, UNITS, INPUTS = 10, 512, 512

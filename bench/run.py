@@ -3,7 +3,7 @@
 One command prints a table (and writes it to ``bench/results/``)::
 
     python bench/run.py            # 4096 and 8192 square layers, batch 128 (about 5-10 min)
-    python bench/run.py --quick    # 4096 only, fewer repeats and rows (under a minute)
+    python bench/run.py --quick    # 4096 only, one group, 3 memory probes (under a minute)
     python bench/run.py --sweep    # sparse vs dense impl over sizes and densities (auto)
 
 Every model is one layer on an ``Input(n)``, trained by the same ``tf.function`` step (MSE
@@ -209,50 +209,46 @@ def _pct(density: float) -> str:
     return f"{density * 100:g}%"
 
 
-def suite(sizes: list[int], densities: list[float], batch: int, rounds: int, memory: bool):
+def _groups(n: int, densities: list[float], quick: bool) -> list[dict]:
+    """The side-by-side groups for one size: {key: (kind, density, label, target)}."""
+    full = {
+        "dense": ("dense", 1.0, "keras Dense", None),
+        "masked": ("masked-dense", 1.0, "MaskedDense", TARGETS["masked-dense-full"]),
+    }
+    per_density = [
+        {
+            f"constant-{d}": ("constant-mask", d, "Dense * const mask", None),
+            f"auto-{d}": ("masked-auto", d, "MaskedDense auto", TARGETS.get(d)),
+        }
+        for d in densities
+    ]
+    if quick:  # one group; the constant-mask baseline costs the same at every density
+        merged = dict(full)
+        merged.update(per_density[0])
+        for group in per_density[1:]:
+            merged.update({k: v for k, v in group.items() if k.startswith("auto")})
+        return [merged]
+    return [full] + [{"dense": full["dense"], **group} for group in per_density]
+
+
+def suite(sizes: list[int], densities: list[float], batch: int, rounds: int, quick: bool):
     """Runs the timing groups and memory probes; returns table rows."""
     rows = []
     for n in sizes:
-        full = _worker(
-            "time",
-            {
-                "n": n,
-                "batch": batch,
-                "rounds": rounds,
-                "reference": "dense",
-                "models": {"dense": ["dense", 1.0], "masked": ["masked-dense", 1.0]},
-            },
-        )
-        entries = [
-            (n, 1.0, "keras Dense", "dense", full["dense"], None),
-            (n, 1.0, "MaskedDense", "masked-dense", full["masked"], TARGETS["masked-dense-full"]),
-        ]
-        for d in densities:
-            group = _worker(
-                "time",
-                {
-                    "n": n,
-                    "batch": batch,
-                    "rounds": rounds,
-                    "reference": "dense",
-                    "models": {
-                        "dense": ["dense", 1.0],
-                        "constant": ["constant-mask", d],
-                        "auto": ["masked-auto", d],
-                    },
-                },
-            )
-            entries.append((n, d, "Dense * const mask", "constant-mask", group["constant"], None))
-            entries.append((n, d, "MaskedDense auto", "masked-auto", group["auto"], TARGETS.get(d)))
-        for size, d, label, kind, timing, target in entries:
-            mib = None
-            if memory:
-                mib = _worker("memory", {"n": size, "batch": batch, "kind": kind, "density": d})
-                mib = mib["mib"]
-            rows.append(
-                (size, d, label, timing["impl"], timing["ms"], timing["ratio"], target, mib)
-            )
-            print(_format_row(rows[-1]), flush=True)
+        for index, group in enumerate(_groups(n, densities, quick)):
+            spec = {"n": n, "batch": batch, "rounds": rounds, "reference": "dense"}
+            spec["models"] = {key: [kind, d] for key, (kind, d, _, _) in group.items()}
+            timing = _worker("time", spec)
+            for key, (kind, d, label, target) in group.items():
+                if key == "dense" and index > 0:
+                    continue  # the reference row is printed once per size
+                mib = None
+                if not quick or kind in ("dense", "masked-auto"):
+                    probe = {"n": n, "batch": batch, "kind": kind, "density": d}
+                    mib = _worker("memory", probe)["mib"]
+                t = timing[key]
+                rows.append((n, d, label, t["impl"], t["ms"], t["ratio"], target, mib))
+                print(_format_row(rows[-1]), flush=True)
     return rows
 
 
@@ -297,7 +293,6 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", help="layer sizes n (n x n)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, help="alternating rounds per group")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -318,7 +313,7 @@ def main() -> None:
     else:
         sizes, densities, rounds = args.sizes or [4096, 8192], [0.1, 0.01, 0.001], args.rounds or 5
     print(HEADER, flush=True)
-    rows = suite(sizes, densities, args.batch, rounds, memory=not args.no_memory)
+    rows = suite(sizes, densities, args.batch, rounds, quick=args.quick)
     elapsed = time.perf_counter() - started
     table = "\n".join([HEADER] + [_format_row(r) for r in rows])
     note = (

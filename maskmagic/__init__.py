@@ -34,7 +34,7 @@ _LAZY = {
     "MaskMagicError": "maskmagic.errors",
     "MaskedDense": "maskmagic.layers",
     "TrainOp": "maskmagic.training",
-    "build": "maskmagic.build",
+    "build": "maskmagic.builder",
     "strip": "maskmagic.deploy",
 }
 

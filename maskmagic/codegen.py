@@ -278,7 +278,7 @@ def to_source(built: Any, name: str, cell: str | None = None) -> str:
     """Plain Python (tensorflow + numpy only) that defines ``name`` and every op of ``built``.
 
     Args:
-        built: a :class:`~maskmagic.build.Built` (what the cell built).
+        built: a :class:`~maskmagic.builder.Built` (what the cell built).
         name: the variable the model is bound to (the cell's NAME).
         cell: the cell text, quoted in the header; rebuilt from the spec when None.
 

@@ -158,7 +158,7 @@ def _impl(layer: keras.layers.Layer, mask: Any) -> str:
 
 
 def layer_infos(built: Any) -> list[LayerInfo]:
-    """The rows of the layer table of a :class:`~maskmagic.build.Built`: inputs, then layers."""
+    """The rows of the layer table of a :class:`~maskmagic.builder.Built`: inputs, then layers."""
     model = built.model
     rows = []
     for spec in built.spec.inputs:
@@ -211,7 +211,7 @@ def _variable_label(path: str) -> str:
 
 
 def op_infos(built: Any) -> list[OpInfo]:
-    """The rows of the train-op table of a :class:`~maskmagic.build.Built`."""
+    """The rows of the train-op table of a :class:`~maskmagic.builder.Built`."""
     total = sum(connected_parameters(layer) for layer in built.model.layers)
     rows = []
     for name, op in built.ops.items():
@@ -314,7 +314,7 @@ class NetSummary:
     """The summary ``%%masked_net`` displays for a built cell.
 
     Args:
-        built: a :class:`~maskmagic.build.Built` (the spec, the Keras model and the ops).
+        built: a :class:`~maskmagic.builder.Built` (the spec, the Keras model and the ops).
         max_units: nets whose layers and inputs are all at most this wide get a drawing.
 
     Attributes:

@@ -195,7 +195,7 @@ def net_svg(built: Any, frozen: dict[str, dict[int, list[str]]] | None = None) -
     """Draws the neurons of a built cell as circles in columns, inputs left, outputs right.
 
     Args:
-        built: a :class:`~maskmagic.build.Built`; draw only small nets (every layer is dense).
+        built: a :class:`~maskmagic.builder.Built`; draw only small nets (every layer is dense).
         frozen: {layer: {unit: op names}} of units to mark (see ``display.frozen_units``).
 
     Returns:

@@ -1,4 +1,7 @@
-"""tf.distribute support for :class:`~maskmagic.training.TrainOp` (Mirrored, MultiWorker, TPU).
+"""tf.distribute support for :class:`~maskmagic.training.TrainOp`.
+
+Tested with MirroredStrategy and MultiWorkerMirroredStrategy on CPU devices; written against the
+strategy API that TPUStrategy and multi-GPU MirroredStrategy share, but not run on them here.
 
 A model built under ``strategy.scope()`` has distributed (mirrored) variables. A TrainOp on such a
 model finds the strategy from the variables and then:
@@ -50,7 +53,7 @@ def strategy_of(model: keras.Model) -> tf.distribute.Strategy | None:
     for variable in model.variables:
         value = _tf_variable(variable)
         if isinstance(value, tf.distribute.DistributedValues):
-            found = value._distribute_strategy
+            found = value.distribute_strategy
             break
     current = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
     if current is not None and found is not current:
@@ -121,10 +124,9 @@ def _write(variable: Any, value: Any) -> Any:
 def regularization(losses: list) -> Any:
     """``sum(model.losses)``, divided by the number of replicas inside ``strategy.run``."""
     total = sum(losses)
-    if losses and _replicated():
-        from keras.src.losses.loss import scale_loss_for_distribution
-
-        total = scale_loss_for_distribution(total)
+    if losses and _replicated():  # as keras.src.losses.loss.scale_loss_for_distribution does
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        total = total * tf.cast(1.0 / replicas, total.dtype)
     return total
 
 

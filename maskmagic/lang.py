@@ -2,7 +2,7 @@
 
 A pure parser: it imports only the standard library, :mod:`maskmagic.errors` and its ``lang_*``
 helpers (never TensorFlow, numpy or IPython) and returns frozen dataclasses made of tuples. The
-``mask=`` and ``bias_mask=`` values stay raw Python expression text, which :mod:`maskmagic.build`
+``mask=`` and ``bias_mask=`` values stay raw Python expression text, which :mod:`maskmagic.builder`
 evaluates in the notebook namespace. The specs live in :mod:`maskmagic.lang_specs`, the lexer and
 value conversion in :mod:`maskmagic.lang_values`, the statement rules in
 :mod:`maskmagic.lang_parser`; this module is the public face.

@@ -1,15 +1,15 @@
 """Masked Keras 3 layers: masked connections contribute nothing and get a zero gradient.
 
 :class:`MaskedDense` computes ``activation(x @ (kernel * mask) + bias * bias_mask)``. The masks
-are non-trainable variables, so :meth:`MaskedDense.set_mask` changes what the next call of an
+are non-trainable variables (the kernel mask is stored as bool), so :meth:`MaskedDense.set_mask` changes what the next call of an
 already compiled train step uses, without re-tracing it. Masks travel with the weights in
 ``.keras`` files; small masks are also written into the layer config (bit-packed) so that
 ``keras.models.clone_model`` and ``from_config`` keep them.
 
 With ``impl="sparse"`` the layer stores only the connected weights (see
 :mod:`maskmagic.sparse`): a trainable ``kernel`` of shape (nnz,) in row-major order of the
-mask, and non-trainable int32 ``kernel_rows`` / ``kernel_cols`` giving each weight's input and
-unit. No (inputs, units) array is ever created: not at build, in ``call``, in the gradient, nor
+mask, and non-trainable int32 ``kernel_rows`` / ``kernel_cols`` (each weight's input and unit)
+and ``kernel_order`` (the weights in column order). No (inputs, units) array is ever created: not at build, in ``call``, in the gradient, nor
 in ``.keras`` files (the config records ``nnz`` so that loading builds the right shapes; the
 mask itself travels in the weights). ``impl="auto"`` (the default) picks the implementation
 with :func:`maskmagic.sparse.choose_impl`; the choice is ``layer.kernel_format``.
@@ -68,9 +68,9 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
         use_bias: whether the layer has a bias.
         impl: ``"dense"`` (kernel and mask variables of shape (inputs, units)), ``"sparse"``
             (only the connected weights; ``get_mask()`` and ``effective_kernel()`` return
-            ``scipy.sparse.csr_array``) or ``"auto"``: sparse for layers of at least
-            :data:`maskmagic.sparse.AUTO_MIN_CELLS` cells and at most
-            :data:`maskmagic.sparse.AUTO_MAX_DENSITY` density, dense otherwise.
+            ``scipy.sparse.csr_array``) or ``"auto"``: sparse for large low-density layers
+            (at least 65,536 cells and at most 2% density, 5% from 2048 x 2048, 10% from
+            4096 x 4096; see :func:`maskmagic.sparse.choose_impl`), dense otherwise.
         input_names: optional names of the inputs (rows of the mask); taken from a NamedMask.
         unit_names: optional names of the units (columns of the mask); taken from a NamedMask.
         **kwargs: initializers, regularizers, constraints and base Layer arguments, as for
@@ -227,8 +227,11 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
         return outputs
 
     def _masked_kernel(self) -> Any:
-        """``kernel * mask`` as a select; a full mask skips it (checked in the graph, 1 byte
-        per entry), so a fully connected MaskedDense costs what a Dense does."""
+        """The dense implementation's ``kernel * mask``, as a select on the bool mask.
+
+        A full mask skips the select (an in-graph check of 1 byte per entry, so no re-trace
+        when the mask changes): a fully connected MaskedDense trains as fast as a Dense.
+        """
         kernel, mask = self.kernel.value, self.kernel_mask.value
         return ops.cond(
             ops.all(mask), lambda: kernel, lambda: ops.where(mask, kernel, ops.zeros_like(kernel))

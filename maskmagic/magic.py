@@ -1,6 +1,6 @@
 """Thin IPython glue: ``%%masked_net`` and the widget line magics.
 
-Parse the arguments, build (in :mod:`maskmagic.build`), bind the names, display. An error is
+Parse the arguments, build (in :mod:`maskmagic.builder`), bind the names, display. An error is
 shown as one short message with the line and column, never a traceback, and leaves the
 namespace as it was: nothing is bound until everything has been built.
 """
@@ -56,6 +56,8 @@ def _shown_short(exc: MaskMagicError) -> MaskMagicError:
 def _parse_line(parser: _Parser, line: str) -> argparse.Namespace:
     try:
         return parser.parse_args(shlex.split(line))
+    except MaskMagicError:
+        raise
     except ValueError as exc:  # shlex: unbalanced quotes
         raise MaskMagicError(f"{exc}; expected {parser.usage}") from None
     except argparse.ArgumentError as exc:
@@ -111,7 +113,7 @@ class MaskMagics(Magics):
 
 
 def _build(cell: str, namespace: dict, args: argparse.Namespace):
-    from maskmagic.build import build_spec
+    from maskmagic.builder import build_spec
 
     spec = lang.parse(cell)
     clash = next((op for op in spec.train if op.name == args.name), None)

@@ -1,17 +1,21 @@
 """Sparse kernels for ``MaskedDense(impl="sparse")``: only the connected weights exist.
 
 A sparse layer keeps a values vector (one weight per connection, in row-major order of the
-(inputs, units) mask) and two int32 index vectors (the row and column of each connection). The
-product ``x @ W`` runs on TensorFlow's CSR sparse-matrix kernels (``tf.linalg.sparse``:
-``SparseTensorToCSRSparseMatrix`` then ``SparseMatrixMatMul``), with a custom gradient:
+(inputs, units) mask) and three int32 index vectors: the row and the column of each connection,
+and the order that sorts them by column. The product ``x @ W`` runs on TensorFlow's CSR
+sparse-matrix kernels (``tf.linalg.sparse``: ``SparseTensorToCSRSparseMatrix`` then
+``SparseMatrixMatMul``) with a custom gradient:
 
-* ``dx = dy @ W.T`` is a second ``SparseMatrixMatMul`` on the same CSR matrix;
+* forward, ``y.T = W.T @ x.T`` with the CSR form of ``W.T``;
+* ``dx = dy @ W.T`` with the CSR form of ``W``;
 * ``dvalues[k] = x[:, row_k] . dy[:, col_k]`` (a sampled dense-dense product) is computed in
   chunks of :data:`CHUNK_ELEMENTS` gathered numbers, so its memory stays bounded however many
   connections a layer has. (The registered gradient of ``SparseMatrixMatMul`` forms the dense
   (inputs, units) product and prunes it; that of ``tf.sparse.sparse_dense_matmul`` gathers all
   ``nnz x batch`` numbers at once, three times.)
 
+All three are deterministic (``SparseMatrixMatMul(transpose_a=True)`` is not: its parallel
+transpose sums in a varying order, which would break the bit-identical guarantees of freeze).
 Nothing of shape (inputs, units) is ever created, in the forward pass or the backward pass.
 ``bench/kernels.py`` compares this kernel with the other options TensorFlow offers on CPU
 (``tf.sparse.sparse_dense_matmul`` with TensorFlow's gradient, gather + ``unsorted_segment_sum``,
@@ -26,6 +30,7 @@ until :func:`remap_slot` resizes them (``TrainOp`` does this itself).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -35,8 +40,8 @@ import tensorflow as tf
 from tensorflow.python.ops.linalg.sparse import sparse_csr_matrix_ops as csr_ops
 
 __all__ = [
-    "AUTO_MAX_DENSITY",
     "AUTO_MIN_CELLS",
+    "AUTO_THRESHOLDS",
     "CHUNK_ELEMENTS",
     "choose_impl",
     "column_order",
@@ -48,18 +53,19 @@ __all__ = [
     "sampled_dot",
     "sparse_matmul",
     "structure_of",
+    "sync_slots",
     "to_csr",
     "track_slots",
-    "sync_slots",
 ]
 
 # Gathered numbers per chunk and operand of the values gradient (1 MiB of float32: the
 # fastest of 2^16..2^22 on the benchmark machine, and a cache-sized block).
 CHUNK_ELEMENTS = 1 << 18
 
-# impl="auto" thresholds, measured by bench/run.py (see choose_impl).
-AUTO_MIN_CELLS = 1 << 20
-AUTO_MAX_DENSITY = 0.05
+# impl="auto": (at least this many cells, at most this density) -> sparse; measured with
+# `python bench/run.py --sweep` (see choose_impl). Smaller layers are always dense.
+AUTO_THRESHOLDS = ((1 << 16, 0.02), (1 << 22, 0.05), (1 << 24, 0.10))
+AUTO_MIN_CELLS = AUTO_THRESHOLDS[0][0]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -146,13 +152,24 @@ def sparse_matmul(
 def choose_impl(n_in: int, units: int, nnz: int) -> str:
     """The implementation ``impl="auto"`` picks for a layer: ``"dense"`` or ``"sparse"``.
 
-    Sparse when the layer has at least :data:`AUTO_MIN_CELLS` cells (inputs x units) and a
-    density of at most :data:`AUTO_MAX_DENSITY`; dense otherwise. Measured with
-    ``python bench/run.py`` on 2 CPU cores, batch 128 (train step, Adam): the sparse kernel's
-    cost grows with ``nnz x batch`` and the dense one with ``inputs x units x batch``, and the
-    sparse step is the faster one below about 5% density for 1024 x 1024 layers and larger
-    (dense wins at 10%). Below about a million cells both steps take well under a millisecond
-    and the dense one has less overhead, so small layers stay dense whatever their density.
+    Sparse when the density ``nnz / (n_in * units)`` is at most the limit for the layer's
+    size, from :data:`AUTO_THRESHOLDS`:
+
+    ==========================  ==========================  ===================
+    cells (n_in x units)        for example                 sparse at density
+    ==========================  ==========================  ===================
+    below 65,536                128 x 128                   never
+    65,536 to 4,194,303         256 x 256 to 2048 x 2047    <= 2%
+    4,194,304 to 16,777,215     2048 x 2048 to 4096 x 4095  <= 5%
+    16,777,216 and more         4096 x 4096 and larger      <= 10%
+    ==========================  ==========================  ===================
+
+    Measured with ``python bench/run.py --sweep`` (MaskedDense train step, Adam, batch 128,
+    2 shared CPU cores): the sparse / dense step-time ratio crosses 1 near 0.1% for 128 x 128
+    (0.91 at 0.1%), between 2% and 5% for 256 to 1024 (0.94, 0.79, 0.49 at 2%), near 10% for
+    2048 (0.69 at 5%, 0.96 at 10%) and between 10% and 20% for 4096 (0.43 at 10%, 1.12 at
+    20%). Under 65,536 cells both steps take well under a millisecond, so small layers stay
+    dense whatever their density, and the limits sit on the safe side of each crossover.
 
     Args:
         n_in: number of inputs.
@@ -160,9 +177,11 @@ def choose_impl(n_in: int, units: int, nnz: int) -> str:
         nnz: number of connections.
     """
     cells = int(n_in) * int(units)
-    if cells >= AUTO_MIN_CELLS and nnz <= AUTO_MAX_DENSITY * cells:
-        return "sparse"
-    return "dense"
+    limit = None
+    for min_cells, max_density in AUTO_THRESHOLDS:
+        if cells >= min_cells:
+            limit = max_density
+    return "sparse" if limit is not None and nnz <= math.ceil(limit * cells) else "dense"
 
 
 # ----------------------------------------------------------------------------- structure

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maskmagic.build import build
+from maskmagic.builder import build
 from maskmagic.errors import MaskMagicError
 
 NAMESPACE = {"A": np.ones((3, 2)), "B": [1, 0], "bad": np.full((3, 2), 0.5), "boom": None}

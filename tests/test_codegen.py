@@ -18,7 +18,7 @@ import pytest
 import scipy.sparse as sp
 
 from maskmagic import lang
-from maskmagic.build import build_spec
+from maskmagic.builder import build_spec
 from maskmagic.codegen import LITERAL_LIMIT, encode_mask, to_source
 from maskmagic.display import connected_parameters
 from maskmagic.errors import MaskMagicError

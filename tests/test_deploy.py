@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import maskmagic
 from maskmagic import masks
-from maskmagic.build import build
+from maskmagic.builder import build
 from maskmagic.deploy import export, load_model, serve, strip
 from maskmagic.errors import MaskMagicError
 from maskmagic.layers import MaskedDense
@@ -79,6 +79,16 @@ def trained(tmp_path):
         ops["keep_first"](x, _y(x))
         ops["everything"](x, _y(x))
     return model, ops
+
+
+def test_build_stays_callable_once_its_module_is_imported():
+    """``import maskmagic.build`` (the magic does it) rebinds the package attribute to the module;
+    ``maskmagic.build(text)`` must keep working, as in the README."""
+    import importlib
+
+    importlib.import_module("maskmagic.build")
+    model, ops = maskmagic.build(CELL, seed=0)
+    assert isinstance(model, keras.Model) and set(ops) == {"keep_first", "everything"}
 
 
 # ----------------------------------------------------------------------------- .keras

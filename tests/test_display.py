@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from maskmagic import lang
-from maskmagic.build import Built, build_spec
+from maskmagic.builder import Built, build_spec
 from maskmagic.display import NetSummary, frozen_units, layer_infos, op_infos
 from maskmagic.display_svg import mask_svg
 from maskmagic.lang import InputSpec, Location, NetSpec

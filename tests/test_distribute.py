@@ -83,6 +83,13 @@ def _copies(variable) -> list:
     return [p.numpy().copy() for p in parts]
 
 
+def _gap(a, b) -> float:
+    """Largest difference between two variables (masks are bool)."""
+    import numpy as np
+
+    return float(np.max(np.abs(a.numpy().astype("float64") - b.numpy().astype("float64"))))
+
+
 def _predict(model, x):
     """Outputs computed eagerly in cross-replica context (each variable's primary copy)."""
     return model(x, training=False).numpy()
@@ -113,9 +120,7 @@ def _training_run(strategy, kind: str, count: int, steps: int = 6) -> dict:
     copies_agree = all(
         all(np.array_equal(c, _copies(v)[0]) for c in _copies(v)) for v in model.variables
     )
-    weight_gap = max(
-        float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in zip(model.weights, single.weights)
-    )
+    weight_gap = max(_gap(a, b) for a, b in zip(model.weights, single.weights))
     return {
         "replicas": strategy.num_replicas_in_sync,
         "losses": ours,
@@ -227,10 +232,7 @@ def _sparse_run(strategy) -> dict:
     return {
         "is_sparse": bool(model.get_layer("h").is_sparse),
         "loss_gap": float(np.max(np.abs(np.subtract(ours, theirs)))),
-        "weight_gap": max(
-            float(np.max(np.abs(a.numpy() - b.numpy())))
-            for a, b in zip(model.weights, single.weights)
-        ),
+        "weight_gap": max(_gap(a, b) for a, b in zip(model.weights, single.weights)),
         "copies_agree": all(np.array_equal(c, _copies(kernel)[0]) for c in _copies(kernel)),
         "trace_count": op.trace_count,
     }

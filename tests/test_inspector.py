@@ -171,6 +171,19 @@ def test_mask_change_is_seen_by_the_next_refresh(question1):
     np.testing.assert_array_equal(inspector.gradients["out"], _tape(model, x, y, [out.kernel])[0])
 
 
+def test_input_and_unit_names_reach_the_table(data342):
+    x_in = keras.Input((3,))
+    layer = MaskedDense(2, input_names=["a", "b", "c"], unit_names=["up", "down"], name="named")
+    model = keras.Model(x_in, layer(x_in))
+    x, y = data342
+    inspector = GradientInspector(model, x, y)
+    assert inspector.names == {"named": {"inputs": ["a", "b", "c"], "units": ["up", "down"]}}
+    row = inspector.top[0]
+    assert (row["input"], row["unit"]) == (["a", "b", "c"][row["i"]], ["up", "down"][row["j"]])
+    g = inspector.gradients["named"]
+    assert abs(row["gradient"]) == pytest.approx(np.abs(g).max())
+
+
 # ----------------------------------------------------------------------------- step and drift
 
 
@@ -291,6 +304,49 @@ def test_sparse_layer_gradients_and_tiles(recorded, data342):
     arrays = _decode(*inspector.comm.tiles()[0])
     np.testing.assert_allclose(arrays["g"].reshape(3, 8), gradient.toarray(), rtol=1e-6)
     np.testing.assert_array_equal((arrays["flags"] & tiles.MASKED).reshape(3, 8) != 0, ~mask)
+
+
+def test_pooled_sparse_layer_overview_and_zoom(recorded):
+    rng = np.random.default_rng(4)
+    mask = sp.random_array((600, 512), density=0.02, rng=rng, format="csr") != 0
+    x_in = keras.Input((600,))
+    model = keras.Model(x_in, MaskedDense(512, mask=mask, impl="sparse", name="big")(x_in))
+    x = rng.normal(size=(8, 600)).astype("float32")
+    y = rng.normal(size=(8, 512)).astype("float32")
+    inspector = GradientInspector(model, x, y)
+    inspector._on_message(inspector, {"type": "hello"}, [])
+    inspector.zoom("big", 300, 300)
+    (header, buffers), (zoom_header, zoom_buffers) = inspector.comm.tiles()
+    assert (header["rows"], header["cols"], header["bh"], header["bw"]) == (200, 256, 3, 2)
+    dense = inspector.gradients["big"].toarray()
+    blocks = dense.reshape(200, 3, 256, 2).transpose(0, 2, 1, 3).reshape(200, 256, 6)
+    expected = np.take_along_axis(blocks, np.abs(blocks).argmax(-1)[..., None], -1)[..., 0]
+    arrays = _decode(header, buffers)
+    np.testing.assert_allclose(arrays["g"].reshape(200, 256), expected, rtol=1e-6)
+    on = mask.toarray().reshape(200, 3, 256, 2).transpose(0, 2, 1, 3).reshape(200, 256, 6)
+    all_masked = (arrays["flags"].reshape(200, 256) & tiles.MASKED) != 0
+    np.testing.assert_array_equal(all_masked, ~on.any(-1))
+    assert (zoom_header["r0"], zoom_header["c0"], zoom_header["rows"]) == (172, 172, 256)
+    window = _decode(zoom_header, zoom_buffers)["g"].reshape(256, 256)
+    np.testing.assert_array_equal(window, dense[172:428, 172:428])
+
+
+def test_hidden_unit_target(question1):
+    model, _, (x, y) = question1
+    inspector = GradientInspector(model, x, y)
+    assert inspector.targets == [["out", 2], ["hidden", 4]]
+    inspector.target = ("hidden", 2)
+    reference = _tape_hidden(model, x, 2)
+    np.testing.assert_allclose(inspector.gradients["hidden"], reference, rtol=1e-6, atol=1e-9)
+    assert not inspector.gradients["out"].any()
+
+
+def _tape_hidden(model, x, unit):
+    hidden = model.get_layer("hidden")
+    with tf.GradientTape() as tape:
+        kernel = tf.where(hidden.kernel_mask, hidden.kernel, 0.0)
+        value = tf.reduce_sum(tf.sigmoid(x @ kernel + hidden.bias)[:, unit])
+    return tape.gradient(value, hidden.kernel).numpy()
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -148,10 +148,13 @@ def test_auto_picks_sparse_only_for_large_low_density_layers():
         return layer.kernel_format
 
     assert pick((5, 3), 0.3) == "dense"  # small layers stay dense whatever the density
-    assert pick((256, 256), 0.001) == "dense"
-    side = int(np.ceil(np.sqrt(sparse.AUTO_MIN_CELLS)))
-    assert pick((side, side), sparse.AUTO_MAX_DENSITY / 2) == "sparse"
-    assert pick((side, side), min(1.0, sparse.AUTO_MAX_DENSITY * 2)) == "dense"
+    assert pick((128, 128), 0.001) == "dense"
+    assert pick((256, 256), 0.01) == "sparse"
+    assert pick((256, 256), 0.04) == "dense"
+    assert pick((2049, 2048), 0.04) == "sparse"
+    assert pick((2049, 2048), 0.08) == "dense"
+    assert sparse.choose_impl(4096, 4096, 4096 * 409) == "sparse"  # 9.99%
+    assert sparse.choose_impl(4096, 4096, 4096 * 820) == "dense"  # 20%
     assert sparse.choose_impl(200_000, 20_000, 2_000_000) == "sparse"
     assert sparse.choose_impl(4096, 4096, 4096 * 4096) == "dense"
     full = MaskedDense(4)  # no mask: fully connected, dense

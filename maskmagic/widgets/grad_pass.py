@@ -62,6 +62,7 @@ class LayerResult:
     top: list[tuple[int, int, float, float]] = field(default_factory=list)
     bias_g: np.ndarray | None = None
     bias_wb: np.ndarray | None = None
+    weights: np.ndarray | None = None  # the kernel, for layers shown at full resolution
 
 
 @dataclass
@@ -182,18 +183,20 @@ class GradientPass:
                 summary["wb"] = by_source[id(kernel)]
             if bias is not None:
                 summary.update(probe.bias_summary(by_source[id(bias)]))
-            layers.append(summary)
+            layers.append(_pack(summary))
         return {"loss": loss, "objective": objective, "layers": layers}
 
     def _collect(self, raw: dict) -> PassResult:
         layers = []
         for probe, out in zip(self.probes, raw["layers"]):
             units = probe.shape[1]
-            top_index = out["top_index"].numpy().astype(np.int64)
+            sumsq, zeros, masked_nonzero = out["stats"].numpy()
+            index, top_g, top_w = out["top"].numpy()
             top = [
-                (int(i // units), int(i % units), float(g), float(w))
-                for i, g, w in zip(top_index, out["top_g"].numpy(), out["top_w"].numpy())
+                (int(i) // units, int(i) % units, float(g), float(w))
+                for i, g, w in zip(index, top_g, top_w)
             ]
+            bias = _numpy(out.get("bias"))
             layers.append(
                 LayerResult(
                     probe=probe,
@@ -202,12 +205,13 @@ class GradientPass:
                     g_pool=out["g_pool"].numpy(),
                     wb_pool=_numpy(out.get("wb_pool")),
                     upd_pool=_numpy(out.get("upd_pool")),
-                    norm=float(np.sqrt(out["sumsq"].numpy())),
-                    zeros=int(out["zeros"].numpy()),
-                    masked_nonzero=int(out["masked_nonzero"].numpy()),
+                    norm=float(np.sqrt(sumsq)),
+                    zeros=int(zeros),
+                    masked_nonzero=int(masked_nonzero),
                     top=top,
-                    bias_g=_numpy(out.get("bias_g")),
-                    bias_wb=_numpy(out.get("bias_wb")),
+                    bias_g=None if bias is None else bias[0],
+                    bias_wb=None if bias is None else bias[1],
+                    weights=_numpy(out.get("w")),
                 )
             )
         return PassResult(float(raw["loss"]), float(raw["objective"]), layers)
@@ -221,6 +225,20 @@ class GradientPass:
         """(each model output as numpy, the loss) on the batch, with ``training=False``."""
         outputs, loss = self._evaluate(x, y)
         return [o.numpy() for o in outputs], float(loss)
+
+
+def _pack(summary: dict) -> dict:
+    """Fewer, larger outputs (each output of a tf.function costs on every call): the scalars
+    as one float64 ``stats`` vector, the top connections as one (3, k) ``top`` array (flat
+    index, gradient, weight; float64 holds indices exactly), the bias gradients as one
+    (2, units) ``bias`` array (gradient, would-be)."""
+    packed = dict(summary)
+    as64 = lambda v: tf.cast(v, tf.float64)  # noqa: E731
+    packed["stats"] = tf.stack([as64(packed.pop(k)) for k in ("sumsq", "zeros", "masked_nonzero")])
+    packed["top"] = tf.stack([as64(packed.pop(k)) for k in ("top_index", "top_g", "top_w")])
+    if "bias_g" in packed:
+        packed["bias"] = tf.stack([packed.pop("bias_g"), packed.pop("bias_wb")])
+    return packed
 
 
 def _numpy(value: Any) -> np.ndarray | None:

@@ -45,8 +45,10 @@ __all__ = [
 GRID = 256
 #: Connections per layer in the table of top connections.
 TOP_K = 10
-#: Compile the summaries of dense layers with XLA (fuses the passes over large gradients).
+#: Compile the summaries of dense layers with XLA (fuses the passes over large gradients)
+#: from this many connections on; smaller layers skip XLA's launch overhead.
 USE_XLA = True
+XLA_MIN_CELLS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: i
         ``g_pool``, ``wb_pool`` (masked layers), ``upd_pool`` (with an update set): the
         (rows, cols) signed max-|value| of each block (the values themselves when the grid is
         not pooled); ``sumsq``, ``zeros``, ``masked_nonzero``; ``top_index`` (flat), ``top_g``,
-        ``top_w``.
+        ``top_w``; ``w``, the kernel, when the grid is not pooled.
     """
     wb = tf.cast(wb, tf.float32)
     g = wb if mask is None else apply_mask(wb, mask)
@@ -200,6 +202,8 @@ def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: i
         out["upd_pool"] = pools[-1]
     index, values = _top(g, pools[0], grid, k)
     out.update(top_index=index, top_g=values, top_w=tf.gather(tf.reshape(kernel, [-1]), index))
+    if not grid.pooled:
+        out["w"] = tf.cast(kernel, tf.float32)  # small: the tooltips show every weight
     return out
 
 
@@ -231,7 +235,11 @@ class Probe:
         self.bias_mask = getattr(layer, "bias_mask", None) if self.bias is not None else None
         self.k = min(TOP_K, self.shape[0] * self.shape[1])
         self._summary = tf.function(
-            self._summarise, jit_compile=USE_XLA and self.kind != "sparse", autograph=False
+            self._summarise,
+            jit_compile=USE_XLA
+            and self.kind != "sparse"
+            and self.shape[0] * self.shape[1] >= XLA_MIN_CELLS,
+            autograph=False,
         )
 
     def _shape(self) -> tuple[int, int]:

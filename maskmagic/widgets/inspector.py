@@ -6,6 +6,13 @@ forward and backward pass (:mod:`maskmagic.widgets.grad_pass`). The front end
 (``static/inspector.js``) draws one heatmap per layer; large layers arrive pooled and zoom into
 full resolution on request (:mod:`maskmagic.widgets.inspector_tiles`). Everything the front end
 can do has a Python method, so tests need no browser.
+
+Messages. Kernel to front end: the traits below (small JSON: per-layer numbers, the top
+connections, losses, drift) and one ``{"type": "tile", ...}`` custom message per layer with
+binary buffers (at most 256 x 256 cells, about 1.1 MB; never more than 8 MB). Front end to
+kernel: ``{"type": "hello"}`` (a view rendered: send the tiles), ``{"type": "step"}``,
+``{"type": "refresh"}``, ``{"type": "zoom", "layer": i, "row": r | null, "col": c}``; target,
+view and scale travel as traits.
 """
 
 from __future__ import annotations
@@ -61,8 +68,8 @@ class GradientInspector(anywidget.AnyWidget):
     Args:
         model: a built Keras model; every layer with a 2-D kernel (``MaskedDense``, ``Dense``)
             gets a heatmap with rows = inputs and columns = units.
-        x: the batch's inputs (numpy, or a list/dict for a model with several inputs).
-        y: the batch's targets.
+        x: the batch's inputs (an array, or a list of arrays for a model with several inputs).
+        y: the batch's targets (an array, or a list for a model with several outputs).
         op: a :class:`~maskmagic.training.TrainOp` of ``model``: ``.step()`` runs it, and the
             connections outside its update set are outlined as frozen.
         target: ``"loss"`` or ``(layer, unit)`` (see :attr:`target`).
@@ -373,7 +380,8 @@ class GradientInspector(anywidget.AnyWidget):
     def __repr__(self) -> str:
         layers = ", ".join(f"{p.name} {p.shape[0]}x{p.shape[1]}" for p in self._probes)
         loss = "?" if self.loss is None else f"{self.loss:.6g}"
-        return f"<GradientInspector of {self._model.name}: {layers}; target {self.target!r}; loss {loss}>"
+        name = self._model.name
+        return f"<GradientInspector of {name}: {layers}; target {self.target!r}; loss {loss}>"
 
 
 def from_magic(line: str, namespace: dict[str, Any]) -> GradientInspector:

@@ -5,16 +5,18 @@ connection (full resolution) or a block of ``bh x bw`` connections (the pooled o
 large layer). A tile travels as one custom message: a small JSON header and little-endian
 binary buffers, listed by name in ``header["buffers"]``:
 
-=========== ======== ====================================================================
-``g``       float32  gradient (masked = 0); per block the entry of largest magnitude
-``wb``      float32  would-be gradient (the gradient where the layer has no would-be)
-``upd``     float32  gradient restricted to the op's update set
-``w``       float32  kernel values (full-resolution tiles only)
-``flags``   uint8    1 all masked, 2 some masked, 4 all connected frozen, 8 some frozen
-``bias_g``  float32  bias gradient of the tile's columns (per column block when pooled)
-``bias_wb`` float32  would-be bias gradient
-``bias_flags`` uint8 as ``flags``, for the biases
-=========== ======== ====================================================================
+* ``g`` (float32): the gradient (masked = 0); per block, the entry of largest magnitude;
+* ``wb`` (float32): the would-be gradient (the gradient, for layers without one);
+* ``upd`` (float32): the gradient restricted to the op's update set;
+* ``w`` (float32): the kernel values (full-resolution tiles only);
+* ``flags`` (uint8): 1 all masked, 2 some masked, 4 all connected frozen, 8 some frozen;
+* ``bias_g``, ``bias_wb``, ``bias_upd`` (float32) and ``bias_flags`` (uint8): the same for the
+  biases of the tile's columns (per column block when pooled).
+
+The header: ``type`` ("tile"), ``layer`` (index), ``name``, ``revision``, ``r0``/``c0`` (first
+connection of the window), ``rows``/``cols`` (cells), ``bh``/``bw`` (connections per cell),
+``zoomed`` and ``buffers`` (the names above, in buffer order; ``w`` is absent from pooled
+tiles, the bias entries from layers without a bias).
 
 A tile has at most ``GRID x GRID`` (overview) or ``ZOOM x ZOOM`` (zoom) cells: 256 x 256 cells
 are 1.1 MB, far below the 8 MB bound on a message (:data:`MAX_MESSAGE_BYTES`).

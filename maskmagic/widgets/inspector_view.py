@@ -43,6 +43,9 @@ class Static:
     bias_connected: list
     bias_update: list
     frozen: list  # per layer: connected entries outside the op's update set
+    on: list  # per layer: number of connected entries
+    untouched: list  # per layer: the op changes no entry of the kernel
+    bias_flags: list  # per layer: uint8 flags of the overview's bias cells, or None
 
 
 def update_of(op: Any, variable: Any, shape: tuple | None) -> np.ndarray | None:
@@ -58,7 +61,7 @@ def update_of(op: Any, variable: Any, shape: tuple | None) -> np.ndarray | None:
 
 def static_state(probes: list, op: Any, key: tuple) -> Static:
     """Masks, update sets and overview flags of every layer (they change with the masks)."""
-    state = Static(key, [], [], [], [], [], [], [])
+    state = Static(key, [], [], [], [], [], [], [], [], [], [])
     for probe in probes:
         connected = probe.connected()
         update = update_of(op, probe.layer.kernel, tuple(probe.layer.kernel.shape))
@@ -77,6 +80,14 @@ def static_state(probes: list, op: Any, key: tuple) -> Static:
         state.bias_connected.append(probe.bias_connected())
         state.bias_update.append(update_of(op, probe.bias, bias_shape))
         state.frozen.append(frozen)
+        state.on.append(int(connected.nnz if sp.issparse(connected) else connected.sum()))
+        state.untouched.append(update is not None and not update.any())
+        bias_connected, bias_update = state.bias_connected[-1], state.bias_update[-1]
+        state.bias_flags.append(
+            None
+            if bias_connected is None
+            else tiles.bias_flags(bias_connected, bias_update, probe.grid.bw)
+        )
     return state
 
 
@@ -84,8 +95,7 @@ def layer_info(result: Any, static: Static, index: int) -> dict:
     """The per-layer numbers the front end shows (JSON)."""
     probe = result.probe
     inputs, units = probe.shape
-    connected = static.connected[index]
-    on = int(connected.nnz if sp.issparse(connected) else connected.sum())
+    on = static.on[index]
     bias_g = result.bias_g
     bias_off = None if bias_g is None else ~static.bias_connected[index]
     return {
@@ -138,14 +148,11 @@ def _overview(widget: Any, index: int) -> tuple[dict, dict]:
     shown = widget._shown
     grid = probe.grid
     g = result.g_pool
-    weights = None
-    if not grid.pooled:
-        weights = tf.convert_to_tensor(probe.layer.kernel).numpy()
     arrays = {
         "g": g,
         "wb": result.wb_pool if result.wb_pool is not None else g,
         "upd": result.upd_pool if result.upd_pool is not None else _no_update(g, shown, index),
-        "w": weights,
+        "w": result.weights,
         "flags": shown.flags[index],
         **_bias(result, shown, index, slice(None), grid.bw),
     }
@@ -157,24 +164,24 @@ def _overview(widget: Any, index: int) -> tuple[dict, dict]:
 def _no_update(g: np.ndarray, shown: Any, index: int) -> np.ndarray:
     """The update view when no connected entry is frozen: the op changes all of g (or, for a
     layer the op does not touch at all, none of it)."""
-    update = shown.update[index]
-    if update is not None and not update.any():
-        return np.zeros_like(g)
-    return g
+    return np.zeros_like(g) if shown.untouched[index] else g
 
 
 def _bias(result: Any, shown: Any, index: int, columns: slice, bw: int) -> dict:
     if result.bias_g is None:
         return {}
-    connected = shown.bias_connected[index][columns]
     update = shown.bias_update[index]
     update = None if update is None else update[columns]
     g = result.bias_g[columns]
+    if columns == slice(None):  # the overview: flags cached with the masks
+        flags = shown.bias_flags[index]
+    else:
+        flags = tiles.bias_flags(shown.bias_connected[index][columns], update, bw)
     return {
         "bias_g": tiles.pool_vector(g, bw),
         "bias_wb": tiles.pool_vector(result.bias_wb[columns], bw),
         "bias_upd": tiles.pool_vector(g if update is None else np.where(update, g, 0), bw),
-        "bias_flags": tiles.bias_flags(connected, update, bw),
+        "bias_flags": flags,
     }
 
 

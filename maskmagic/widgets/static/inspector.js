@@ -339,7 +339,13 @@ class InspectorView {
     const commit = () => {
       const layer = this.layerSelect.value;
       if (layer === "loss") this.model.set("target", "loss");
-      else this.model.set("target", [layer, Math.max(0, parseInt(this.unitInput.value || "0", 10))]);
+      else {
+        const found = (this.model.get("targets") || []).find((t) => t[0] === layer);
+        const top = found ? found[1] - 1 : 0;
+        const unit = Math.min(top, Math.max(0, parseInt(this.unitInput.value || "0", 10) || 0));
+        this.unitInput.value = String(unit);
+        this.model.set("target", [layer, unit]);
+      }
       this.model.save_changes();
     };
     this.layerSelect.addEventListener("change", () => { this.unitInput.value = "0"; commit(); });
@@ -437,13 +443,16 @@ class InspectorView {
     this.topBox.textContent = "";
     this.topBox.append(el("div", "mm-insp-label", "top connections by |gradient|"));
     const table = el("table", "mm-insp-top");
+    const named = rows.some((r) => r.input !== null || r.unit !== null);
     const head = el("tr");
-    ["layer", "i", "j", "input → unit", "gradient", "weight"].forEach((h) => head.append(el("th", "", h)));
+    ["layer", "i", "j", ...(named ? ["input → unit"] : []), "gradient", "weight"]
+      .forEach((h) => head.append(el("th", "", h)));
     table.append(head);
     rows.forEach((r) => {
       const tr = el("tr");
-      const names = r.input !== null || r.unit !== null ? `${r.input ?? r.i} → ${r.unit ?? r.j}` : "";
-      [r.layer, r.i, r.j, names, fmt(r.gradient), fmt(r.weight)].forEach((v) => tr.append(el("td", "", String(v))));
+      const names = named ? [`${r.input ?? r.i} → ${r.unit ?? r.j}`] : [];
+      [r.layer, r.i, r.j, ...names, fmt(r.gradient), fmt(r.weight)]
+        .forEach((v) => tr.append(el("td", "", String(v))));
       table.append(tr);
     });
     this.topBox.append(table);

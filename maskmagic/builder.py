@@ -10,8 +10,6 @@ whatever raised it, comes out as a :class:`~maskmagic.errors.CellError` with a l
 from __future__ import annotations
 
 import contextlib
-import sys
-import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -249,16 +247,3 @@ def build(
     """
     built = build_spec(lang.parse(text), namespace, name=name, seed=seed)
     return built.model, built.ops
-
-
-class _CallableModule(types.ModuleType):
-    """Importing ``maskmagic.build`` makes the package attribute ``maskmagic.build`` this module
-    (Python sets it after every first import of a submodule), shadowing the lazily exported
-    function; calling the module therefore calls :func:`build`, so ``mm.build(text)`` always works.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[keras.Model, dict[str, TrainOp]]:
-        return build(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
