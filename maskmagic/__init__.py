@@ -23,6 +23,7 @@ __all__ = [
     "MaskedDense",
     "TrainOp",
     "build",
+    "deploy",
     "load_ipython_extension",
     "masks",
     "strip",
@@ -40,8 +41,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "masks":
-        return importlib.import_module("maskmagic.masks")
+    if name in ("masks", "deploy"):
+        return importlib.import_module(f"maskmagic.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'maskmagic' has no attribute {name!r}")
