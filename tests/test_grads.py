@@ -123,7 +123,7 @@ def test_update_set_restricts_the_update_view(net342, data342):
     result = _pass(net342).run(x, y, "loss", 0, [None, tf.constant(update)])
     out = result.layers[1]
     np.testing.assert_array_equal(out.upd_pool, np.where(update, out.g_pool, 0))
-    assert result.layers[0].upd_pool is None
+    assert result.layers[0].upd_pool is None  # no update set given: the view is the gradient
 
 
 def test_signed_key_pools_the_entry_of_largest_magnitude():

@@ -45,9 +45,10 @@ def output_layers(model: keras.Model) -> list[tuple[str, int]]:
 class LayerResult:
     """The pass's result for one layer: small numpy arrays, plus the full gradient tensors.
 
-    ``wb`` (dense layers) is the (inputs, units) would-be gradient as a TensorFlow tensor,
-    ``g_values`` (sparse layers) the (nnz,) gradient of the stored connections; the widget turns
-    them into numpy only when asked for (``.gradients``, zoom).
+    ``wb`` (dense layers) is the (inputs, units) would-be gradient: a TensorFlow tensor for a
+    pooled layer (the widget turns it into numpy only when asked: ``.gradients``, zoom), a
+    numpy array for a small one; ``g_values`` (sparse layers) is the (nnz,) gradient of the
+    stored connections.
     """
 
     probe: Probe
@@ -88,6 +89,7 @@ class GradientPass:
         self.outputs = output_layers(model)
         self._functions: dict[str, Any] = {}
         self._aux: dict[str, keras.Model] = {}
+        self._units: dict[int, Any] = {}  # unit index -> int32 tensor
         self._evaluate = tf.function(self._outputs_and_loss, reduce_retracing=True)
         self.trace_count = 0
 
@@ -153,8 +155,11 @@ class GradientPass:
                 reduce_retracing=True,
             )
             self._functions[target] = function
-        raw = function(x, y, tf.constant(unit, tf.int32), tuple(updates))
-        return self._collect(raw)
+        index = self._units.get(unit)
+        if index is None:
+            index = self._units[unit] = tf.constant(unit, tf.int32)
+        raw = function(x, y, index, tuple(updates))
+        return self._collect(raw, updates)
 
     def _pass(self, x: Any, y: Any, unit: Any, updates: tuple, target: str) -> dict:
         self.trace_count += 1
@@ -178,17 +183,18 @@ class GradientPass:
         by_source = dict(zip([id(s) for s in sources], grads))
         layers = []
         for probe, kernel, bias, update in zip(self.probes, kernels, biases, updates):
-            summary = probe.summary(by_source[id(kernel)], update)
-            if probe.has_would_be:
-                summary["wb"] = by_source[id(kernel)]
+            wb = by_source[id(kernel)]
+            summary = probe.summary(wb, update)
+            if probe.has_would_be and (probe.grid.pooled or wb.dtype != tf.float32):
+                summary["wb"] = wb  # small float32 layers: the cells hold it exactly
             if bias is not None:
                 summary.update(probe.bias_summary(by_source[id(bias)]))
             layers.append(_pack(summary))
-        return {"loss": loss, "objective": objective, "layers": layers}
+        return {"values": tf.stack([loss, objective]), "layers": layers}
 
-    def _collect(self, raw: dict) -> PassResult:
+    def _collect(self, raw: dict, updates: list) -> PassResult:
         layers = []
-        for probe, out in zip(self.probes, raw["layers"]):
+        for probe, out, update in zip(self.probes, raw["layers"], updates):
             units = probe.shape[1]
             sumsq, zeros, masked_nonzero = out["stats"].numpy()
             index, top_g, top_w = out["top"].numpy()
@@ -197,24 +203,29 @@ class GradientPass:
                 for i, g, w in zip(index, top_g, top_w)
             ]
             bias = _numpy(out.get("bias"))
+            cells = out["cells"].numpy()
+            wb = out.get("wb")
+            if wb is None and probe.has_would_be:
+                wb = cells[1]
             layers.append(
                 LayerResult(
                     probe=probe,
-                    wb=out.get("wb"),
+                    wb=wb,
                     g_values=out.get("g_values"),
-                    g_pool=out["g_pool"].numpy(),
-                    wb_pool=_numpy(out.get("wb_pool")),
-                    upd_pool=_numpy(out.get("upd_pool")),
+                    g_pool=cells[0],
+                    wb_pool=cells[1] if probe.has_would_be else None,
+                    upd_pool=None if update is None else cells[2],
                     norm=float(np.sqrt(sumsq)),
                     zeros=int(zeros),
                     masked_nonzero=int(masked_nonzero),
                     top=top,
                     bias_g=None if bias is None else bias[0],
                     bias_wb=None if bias is None else bias[1],
-                    weights=_numpy(out.get("w")),
+                    weights=cells[3] if len(cells) > 3 else None,
                 )
             )
-        return PassResult(float(raw["loss"]), float(raw["objective"]), layers)
+        loss, objective = raw["values"].numpy()
+        return PassResult(float(loss), float(objective), layers)
 
     # ------------------------------------------------------------------ evaluation
     def _outputs_and_loss(self, x: Any, y: Any) -> tuple[list, Any]:
@@ -228,11 +239,20 @@ class GradientPass:
 
 
 def _pack(summary: dict) -> dict:
-    """Fewer, larger outputs (each output of a tf.function costs on every call): the scalars
-    as one float64 ``stats`` vector, the top connections as one (3, k) ``top`` array (flat
-    index, gradient, weight; float64 holds indices exactly), the bias gradients as one
-    (2, units) ``bias`` array (gradient, would-be)."""
+    """Fewer, larger outputs (each output of a tf.function costs on every call).
+
+    ``cells``: (3 or 4, rows, cols) float32 -- the gradient, would-be and update views of the
+    overview (the gradient standing in for views a layer lacks), then the kernel when it is
+    shown at full resolution; ``stats``: float64 (sumsq, zeros, masked_nonzero); ``top``:
+    (3, k) float64 (flat index, gradient, weight; float64 holds the indices exactly);
+    ``bias``: (2, units) (gradient, would-be).
+    """
     packed = dict(summary)
+    g = packed.pop("g_pool")
+    views = [g, packed.pop("wb_pool", g), packed.pop("upd_pool", g)]
+    if "w" in packed:
+        views.append(packed.pop("w"))
+    packed["cells"] = tf.stack([tf.cast(v, tf.float32) for v in views])
     as64 = lambda v: tf.cast(v, tf.float64)  # noqa: E731
     packed["stats"] = tf.stack([as64(packed.pop(k)) for k in ("sumsq", "zeros", "masked_nonzero")])
     packed["top"] = tf.stack([as64(packed.pop(k)) for k in ("top_index", "top_g", "top_w")])

@@ -46,9 +46,9 @@ GRID = 256
 #: Connections per layer in the table of top connections.
 TOP_K = 10
 #: Compile the summaries of dense layers with XLA (fuses the passes over large gradients)
-#: from this many connections on; smaller layers skip XLA's launch overhead.
+#: above this many connections (layers shown pooled); smaller layers skip XLA's launch cost.
 USE_XLA = True
-XLA_MIN_CELLS = 1 << 18
+XLA_MIN_CELLS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -136,18 +136,28 @@ def _count(condition: Any) -> Any:
     return tf.reduce_sum(tf.reduce_sum(tf.cast(condition, tf.int32), axis=-1))
 
 
-def _top(g: Any, g_pool: Any, grid: Grid, k: int) -> tuple[Any, Any]:
-    """Flat indices and values of the k entries of largest |g| (exact, through the blocks)."""
+def _top(wb: Any, mask: Any, g_pool: Any, grid: Grid, k: int) -> tuple[Any, Any]:
+    """Flat indices and gradients of the k entries of largest |gradient|, exact.
+
+    The k largest entries lie in the k blocks with the largest maxima: only those blocks are
+    gathered (from ``wb`` and ``mask``, so that XLA never materialises the masked gradient).
+    """
+
+    def gradient_at(flat: Any) -> Any:
+        values = tf.gather(tf.reshape(wb, [-1]), flat)
+        return (
+            values if mask is None else apply_mask(values, tf.gather(tf.reshape(mask, [-1]), flat))
+        )
+
     if not grid.pooled:
-        _, index = tf.math.top_k(tf.reshape(tf.abs(g), [-1]), k)
-        return index, tf.gather(tf.reshape(g, [-1]), index)
-    # The k largest entries lie in the k blocks with the largest maxima.
+        _, index = tf.math.top_k(tf.reshape(tf.abs(g_pool), [-1]), k)
+        return index, gradient_at(index)
     kb = min(k, grid.rows * grid.cols)
     _, blocks = tf.math.top_k(tf.reshape(tf.abs(g_pool), [-1]), kb)
     rows = tf.minimum((blocks // grid.cols)[:, None] * grid.bh + tf.range(grid.bh), grid.inputs - 1)
     cols = tf.minimum((blocks % grid.cols)[:, None] * grid.bw + tf.range(grid.bw), grid.units - 1)
     flat = tf.reshape(rows[:, :, None] * grid.units + cols[:, None, :], [-1])
-    values = tf.gather(tf.reshape(g, [-1]), flat)
+    values = gradient_at(flat)
     _, pick = tf.math.top_k(tf.abs(values), min(k, kb * grid.bh * grid.bw))
     return tf.gather(flat, pick), tf.gather(values, pick)
 
@@ -189,18 +199,19 @@ def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: i
     out = {"g_pool": pools[0], "sumsq": sumsq, "zeros": zeros}
     if mask is not None:
         out["wb_pool"] = pools[1]
+
         # g = wb * mask: a masked entry is non-zero only if its would-be gradient is not finite,
         # and then the sum of squares is not finite either; count only in that case.
-        out["masked_nonzero"] = tf.cond(
-            tf.math.is_finite(sumsq),
-            lambda: tf.constant(0),
-            lambda: _count(tf.logical_not(tf.cast(mask, tf.bool)) & tf.not_equal(g, 0)),
-        )
+        def count() -> Any:  # from wb and mask: g itself is never materialised
+            masked = tf.logical_not(tf.cast(mask, tf.bool))
+            return _count(masked & tf.not_equal(apply_mask(wb, mask), 0))
+
+        out["masked_nonzero"] = tf.cond(tf.math.is_finite(sumsq), lambda: tf.constant(0), count)
     else:
         out["masked_nonzero"] = tf.constant(0)
     if update is not None:
         out["upd_pool"] = pools[-1]
-    index, values = _top(g, pools[0], grid, k)
+    index, values = _top(wb, mask, pools[0], grid, k)
     out.update(top_index=index, top_g=values, top_w=tf.gather(tf.reshape(kernel, [-1]), index))
     if not grid.pooled:
         out["w"] = tf.cast(kernel, tf.float32)  # small: the tooltips show every weight
@@ -238,7 +249,7 @@ class Probe:
             self._summarise,
             jit_compile=USE_XLA
             and self.kind != "sparse"
-            and self.shape[0] * self.shape[1] >= XLA_MIN_CELLS,
+            and self.shape[0] * self.shape[1] > XLA_MIN_CELLS,
             autograph=False,
         )
 

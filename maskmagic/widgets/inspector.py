@@ -96,7 +96,8 @@ class GradientInspector(anywidget.AnyWidget):
     ).tag(sync=True)
     scale = traitlets.Enum(SCALES, "linear", help="colour scale: linear | symlog").tag(sync=True)
     layers = traitlets.List(
-        traitlets.Dict(), help="per layer: name, kind, shape, grid, block and its statistics"
+        help="per layer: {name, kind, inputs, units, grid, block, would_be, norm, zero_share, "
+        "masked, masked_nonzero, frozen, bias, bias_norm, bias_masked_nonzero}"
     ).tag(sync=True)
     names = traitlets.Dict(help="{layer: {inputs: [names] | null, units: [names] | null}}").tag(
         sync=True
@@ -105,7 +106,7 @@ class GradientInspector(anywidget.AnyWidget):
         help="[[layer, units], ...]: layers whose units can be the target"
     ).tag(sync=True)
     top = traitlets.List(
-        traitlets.Dict(), help="the connections of largest |gradient|: layer, i, j, gradient, ..."
+        help="the connections of largest |gradient|: {layer, i, j, input, unit, gradient, weight}"
     ).tag(sync=True)
     loss = traitlets.Float(None, allow_none=True, help="the loss on the batch").tag(sync=True)
     objective = traitlets.Float(
@@ -249,7 +250,7 @@ class GradientInspector(anywidget.AnyWidget):
                 values = result.g_values.numpy()
                 self._cache[key] = sp.csr_array((values, (rows, cols)), shape=probe.shape)
             else:
-                self._cache[key] = probe.gradient_numpy(result.wb.numpy(), connected)
+                self._cache[key] = probe.gradient_numpy(np.asarray(result.wb), connected)
         return self._cache[key]
 
     @property
@@ -266,7 +267,7 @@ class GradientInspector(anywidget.AnyWidget):
         """{layer name: the gradient w.r.t. the effective kernel ``kernel * mask``}: what a
         masked connection would receive were it switched on (None for sparse layers)."""
         return {
-            p.name: (r.wb.numpy() if r.wb is not None else None)
+            p.name: (np.asarray(r.wb) if r.wb is not None else None)
             for p, r in zip(self._probes, self._result.layers)
         }
 

@@ -209,7 +209,7 @@ def _window(widget: Any, index: int, r0: int, c0: int) -> tuple[dict, dict]:
             frozen[at] = ~update[inside]
         applied = np.where(frozen, 0, g).astype(np.float32)
     else:
-        wb = result.wb[r0:r1, c0:c1].numpy()
+        wb = np.asarray(result.wb[r0:r1, c0:c1])
         connected = shown.connected[index][r0:r1, c0:c1]
         g = probe.gradient_numpy(wb, connected)
         weights = tf.convert_to_tensor(probe.layer.kernel)[r0:r1, c0:c1].numpy()
