@@ -136,10 +136,19 @@ def main() -> None:
     cases = [(n, n, d, 128) for n in sizes for d in (0.01, 0.001)]
     if not args.quick:
         cases.append((200_000, 20_000, 2_000_000 / (200_000 * 20_000), 64))
+    lines = []
     for n_in, units, density, batch in cases:
-        print(f"\n{n_in} x {units}, density {density:.4%}, batch {batch}")
+        lines.append(f"\n{n_in} x {units}, density {density:.4%}, batch {batch}")
+        print(lines[-1], flush=True)
         for name, seconds in bench(n_in, units, density, batch, repeats).items():
-            print(f"  {name:40s} {seconds * 1000:9.2f} ms")
+            lines.append(f"  {name:42s} {seconds * 1000:9.2f} ms")
+            print(lines[-1], flush=True)
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"kernels-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+    with open(path, "w") as f:
+        f.write("median forward+backward time per call\n" + "\n".join(lines) + "\n")
+    print(f"saved {os.path.relpath(path)}")
 
 
 if __name__ == "__main__":

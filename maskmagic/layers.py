@@ -209,10 +209,14 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
+        initial = _dense(mask)  # created from the array itself: no second full-size buffer
         self.kernel_mask = self.add_weight(
-            name="mask", shape=shape, dtype="bool", initializer="ones", trainable=False
+            name="mask",
+            shape=shape,
+            dtype="bool",
+            initializer=lambda shape, dtype=None: initial,
+            trainable=False,
         )
-        self.kernel_mask.assign(_dense(mask).astype(self.kernel_mask.dtype))
 
     def call(self, inputs: Any) -> Any:
         if self.kernel_format == "sparse":
@@ -233,9 +237,8 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
         when the mask changes): a fully connected MaskedDense trains as fast as a Dense.
         """
         kernel, mask = self.kernel.value, self.kernel_mask.value
-        return ops.cond(
-            ops.all(mask), lambda: kernel, lambda: ops.where(mask, kernel, ops.zeros_like(kernel))
-        )
+        zero = ops.zeros((), dtype=kernel.dtype)  # a scalar: no kernel-sized intermediate
+        return ops.cond(ops.all(mask), lambda: kernel, lambda: ops.where(mask, kernel, zero))
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (*input_shape[:-1], self.units)
@@ -323,7 +326,7 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
         self._require_built("mask")
         checked = masklib.validate(mask, self._shape2)
         if not self.is_sparse:
-            self.kernel_mask.assign(_dense(checked).astype(self.kernel_mask.dtype))
+            self.kernel_mask.assign(_dense(checked))
             self.mask_version += 1
             return
         self._set_sparse_mask(checked)
