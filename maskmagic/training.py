@@ -15,14 +15,13 @@ changes a sparse layer's topology, the op remaps its update masks and its optimi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from maskmagic import distributed, reach, selectors, sparse
+from maskmagic import batches, distributed, reach, selectors, sparse
 from maskmagic.errors import MaskMagicError, SelectorError
 from maskmagic.objectives import make_loss, make_optimizer
 
@@ -295,7 +294,7 @@ class TrainOp:
     def __call__(self, x: Any, y: Any) -> float:
         """Runs one step on ``(x, y)`` and returns the loss (before the update) as a float."""
         self._refresh_masks()
-        x, y = distributed.feed(self._strategy, _as_tensors(x), _as_tensors(y))
+        x, y = distributed.feed(self._strategy, batches.as_tensors(x), batches.as_tensors(y))
         return float(self._step(x, y))
 
     def fit(
@@ -315,10 +314,10 @@ class TrainOp:
         """
         from tqdm.auto import tqdm
 
-        count = _length(x)
-        if _length(y) != count:
+        count = batches.length(x)
+        if batches.length(y) != count:
             raise MaskMagicError(
-                f"x and y must have the same number of samples; received {count} and {_length(y)}"
+                f"x and y must have the same number of samples; received {count} and {batches.length(y)}"
             )
         rng = np.random.default_rng(seed)
         history = []
@@ -331,7 +330,7 @@ class TrainOp:
             )
             for start in range(0, count, batch_size):
                 batch = order[start : start + batch_size]
-                losses.append(self(_take(x, batch), _take(y, batch)))
+                losses.append(self(batches.take(x, batch), batches.take(y, batch)))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
             bar.close()
@@ -379,43 +378,3 @@ def _total_loss(loss_fn, y, prediction):
     if isinstance(prediction, dict):
         return tf.add_n([loss_fn(y[k], p) for k, p in prediction.items()])
     return loss_fn(y, prediction)
-
-
-def _as_tensors(data: Any) -> Any:
-    return tf.nest.map_structure(
-        lambda a: tf.convert_to_tensor(np.asarray(a) if isinstance(a, list) else a),
-        _lists_to_tuples(data),
-    )
-
-
-def _lists_to_tuples(data: Any) -> Any:
-    if isinstance(data, list) and data and not np.isscalar(data[0]) and np.ndim(data[0]) >= 2:
-        return tuple(data)
-    if isinstance(data, dict):
-        return {k: _lists_to_tuples(v) for k, v in data.items()}
-    return data
-
-
-def _first(data: Any) -> Any:
-    if isinstance(data, dict):
-        return next(iter(data.values()))
-    if isinstance(data, (list, tuple)) and np.ndim(data[0]) >= 2:
-        return data[0]
-    return data
-
-
-def _length(data: Any) -> int:
-    return len(_first(data))
-
-
-def _take(data: Any, index: np.ndarray) -> Any:
-    if isinstance(data, dict):
-        return {k: np.asarray(v)[index] for k, v in data.items()}
-    if isinstance(data, (list, tuple)) and np.ndim(data[0]) >= 2:
-        return [np.asarray(v)[index] for v in data]
-    return np.asarray(data)[index]
-
-
-def describe_selection(op: TrainOp) -> Sequence[tuple[str, int, int]]:
-    """(variable path, entries the op may change, total entries) for each variable of the op."""
-    return [(v.path, int(op.update_mask(v).sum()), int(np.prod(v.shape))) for v in op.var_list]
