@@ -76,7 +76,8 @@ def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
 
 def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
     with _at(loc, f"{key}={expression}", f"a Python expression giving a 0/1 {key}"):
-        return eval(expression, dict(namespace), mask_scope())  # noqa: S307 - the user's cell
+        # One globals dict, so comprehensions and lambdas in the expression see the constructors.
+        return eval(expression, {**namespace, **mask_scope()})  # noqa: S307 - the user's cell
 
 
 def _initializer(name: str | None, seed: int | None, default: str) -> Any:

@@ -25,8 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from maskmagic import mask_check, sparse
 from maskmagic import masks as masklib
-from maskmagic import sparse
 from maskmagic.errors import MaskError, MaskMagicError
 from maskmagic.layers_sparse import SparseKernelMixin, pack_connections, unpack_connections
 
@@ -137,7 +137,9 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
         """Checks the unit count of a mask whose shape is known before build."""
         if mask is None or callable(mask):
             return mask
-        shape = getattr(mask, "shape", None) or np.shape(mask)
+        shape = getattr(mask, "shape", None)
+        if shape is None:  # nested lists: check them now (ragged rows, values) for a clear error
+            shape = mask_check.check_values(mask, name).shape
         if len(shape) == 2 and shape[1] != self.units:
             raise MaskError(
                 f"{name} has shape {tuple(shape)}, expected (inputs, {self.units}) "

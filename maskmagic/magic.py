@@ -77,19 +77,18 @@ class MaskMagics(Magics):
                     f"NAME must be a Python identifier; received {args.name!r}; expected {USAGE}"
                 )
             built = _build(cell, self.shell.user_ns, args)
+            source = _source(built, args, f"%%masked_net {line}\n{cell}") if args.code else None
+            summary = None if args.quiet else _summary(built)
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
+        # Everything that can fail has run: only now do the names reach the namespace.
         self.shell.push({args.name: built.model, **built.ops})
-        if args.code:
-            from maskmagic.codegen import to_source
-
-            print(to_source(built, args.name, cell=f"%%masked_net {line}\n{cell}"))
-        if not args.quiet:
+        if source is not None:
+            print(source)
+        if summary is not None:
             from IPython.display import display
 
-            from maskmagic.display import NetSummary
-
-            display(NetSummary(built))
+            display(summary)
 
     @line_magic
     def mask_editor(self, line: str) -> Any:
@@ -126,6 +125,18 @@ def _build(cell: str, namespace: dict, args: argparse.Namespace):
             clash.loc.source,
         )
     return build_spec(spec, namespace, name=args.name, seed=args.seed)
+
+
+def _source(built, args: argparse.Namespace, cell: str) -> str:
+    from maskmagic.codegen import to_source
+
+    return to_source(built, args.name, cell=cell)
+
+
+def _summary(built) -> Any:
+    from maskmagic.display import NetSummary
+
+    return NetSummary(built)
 
 
 MaskMagics.masked_net.__doc__ = f"""Build a masked Keras network and its train ops from a cell.

@@ -20,7 +20,16 @@ import scipy.sparse as sp
 
 from maskmagic.errors import MaskError
 
-__all__ = ["Matrix", "NamedMask", "PathLike", "Shape", "density", "names_of", "validate"]
+__all__ = [
+    "Matrix",
+    "NamedMask",
+    "PathLike",
+    "Shape",
+    "check_values",
+    "density",
+    "names_of",
+    "validate",
+]
 
 Shape = int | tuple[int, ...]
 Matrix = np.ndarray | sp.csr_array
@@ -172,6 +181,12 @@ def _row_len(row: Any) -> str:
         return "a single value" if isinstance(row, (str, bytes)) else f"{len(row)} values"
     except TypeError:
         return "a single value"
+
+
+def check_values(mask: Any, name: str = "mask") -> np.ndarray:
+    """Checks a dense mask's values (ragged rows, non-numbers, NaN, values other than 0/1)
+    before its expected shape is known; returns it as a numpy bool array."""
+    return _check_dense(mask, None, name)
 
 
 def _check_dense(obj: Any, want: tuple[int, ...] | None, name: str) -> np.ndarray:

@@ -153,7 +153,12 @@ def resolve(model: keras.Model, selector: Any, strict: bool = True) -> Selection
     Raises:
         SelectorError: unknown layer or variable, index out of range, or an empty selection.
     """
-    if isinstance(selector, keras.Variable) or hasattr(selector, "assign"):
+    if hasattr(selector, "assign") and not isinstance(selector, keras.Variable):
+        raise SelectorError(
+            f"expected a Keras variable of the model (such as model.get_layer('out').kernel) or "
+            f"a selector string; received a {type(selector).__name__}"
+        )
+    if isinstance(selector, keras.Variable):
         paths = {v.path for v in model.trainable_variables}
         if selector.path not in paths:
             raise SelectorError(

@@ -241,6 +241,22 @@ class TrainOp:
                 "was built with this model's trainable variables"
             )
 
+    def _held_state(self) -> list:
+        """Non-trainable float state a step would change (BatchNorm moving statistics).
+
+        With ``freeze``, a forward pass in training mode must not move the frozen units
+        through such state either, so the step writes it back. Masks, sparse indices and
+        random-seed states are left alone (the step never writes masks; seeds must advance).
+        """
+        if not self._freeze_units:
+            return []
+        masked = {id(v) for layer, _ in self._masked_layers.values() for v in layer.variables}
+        return [
+            v
+            for v in self.model.non_trainable_variables
+            if id(v) not in masked and "float" in str(v.dtype)
+        ]
+
     def _make_step(self):
         model, loss_fn, optimizer = self.model, self.loss, self.optimizer
         variables = list(self._step_variables)
@@ -250,15 +266,16 @@ class TrainOp:
             if v.path in self._mask_vars
         ]
         inner = getattr(optimizer, "inner_optimizer", optimizer)
-        others = []
+        others = self._held_state()
         if inner.use_ema and inner.ema_overwrite_frequency:
             chosen = {id(v) for v in variables}
-            others = [v for v in model.trainable_variables if id(v) not in chosen]
+            others += [v for v in model.trainable_variables if id(v) not in chosen]
 
         @tf.function(reduce_retracing=True)
         def step(x, y):
             if self._strategy is None:  # under a strategy, the distributed step counts
                 self.trace_count += 1
+            saved_others = [tf.identity(v.value) for v in others]  # before the forward pass
             with tf.GradientTape() as tape:
                 prediction = model(x, training=True)
                 loss = _total_loss(loss_fn, y, prediction)
@@ -278,7 +295,6 @@ class TrainOp:
                 (tf.identity(v.value), [tf.identity(s.value) for s in slots])
                 for v, _, slots in guarded
             ]
-            saved_others = [tf.identity(v.value) for v in others]
             optimizer.apply(grads, variables)
             writes = []  # under tf.distribute, assigned on every replica's copy
             for (variable, mask, slots), (old, old_slots) in zip(guarded, saved):
@@ -314,7 +330,12 @@ class TrainOp:
         """
         from tqdm.auto import tqdm
 
+        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise MaskMagicError(f"{name} must be an integer >= 1; received {value!r}")
         count = batches.length(x)
+        if count == 0:
+            raise MaskMagicError("x has no samples; expected at least one sample to train on")
         if batches.length(y) != count:
             raise MaskMagicError(
                 f"x and y must have the same number of samples; received {count} and {batches.length(y)}"

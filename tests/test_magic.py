@@ -121,3 +121,23 @@ def test_code_prints_plain_keras_source(shell, capsys):
 def test_help_shows_the_language(shell):
     info = shell.object_inspect("%%masked_net")
     assert "dense NAME UNITS" in info["docstring"] and "freeze=" in info["docstring"]
+
+
+def test_failing_code_generation_binds_nothing(shell, capsys):
+    shell.user_ns["np"] = sentinel = object()
+    result = run(
+        shell, "np --code", "input x 3\ndense h 2\n"
+    )  # `np` would shadow the source's numpy
+    assert not result.success
+    assert shell.user_ns["np"] is sentinel
+    assert "Traceback" not in "".join(capsys.readouterr())
+
+
+def test_mask_expressions_may_use_constructors_inside_comprehensions(shell):
+    cell = "input x 3\ndense h 2 mask=np.stack([ones((2,)) for _ in range(3)]) bias_mask=(lambda: eye(2)[0])()\n"
+    shell.user_ns["np"] = np
+    assert run(shell, "comp --quiet", cell).success
+    assert shell.user_ns["comp"].get_layer("h").get_mask().all()
+    np.testing.assert_array_equal(
+        shell.user_ns["comp"].get_layer("h").get_bias_mask(), [True, False]
+    )

@@ -235,3 +235,45 @@ def test_optimizer_built_for_other_variables_is_refused():
     opt.build(other.trainable_variables)
     with pytest.raises(MaskMagicError, match="built for other variables"):
         TrainOp(model, optimizer=opt)
+
+
+def test_freeze_holds_batchnorm_statistics_so_frozen_output_stays_identical(data342):
+    x, y = data342
+    inputs = keras.Input((3,))
+    h = MaskedDense(4, activation="relu", name="hidden")(inputs)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    out = MaskedDense(2, name="out")(h)
+    model = keras.Model(inputs, out)
+    op = TrainOp(model, optimizer=keras.optimizers.Adam(0.05), freeze="out[0]")
+    probe = np.random.default_rng(3).normal(size=(50, 3)).astype("float32")
+    before = model.predict(probe, verbose=0)
+    stats = model.get_layer("bn").moving_mean.numpy().copy()
+    for _ in range(3):
+        op(x, y)
+    np.testing.assert_array_equal(model.get_layer("bn").moving_mean.numpy(), stats)
+    np.testing.assert_array_equal(model.predict(probe, verbose=0)[:, 0], before[:, 0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"batch_size": 0}, ["batch_size", ">= 1", "0"]),
+        ({"epochs": -1}, ["epochs", ">= 1", "-1"]),
+        ({"batch_size": 2.5}, ["batch_size", "2.5"]),
+    ],
+)
+def test_fit_refuses_bad_arguments(kwargs, words, data342):
+    x, y = data342
+    op = TrainOp(make_342())
+    with pytest.raises(MaskMagicError) as info:
+        op.fit(x, y, verbose=False, **kwargs)
+    assert all(word in str(info.value) for word in words)
+    with pytest.raises(MaskMagicError, match="no samples"):
+        op.fit(x[:0], y[:0], verbose=False)
+
+
+def test_plain_tf_variable_selector_is_refused_clearly():
+    import tensorflow as tf
+
+    with pytest.raises(SelectorError, match="expected a Keras variable"):
+        TrainOp(make_342(), select=tf.Variable([1.0]))
