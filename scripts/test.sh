@@ -18,4 +18,5 @@ echo "== lint"
 ruff check maskmagic tests bench examples
 ruff format --check maskmagic tests bench
 echo "== tests"
+export MASKMAGIC_REQUIRE_UI=1  # the real-browser tests must run here, not skip
 python -m pytest -q -p no:cacheprovider "$@"
