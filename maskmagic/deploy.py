@@ -181,7 +181,8 @@ def serve(path: str | os.PathLike) -> Callable[..., Any]:
     them in the model's output order.
 
     Raises:
-        MaskMagicError: inputs that do not match the signature's names.
+        MaskMagicError: inputs that do not match the signature's names (or that mix positional
+            and named inputs), or values that are not arrays of the signature's dtype and shape.
     """
     import tensorflow as tf
 
@@ -190,20 +191,63 @@ def serve(path: str | os.PathLike) -> Callable[..., Any]:
     specs = signature.structured_input_signature[1]
     outputs = sorted(signature.structured_outputs, key=_output_index)
 
+    def expected() -> str:
+        return ", ".join(
+            f"{name}: {specs[name].dtype.name} {_shape_text(specs[name].shape)}"
+            for name in sorted(specs)
+        )
+
     def call(*inputs: Any, **named: Any) -> Any:
-        if inputs and len(specs) == 1 and len(inputs) == 1 and not named:
-            named = {next(iter(specs)): inputs[0]}
-        if inputs and not named or set(named) != set(specs):
-            given = sorted(named) if named else f"{len(inputs)} positional"
+        if inputs and named:
             raise MaskMagicError(
-                f"the serving signature takes inputs named {sorted(specs)}; received {given}"
+                f"the serving signature takes its inputs either by name or (one input only) as "
+                f"one positional array, not both; received {len(inputs)} positional and "
+                f"{sorted(named)} named; expected inputs named {sorted(specs)}"
             )
-        result = signature(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in named.items()})
+        if inputs:
+            if len(specs) != 1 or len(inputs) != 1:
+                raise MaskMagicError(
+                    f"the serving signature takes inputs named {sorted(specs)}; received "
+                    f"{len(inputs)} positional (one positional array is accepted only for a "
+                    "model with one input; pass the inputs by name)"
+                )
+            named = {next(iter(specs)): inputs[0]}
+        if set(named) != set(specs):
+            raise MaskMagicError(
+                f"the serving signature takes inputs named {sorted(specs)}; received "
+                f"{sorted(named)}"
+            )
+        tensors = {}
+        for name, value in named.items():
+            spec = specs[name]
+            try:
+                tensor = tf.constant(value, dtype=spec.dtype)
+            except (TypeError, ValueError, tf.errors.InvalidArgumentError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise MaskMagicError(
+                    f"input {name!r} cannot be converted to a {spec.dtype.name} tensor ({first}); "
+                    f"received a {type(value).__name__}; expected {expected()}"
+                ) from None
+            if not spec.shape.is_compatible_with(tensor.shape):
+                raise MaskMagicError(
+                    f"input {name!r} has shape {tuple(tensor.shape)}; expected "
+                    f"{_shape_text(spec.shape)} (inputs: {expected()})"
+                )
+            tensors[name] = tensor
+        result = signature(**tensors)
         arrays = [result[k].numpy() for k in outputs]
         return arrays[0] if len(arrays) == 1 else arrays
 
     call.loaded = loaded  # keeps the variables alive
     return call
+
+
+def _shape_text(shape: Any) -> str:
+    """``(batch, 3)``-style text of a signature's shape (unknown sizes shown as ``?``)."""
+    dims = ["?" if d is None else str(d) for d in shape.as_list()]
+    if dims and dims[0] == "?":
+        dims[0] = "batch"
+    return f"({', '.join(dims)})"
 
 
 def _output_index(name: str) -> tuple[int, str]:
@@ -216,7 +260,23 @@ def load_model(path: str | os.PathLike, *, compile: bool = True) -> keras.Model:
 
     Safe mode refuses files that would run code when loaded (``Lambda`` layers holding
     bytecode); maskmagic's layers carry only data in their configs, so they need no exception.
+
+    Raises:
+        MaskMagicError: no file at ``path``, or a SavedModel directory (load those with
+            :func:`serve`).
     """
     import maskmagic.layers  # noqa: F401 - registers "maskmagic>MaskedDense"
 
-    return keras.models.load_model(os.fspath(path), compile=compile, safe_mode=True)
+    path = os.fspath(path)
+    if "://" not in path:  # local paths only; Keras resolves remote ones itself
+        if os.path.isdir(path):
+            raise MaskMagicError(
+                f"{path!r} is a directory (a SavedModel?); load_model expects a .keras (or .h5) "
+                "file written by model.save(...); serve a SavedModel with maskmagic.deploy.serve"
+            )
+        if not os.path.exists(path):
+            raise MaskMagicError(
+                f"no model file at {path!r}; expected a .keras (or .h5) file written by "
+                "model.save(...)"
+            )
+    return keras.models.load_model(path, compile=compile, safe_mode=True)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from maskmagic.mask_check import dense_bool
+
 __all__ = ["mask_svg", "net_svg"]
 
 POSITIVE, NEGATIVE, ZERO = "#2563eb", "#dc2626", "#9ca3af"
@@ -31,10 +33,6 @@ TITLED_LINES = 256  # layers with at most this many connections get a tooltip pe
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _dense(mask: Any) -> np.ndarray:
-    return np.asarray(mask.toarray() if hasattr(mask, "toarray") else mask, dtype=bool)
 
 
 @dataclass
@@ -92,7 +90,7 @@ def _rows(group: _Group, groups: dict[str, _Group]) -> list[tuple[_Group, int]]:
 
 
 def _connections(group: _Group, groups: dict, layer: Any, dy: float, radius: float) -> list[str]:
-    mask = _dense(layer.get_mask())
+    mask = dense_bool(layer.get_mask())
     try:
         weights = _dense_float(layer.effective_kernel())
     except Exception:  # no weights to show: grey lines
@@ -146,7 +144,7 @@ def _nodes(
         f'font-weight="bold" {_HALO}>{_e(group.name)}</text>'
     ]
     names = _unit_names(layer, group)
-    bias = _dense(layer.get_bias_mask()) if getattr(layer, "use_bias", False) else None
+    bias = dense_bool(layer.get_bias_mask()) if getattr(layer, "use_bias", False) else None
     fill = {"input": "#e5e7eb", "dense": "#ffffff", "dropout": "#f9fafb"}[group.kind]
     dash = ' stroke-dasharray="2,2"' if group.kind == "dropout" else ""
     for j in range(group.width):

@@ -42,16 +42,14 @@ MaskLike = Any  # numpy array, nested lists, scipy.sparse, NamedMask, or a calla
 
 
 def _pack(mask: np.ndarray) -> dict:
-    bits = np.packbits(np.asarray(mask, dtype=bool).ravel())
-    return {"shape": list(mask.shape), "bits": base64.b64encode(bits.tobytes()).decode("ascii")}
+    bits = mask_check.pack_bits(mask)
+    return {"shape": list(mask.shape), "bits": base64.b64encode(bits).decode("ascii")}
 
 
 def _unpack(packed: dict) -> Any:
     if "rows" in packed:
         return unpack_connections(packed)
-    shape = tuple(packed["shape"])
-    bits = np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8)
-    return np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool)
+    return mask_check.unpack_bits(base64.b64decode(packed["bits"]), tuple(packed["shape"]))
 
 
 @keras.saving.register_keras_serializable("maskmagic")
@@ -211,7 +209,9 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
-        initial = _dense(mask)  # created from the array itself: no second full-size buffer
+        initial = mask_check.dense_bool(
+            mask
+        )  # created from the array itself: no second full-size buffer
         self.kernel_mask = self.add_weight(
             name="mask",
             shape=shape,
@@ -328,7 +328,7 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
         self._require_built("mask")
         checked = masklib.validate(mask, self._shape2)
         if not self.is_sparse:
-            self.kernel_mask.assign(_dense(checked))
+            self.kernel_mask.assign(mask_check.dense_bool(checked))
             self.mask_version += 1
             return
         self._set_sparse_mask(checked)
@@ -369,10 +369,3 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
         if not self.use_bias:
             return None
         return keras.ops.convert_to_numpy(self.bias * self.bias_mask)
-
-
-def _dense(mask: Any) -> np.ndarray:
-    """A validated mask as a dense numpy bool array."""
-    if hasattr(mask, "toarray"):
-        return mask.toarray().astype(bool)
-    return np.asarray(mask, dtype=bool)

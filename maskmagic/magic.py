@@ -94,9 +94,9 @@ class MaskMagics(Magics):
     def mask_editor(self, line: str) -> Any:
         """``%mask_editor net.hidden``: a MaskEditor bound to a layer of a net."""
         try:
-            from maskmagic.widgets.magics import mask_editor
+            from maskmagic.widgets.editor import from_magic
 
-            return mask_editor(line, self.shell.user_ns)
+            return from_magic(line, self.shell.user_ns)
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
 
@@ -104,9 +104,9 @@ class MaskMagics(Magics):
     def grad_inspector(self, line: str) -> Any:
         """``%grad_inspector net x y [--op OP]``: a GradientInspector of a net on a batch."""
         try:
-            from maskmagic.widgets.magics import grad_inspector
+            from maskmagic.widgets.inspector import from_magic
 
-            return grad_inspector(line, self.shell.user_ns)
+            return from_magic(line, self.shell.user_ns)
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
 

@@ -26,8 +26,11 @@ __all__ = [
     "PathLike",
     "Shape",
     "check_values",
+    "dense_bool",
     "density",
     "names_of",
+    "pack_bits",
+    "unpack_bits",
     "validate",
 ]
 
@@ -183,6 +186,11 @@ def _row_len(row: Any) -> str:
         return "a single value"
 
 
+def dense_bool(mask: Any) -> np.ndarray:
+    """A dense numpy bool array from a numpy, nested-list or scipy.sparse mask."""
+    return np.asarray(mask.toarray() if hasattr(mask, "toarray") else mask, dtype=bool)
+
+
 def check_values(mask: Any, name: str = "mask") -> np.ndarray:
     """Checks a dense mask's values (ragged rows, non-numbers, NaN, values other than 0/1)
     before its expected shape is known; returns it as a numpy bool array."""
@@ -248,3 +256,24 @@ def _names(names: Any, what: str) -> tuple[str, ...]:
         dup = next(n for n in out if n in seen or seen.add(n))
         raise MaskError(f"names in {what} must be unique; {dup!r} appears more than once")
     return out
+
+
+def pack_bits(mask: np.ndarray) -> bytes:
+    """A 2-D bool mask as row-major bits, most significant bit first (``np.packbits``)."""
+    return np.packbits(np.asarray(mask, dtype=bool).ravel()).tobytes()
+
+
+def unpack_bits(data: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """The inverse of :func:`pack_bits`.
+
+    Raises:
+        MaskError: ``data`` has the wrong length for ``shape``.
+    """
+    cells = int(np.prod(shape))
+    expected = (cells + 7) // 8
+    if len(data) != expected:
+        raise MaskError(
+            f"packed mask has {len(data)} bytes, expected {expected} for shape {tuple(shape)}"
+        )
+    bits = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8), count=cells)
+    return bits.reshape(shape).astype(bool)

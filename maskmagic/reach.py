@@ -12,24 +12,21 @@ Sparse layers (``MaskedDense(impl="sparse")``) are walked on their connection li
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import keras
 import numpy as np
 import scipy.sparse as sp
 
 from maskmagic.errors import SelectorError
+from maskmagic.mask_check import dense_bool
 from maskmagic.selectors import kernel_units
 
 __all__ = [
     "Units",
     "connected_entries",
-    "dense_bool",
     "influencers",
     "layer_mask",
     "model_graph",
     "reaching_inputs",
-    "unit_vector",
 ]
 
 # {layer name: bool vector over the layer's output units}
@@ -86,11 +83,6 @@ def layer_mask(layer: keras.layers.Layer) -> np.ndarray | sp.csr_array | None:
     if isinstance(layer, keras.layers.Dense) and kernel is not None:
         return np.ones(tuple(kernel.shape), dtype=bool)
     return None
-
-
-def dense_bool(mask) -> np.ndarray:
-    """A dense numpy bool array from a numpy or scipy.sparse mask."""
-    return np.asarray(mask.toarray() if hasattr(mask, "toarray") else mask, dtype=bool)
 
 
 def connected_entries(layer: keras.layers.Layer, kind: str) -> np.ndarray:
@@ -207,13 +199,3 @@ def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> Non
         _freeze(frozen, variable, True)
     for tensor in inputs:
         _mark(affected, tensor, np.ones(_width(tensor), dtype=bool))
-
-
-def unit_vector(size: int, index: Iterable | int | slice | None) -> np.ndarray:
-    """A bool vector of ``size`` with the indexed units set (None: all of them)."""
-    vector = np.zeros(size, dtype=bool)
-    if index is None:
-        vector[:] = True
-    else:
-        vector[index] = True
-    return vector

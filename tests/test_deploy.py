@@ -198,6 +198,42 @@ def test_export_helper_multi_input_model(tmp_path, stripped):
         serve(path)(a=inputs["a"])
 
 
+def test_serve_names_what_it_expected_for_bad_inputs(tmp_path):
+    model, _ = build(MULTI, seed=0)
+    path = export(model, tmp_path / "multi")
+    inputs = _multi_inputs()
+    f = serve(path)
+    # Mixed positional and named: the positional array is not silently dropped.
+    with pytest.raises(MaskMagicError, match=r"received 1 positional and \['a', 'img'\] named"):
+        f(inputs["a"], **inputs)
+    with pytest.raises(MaskMagicError, match=r"inputs named \['a', 'img'\]; received 2 positional"):
+        f(inputs["a"], inputs["img"])
+    with pytest.raises(MaskMagicError) as info:
+        f(a="not a number", img=inputs["img"])
+    for words in ("input 'a'", "float32", "str", "a: float32 (batch, 3)", "img: float32"):
+        assert words in str(info.value)
+    with pytest.raises(
+        MaskMagicError, match=r"input 'a' has shape \(16, 2\); expected \(batch, 3\)"
+    ):
+        f(a=inputs["a"][:, :2], img=inputs["img"])
+    single = export(make_342(), tmp_path / "single")
+    x = _x(4)
+    g = serve(single)
+    np.testing.assert_array_equal(g(x), g(x=x))
+    with pytest.raises(MaskMagicError, match=r"received 1 positional and \['x'\] named"):
+        g(x, x=x)
+    with pytest.raises(MaskMagicError, match=r"input .x. cannot be converted to a float32 tensor"):
+        g([[1.0, 2.0, 3.0], [1.0]])
+
+
+def test_load_model_of_a_missing_file_or_a_directory_is_a_maskmagic_error(tmp_path):
+    missing = tmp_path / "nope.keras"
+    with pytest.raises(MaskMagicError, match=r"no model file at .*nope\.keras.*model\.save"):
+        load_model(missing)
+    with pytest.raises(MaskMagicError, match="is a directory.*serve"):
+        load_model(tmp_path)
+
+
 # ----------------------------------------------------------------------------- mask files
 
 

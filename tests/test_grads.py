@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import tensorflow as tf
 
 from maskmagic.layers import MaskedDense
@@ -207,3 +208,26 @@ def test_register_probe_takes_precedence(net342, data342):
         assert probe_for(net342.get_layer("hidden")).kind == "masked"
     finally:
         grads._PROBES.pop(0)
+
+
+def test_sparse_layer_over_2_to_the_31_cells_counts_and_indexes_in_int64():
+    # 100_000 x 30_000 = 3e9 declared cells (int32 wraps), five stored connections.
+    n_in, n_out = 100_000, 30_000
+    rows = np.array([0, 5, 71_582, 99_999, 99_999])
+    cols = np.array([0, 7, 12_345, 3, 29_999])
+    mask = sp.csr_array((np.ones(5, bool), (rows, cols)), shape=(n_in, n_out))
+    x_in = keras.Input((n_in,))
+    layer = MaskedDense(n_out, mask=mask, impl="sparse", name="big")
+    model = keras.Model(x_in, layer(x_in))
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, n_in)).astype("float32"))
+    y = tf.constant(rng.normal(size=(2, n_out)).astype("float32"))
+    probe = probe_for(layer)
+    assert probe.kind == "sparse" and probe.shape[0] * probe.shape[1] > 2**31
+    result = GradientPass(model, MSE, [probe]).run(x, y, "loss", 0, [None]).layers[0]
+    (values,) = _tape(model, x, y, [layer.kernel])
+    assert result.zeros == n_in * n_out - 5 + int(np.sum(values == 0))
+    stored = dict(zip(zip(*layer.connections()), values))
+    assert {(r, c) for r, c, _, _ in result.top} == set(zip(rows.tolist(), cols.tolist()))
+    for r, c, g, _ in result.top:
+        assert g == pytest.approx(float(stored[(r, c)]), rel=1e-6)

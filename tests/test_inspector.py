@@ -394,6 +394,46 @@ def test_other_bad_input(question1, data342):
     assert inspector.target == "loss"
 
 
+def _open_widgets():
+    from ipywidgets.widgets.widget import _instances
+
+    return set(_instances)
+
+
+@pytest.mark.parametrize("failure", ["target", "refresh"])
+def test_a_failing_constructor_closes_its_comm(recorded, question1, monkeypatch, failure):
+    model, ops, (x, y) = question1
+    kwargs = {}
+    if failure == "target":
+        kwargs["target"] = ("out", 2)
+    else:
+
+        def broken(self):
+            raise ValueError("boom")
+
+        monkeypatch.setattr(GradientInspector, "refresh", broken)
+    before = _open_widgets()
+    with pytest.raises(MaskMagicError, match="target" if failure == "target" else "boom"):
+        GradientInspector(model, x, y, **kwargs)
+    assert _open_widgets() == before
+    assert recorded and all(c._closed for c in recorded)
+    assert recorded[-1].messages[-1][0] == "comm_close"
+
+
+def test_an_oversized_message_is_a_maskmagic_error_and_nothing_is_sent(
+    recorded, question1, monkeypatch
+):
+    model, ops, (x, y) = question1
+    inspector = GradientInspector(model, x, y)
+    sent = len(inspector.comm.messages)
+    monkeypatch.setattr(tiles, "MAX_MESSAGE_BYTES", 100)
+    with pytest.raises(MaskMagicError, match="over its limit of 100 bytes"):
+        inspector._send_tiles()
+    assert len(inspector.comm.messages) == sent
+    inspector._on_message(inspector, {"type": "hello"}, [])
+    assert inspector.error.startswith("MaskMagicError: ") and "100 bytes" in inspector.error
+
+
 # ----------------------------------------------------------------------------- the line magic
 
 
@@ -404,6 +444,10 @@ def test_from_magic_builds_an_inspector(question1):
     assert inspector.op_name == "keep_first" and inspector.target == ("out", 1)
     inspector = from_magic("net x[:8] y[:8]", namespace)
     assert inspector.target == "loss" and inspector._x.shape[0] == 8
+    # Nested scopes (comprehensions, lambdas) see the notebook's names too.
+    inspector = from_magic("net '[x[i] for i in range(8)]' (lambda:y[:8])()", namespace)
+    assert inspector._x.shape == (8, 3)
+    np.testing.assert_array_equal(inspector._x.numpy(), x[:8])
 
 
 @pytest.mark.parametrize(

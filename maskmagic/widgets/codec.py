@@ -1,4 +1,4 @@
-"""Small encoders shared by the widgets: bit-packed masks and PNG images (numpy + zlib only)."""
+"""Small encoders shared by the widgets: bit-packed masks (from mask_check) and PNG images."""
 
 from __future__ import annotations
 
@@ -7,30 +7,9 @@ import zlib
 
 import numpy as np
 
-from maskmagic.errors import MaskError
+from maskmagic.mask_check import pack_bits, unpack_bits
 
 __all__ = ["pack_bits", "png_bytes", "unpack_bits"]
-
-
-def pack_bits(mask: np.ndarray) -> bytes:
-    """A 2-D bool mask as row-major bits, most significant bit first (``np.packbits``)."""
-    return np.packbits(np.asarray(mask, dtype=bool).ravel()).tobytes()
-
-
-def unpack_bits(data: bytes, shape: tuple[int, int]) -> np.ndarray:
-    """The inverse of :func:`pack_bits`.
-
-    Raises:
-        MaskError: ``data`` has the wrong length for ``shape``.
-    """
-    cells = int(np.prod(shape))
-    expected = (cells + 7) // 8
-    if len(data) != expected:
-        raise MaskError(
-            f"packed mask has {len(data)} bytes, expected {expected} for shape {tuple(shape)}"
-        )
-    bits = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8), count=cells)
-    return bits.reshape(shape).astype(bool)
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:

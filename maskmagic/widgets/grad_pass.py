@@ -68,6 +68,10 @@ class LayerResult:
 
 @dataclass
 class PassResult:
+    """What one :meth:`GradientPass.run` returns: the batch's loss, the differentiated
+    objective (the loss itself, or the chosen unit's output summed over the batch) and one
+    :class:`LayerResult` per probe, in the probes' order."""
+
     loss: float
     objective: float
     layers: list[LayerResult]
@@ -244,7 +248,8 @@ def _pack(summary: dict) -> dict:
     ``cells``: (3 or 4, rows, cols) float32 -- the gradient, would-be and update views of the
     overview (the gradient standing in for views a layer lacks), then the kernel when it is
     shown at full resolution; ``stats``: float64 (sumsq, zeros, masked_nonzero); ``top``:
-    (3, k) float64 (flat index, gradient, weight; float64 holds the indices exactly);
+    (3, k) float64 (flat int64 index ``row * units + col``, gradient, weight; float64 holds
+    such indices exactly below 2**53 cells, far beyond any layer);
     ``bias``: (2, units) (gradient, would-be).
     """
     packed = dict(summary)

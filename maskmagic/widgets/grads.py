@@ -62,14 +62,17 @@ class Grid:
 
     @property
     def rows(self) -> int:
+        """Overview rows: ceil(inputs / bh)."""
         return -(-self.inputs // self.bh)
 
     @property
     def cols(self) -> int:
+        """Overview columns: ceil(units / bw)."""
         return -(-self.units // self.bw)
 
     @property
     def pooled(self) -> bool:
+        """Whether a cell pools more than one connection."""
         return self.bh > 1 or self.bw > 1
 
 
@@ -133,7 +136,8 @@ def _blocks(x: Any, grid: Grid, reduce: Callable) -> Any:
 
 
 def _count(condition: Any) -> Any:
-    return tf.reduce_sum(tf.reduce_sum(tf.cast(condition, tf.int32), axis=-1))
+    """How many entries are true, as int64 (a layer may hold more than 2**31 connections)."""
+    return tf.reduce_sum(tf.reduce_sum(tf.cast(condition, tf.int64), axis=-1))
 
 
 def _top(wb: Any, mask: Any, g_pool: Any, grid: Grid, k: int) -> tuple[Any, Any]:
@@ -154,8 +158,15 @@ def _top(wb: Any, mask: Any, g_pool: Any, grid: Grid, k: int) -> tuple[Any, Any]
         return index, gradient_at(index)
     kb = min(k, grid.rows * grid.cols)
     _, blocks = tf.math.top_k(tf.reshape(tf.abs(g_pool), [-1]), kb)
-    rows = tf.minimum((blocks // grid.cols)[:, None] * grid.bh + tf.range(grid.bh), grid.inputs - 1)
-    cols = tf.minimum((blocks % grid.cols)[:, None] * grid.bw + tf.range(grid.bw), grid.units - 1)
+    blocks = tf.cast(blocks, tf.int64)  # flat indices may pass 2**31
+    rows = tf.minimum(
+        (blocks // grid.cols)[:, None] * grid.bh + tf.range(grid.bh, dtype=tf.int64),
+        grid.inputs - 1,
+    )
+    cols = tf.minimum(
+        (blocks % grid.cols)[:, None] * grid.bw + tf.range(grid.bw, dtype=tf.int64),
+        grid.units - 1,
+    )
     flat = tf.reshape(rows[:, :, None] * grid.units + cols[:, None, :], [-1])
     values = gradient_at(flat)
     _, pick = tf.math.top_k(tf.abs(values), min(k, kb * grid.bh * grid.bw))
@@ -191,7 +202,7 @@ def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: i
             tf.stack([tf.square(g), tf.cast(tf.equal(g, 0), tf.float32)], -1), grid, tf.reduce_sum
         )
         sumsq = tf.reduce_sum(sums[..., 0])
-        zeros = tf.reduce_sum(tf.cast(sums[..., 1], tf.int32))
+        zeros = tf.reduce_sum(tf.cast(sums[..., 1], tf.int64))
     else:
         pools = shown
         sumsq = tf.reduce_sum(tf.square(g))
@@ -206,9 +217,11 @@ def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: i
             masked = tf.logical_not(tf.cast(mask, tf.bool))
             return _count(masked & tf.not_equal(apply_mask(wb, mask), 0))
 
-        out["masked_nonzero"] = tf.cond(tf.math.is_finite(sumsq), lambda: tf.constant(0), count)
+        out["masked_nonzero"] = tf.cond(
+            tf.math.is_finite(sumsq), lambda: tf.constant(0, tf.int64), count
+        )
     else:
-        out["masked_nonzero"] = tf.constant(0)
+        out["masked_nonzero"] = tf.constant(0, tf.int64)
     if update is not None:
         out["upd_pool"] = pools[-1]
     index, values = _top(wb, mask, pools[0], grid, k)
@@ -254,6 +267,7 @@ class Probe:
         )
 
     def _shape(self) -> tuple[int, int]:
+        """The layer's (inputs, units)."""
         return tuple(int(s) for s in self.layer.kernel.shape)
 
     # graph side -----------------------------------------------------------------------
@@ -266,6 +280,7 @@ class Probe:
         return [(self.layer.kernel, kernel), *mapping], kernel, bias
 
     def _bias_sources(self) -> tuple[list, Any]:
+        """(state mapping, watched effective bias) for the bias, or ([], None) without one."""
         if self.bias is None:
             return [], None
         if self.bias_mask is None:
@@ -277,16 +292,27 @@ class Probe:
         return [(self.bias, effective), (self.bias_mask, ones)], effective
 
     def mask_tensor(self) -> Any:
+        """The kernel's mask as a tensor (bool or 0/1), or None for a layer without one."""
         return None
 
     def summary(self, kernel_grad: Any, update: Any) -> dict:
+        """The in-graph summaries (see :func:`dense_summary`) of the kernel's gradient.
+
+        Args:
+            kernel_grad: the gradient of the objective with respect to the kernel target of
+                :meth:`sources` (the would-be gradient, for layers that have one).
+            update: (inputs, units) bool update set of the op, or None.
+        """
         kernel = tf.convert_to_tensor(self.layer.kernel)
         return self._summary(kernel_grad, self.mask_tensor(), update, kernel)
 
     def _summarise(self, wb: Any, mask: Any, update: Any, kernel: Any) -> dict:
+        """The compiled body of :meth:`summary`."""
         return dense_summary(wb, mask, update, kernel, self.grid, self.k)
 
     def bias_summary(self, bias_grad: Any) -> dict:
+        """``{"bias_wb", "bias_g"}``: the bias's would-be gradient and gradient ({} without a
+        bias)."""
         if self.bias is None:
             return {}
         wb = tf.convert_to_tensor(bias_grad)
@@ -304,6 +330,7 @@ class Probe:
         return np.ones(self.shape, dtype=bool)
 
     def bias_connected(self) -> np.ndarray | None:
+        """The (units,) bool connectivity of the bias, or None for a layer without one."""
         if self.bias is None:
             return None
         if self.bias_mask is None:
@@ -311,6 +338,7 @@ class Probe:
         return keras.ops.convert_to_numpy(self.bias_mask) != 0
 
     def version(self) -> int:
+        """The layer's mask version (changes with its mask; 0 for a plain layer)."""
         return int(getattr(self.layer, "mask_version", 0))
 
 
@@ -320,6 +348,7 @@ class MaskedProbe(Probe):
     kind = "masked"
 
     def sources(self) -> tuple[list, Any, Any]:
+        """Kernel -> effective kernel (watched), mask -> ones; the bias likewise."""
         layer = self.layer
         mask = tf.convert_to_tensor(layer.kernel_mask)
         effective = apply_mask(tf.convert_to_tensor(layer.kernel), mask)
@@ -334,12 +363,15 @@ class MaskedProbe(Probe):
         return str(self.layer.kernel_mask.dtype) == "bool"
 
     def gradient_numpy(self, wb: np.ndarray, connected: np.ndarray) -> np.ndarray:
+        """The gradient: the would-be gradient with the masked entries zeroed."""
         return apply_mask_numpy(wb, connected, self.select)
 
     def mask_tensor(self) -> Any:
+        """The layer's kernel mask as a tensor."""
         return tf.convert_to_tensor(self.layer.kernel_mask)
 
     def connected(self) -> np.ndarray:
+        """The (inputs, units) bool connectivity: the mask's non-zero entries."""
         return keras.ops.convert_to_numpy(self.layer.kernel_mask) != 0
 
 
@@ -350,14 +382,18 @@ class SparseProbe(Probe):
     has_would_be = False
 
     def _shape(self) -> tuple[int, int]:
+        """The layer's declared (inputs, units) (it stores only the connected entries)."""
         return (int(self.layer.input_dim), int(self.layer.units))
 
     def sources(self) -> tuple[list, Any, Any]:
+        """(bias mapping, the (nnz,) kernel itself, bias target)."""
         # A resizable (nnz,) variable cannot be substituted: the tape watches it directly.
         mapping, bias = self._bias_sources()
         return mapping, self.layer.kernel.value, bias
 
     def summary(self, kernel_grad: Any, update: Any) -> dict:
+        """The in-graph summaries of the (nnz,) gradient of the stored connections: pooled
+        per block by the connections' rows and columns, plus ``g_values`` (every value)."""
         return self._summary(
             tf.convert_to_tensor(kernel_grad),
             tf.convert_to_tensor(self.layer.kernel_rows),
@@ -367,16 +403,19 @@ class SparseProbe(Probe):
         )
 
     def _summarise(self, g: Any, rows: Any, cols: Any, update: Any, values: Any) -> dict:
+        """The compiled body of :meth:`summary`; ``update`` is the (nnz,) bool update set."""
         grid = self.grid
-        block = (rows // grid.bh) * grid.cols + cols // grid.bw
+        block = (rows // grid.bh) * grid.cols + cols // grid.bw  # < 256 * 256: int32 is enough
         cells = grid.rows * grid.cols
         shape = (grid.rows, grid.cols)
+        # The declared (inputs, units) may exceed 2**31 cells: count and index in int64.
+        absent = tf.constant(grid.inputs * grid.units, tf.int64) - tf.size(g, out_type=tf.int64)
         out = {
             "g_values": g,
             "g_pool": tf.reshape(_sparse_pool(g, block, cells), shape),
             "sumsq": tf.reduce_sum(tf.square(tf.cast(g, tf.float32))),
-            "zeros": grid.inputs * grid.units - tf.size(g) + _count(tf.equal(g, 0)),
-            "masked_nonzero": tf.constant(0),
+            "zeros": absent + _count(tf.equal(g, 0)),
+            "masked_nonzero": tf.constant(0, tf.int64),
         }
         if update is not None:
             applied = tf.where(update, g, tf.zeros_like(g))
@@ -384,13 +423,15 @@ class SparseProbe(Probe):
         k = tf.minimum(self.k, tf.size(g))
         _, pick = tf.math.top_k(tf.abs(g), k)
         out.update(
-            top_index=tf.gather(rows, pick) * grid.units + tf.gather(cols, pick),
+            top_index=tf.cast(tf.gather(rows, pick), tf.int64) * grid.units
+            + tf.cast(tf.gather(cols, pick), tf.int64),
             top_g=tf.gather(g, pick),
             top_w=tf.gather(values, pick),
         )
         return out
 
     def connected(self) -> Any:
+        """The layer's connectivity as a scipy.sparse array."""
         return self.layer.get_mask()
 
 

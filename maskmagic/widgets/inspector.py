@@ -157,13 +157,22 @@ class GradientInspector(anywidget.AnyWidget):
         self._frontend = False
         self._drift: dict[str, np.ndarray] | None = None
         self.largest_message = 0
-        super().__init__(**kwargs)
-        self.op_name = None if op is None else op.name
-        self.targets = [[name, units] for name, units in self._target_layers()]
-        self.names = {p.name: names(p.layer) for p in self._probes}
-        self.on_msg(self._on_message)
-        self.target = target
-        self._ready = True
+        super().__init__(**kwargs)  # opens the widget's comm: close it if the rest fails
+        try:
+            self.op_name = None if op is None else op.name
+            self.targets = [[name, units] for name, units in self._target_layers()]
+            self.names = {p.name: names(p.layer) for p in self._probes}
+            self.on_msg(self._on_message)
+            self.target = target
+            self._ready = True
+            self._first_refresh()
+        except BaseException:
+            if "layout" not in kwargs:  # the Layout widget DOMWidget made for this one
+                self.layout.close()
+            self.close()
+            raise
+
+    def _first_refresh(self) -> None:
         try:
             self.refresh()
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
@@ -361,8 +370,12 @@ class GradientInspector(anywidget.AnyWidget):
 
     def _post(self, content: dict, buffers: list[bytes]) -> None:
         size = tiles.message_bytes({"method": "custom", "content": content}, buffers)
-        if size > tiles.MAX_MESSAGE_BYTES:
-            raise AssertionError(f"a {size}-byte message exceeds {tiles.MAX_MESSAGE_BYTES}")
+        if size > tiles.MAX_MESSAGE_BYTES:  # tiles are at most 256 x 256 cells: never by design
+            raise MaskMagicError(
+                f"the inspector's message for the front end would be {size} bytes, over its "
+                f"limit of {tiles.MAX_MESSAGE_BYTES} bytes (tiles are at most 256 x 256 cells, "
+                "about 1.1 MB); nothing was sent -- please report this as a maskmagic bug"
+            )
         self.largest_message = max(self.largest_message, size)
         self.send(content, buffers)
 

@@ -16,14 +16,19 @@ from maskmagic.training import TrainOp, make_loss
 from maskmagic.widgets.grads import Probe, probe_for
 
 __all__ = [
+    "MAX_NAMES",
     "USAGE",
     "batch",
     "check_model",
     "check_targets",
+    "finite",
+    "first_line",
     "model_loss",
+    "name_of",
     "names",
     "parse_magic",
     "probes",
+    "shapes",
 ]
 
 MAX_NAMES = 1 << 16  # input/unit names are sent for layers up to this many inputs/units
@@ -32,6 +37,11 @@ _WHAT = ("a Keras model", "the batch's inputs", "the batch's targets")
 
 
 def check_model(model: Any) -> None:
+    """Checks that ``model`` is a built Keras model.
+
+    Raises:
+        MaskMagicError: not a ``keras.Model``, or not built yet.
+    """
     if not isinstance(model, keras.Model):
         raise MaskMagicError(
             f"model must be a Keras model (such as the net a %%masked_net cell makes); "
@@ -44,6 +54,11 @@ def check_model(model: Any) -> None:
 
 
 def probes(model: keras.Model) -> list[Probe]:
+    """The gradient probe of each layer of ``model`` with a 2-D kernel, in layer order.
+
+    Raises:
+        MaskMagicError: the model has no such layer (nothing to inspect).
+    """
     found = [probe_for(layer) for layer in selectors.parameter_layers(model).values()]
     found = [p for p in found if p is not None]
     if not found:
@@ -55,6 +70,11 @@ def probes(model: keras.Model) -> list[Probe]:
 
 
 def model_loss(model: keras.Model, loss: Any) -> Any:
+    """The loss to inspect: ``loss`` if given, else the model's compiled loss, else MSE.
+
+    Raises:
+        MaskMagicError: ``loss`` (or the compiled loss) is not a loss maskmagic knows.
+    """
     if loss is not None:
         return make_loss(loss)
     compiled = getattr(model, "loss", None)
@@ -137,6 +157,12 @@ def check_targets(model: keras.Model, y: Any, loss: Any) -> None:
 
 
 def names(layer: Any) -> dict:
+    """``{"inputs": [...] | None, "units": [...] | None}``: a layer's input and unit names.
+
+    None where the layer has no names, or more than :data:`MAX_NAMES` of them (too many to
+    send to the front end).
+    """
+
     def fit(names: Any) -> list | None:
         return list(names) if names and len(names) <= MAX_NAMES else None
 
@@ -147,19 +173,23 @@ def names(layer: Any) -> dict:
 
 
 def name_of(names: list | None, index: int) -> str | None:
+    """The name at ``index`` of a list from :func:`names`, or None (no names, out of range)."""
     return names[index] if names and index < len(names) else None
 
 
 def finite(value: Any) -> float | None:
+    """``value`` as a float, or None when it is inf or nan (JSON has neither)."""
     value = float(value)
     return value if math.isfinite(value) else None
 
 
 def first_line(exc: Exception) -> str:
+    """The first line of an exception's message (its type name if empty), at most 300 chars."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def shapes(value: Any) -> str:
+    """The shape of a tensor, or the shapes of a list of them, for error messages."""
     if isinstance(value, (list, tuple)):
         return ", ".join(str(tuple(v.shape)) for v in value)
     return str(tuple(value.shape))
@@ -222,7 +252,10 @@ def _lookup(text: str, namespace: dict[str, Any], what: str) -> Any:
             )
         return namespace[text]
     try:
-        return eval(text, {"__builtins__": __builtins__}, dict(namespace))  # noqa: S307
+        # One globals dict (no separate locals): comprehensions, generator expressions and
+        # lambdas in the expression see the notebook's names too.
+        scope = {"__builtins__": __builtins__, **namespace}
+        return eval(text, scope)  # noqa: S307 - the user's own notebook expression
     except Exception as exc:
         raise MaskMagicError(
             f"%grad_inspector: cannot evaluate {text!r} ({type(exc).__name__}: {exc}); "

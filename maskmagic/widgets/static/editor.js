@@ -270,10 +270,19 @@ function storeFor(model) {
   if (!store) {
     store = new Store(model);
     STORES.set(key, store);
-    model.on("msg:custom", (msg, buffers) => store.onMessage(msg, buffers || []));
+    // Kept on the store so that dropStore can remove this very listener (model.off).
+    store.onCustom = (msg, buffers) => store.onMessage(msg, buffers || []);
+    model.on("msg:custom", store.onCustom);
     store.resync();
   }
   return store;
+}
+
+function dropStore(model) {
+  const key = model.get("_editor_id");
+  const store = STORES.get(key);
+  if (store) model.off("msg:custom", store.onCustom);
+  STORES.delete(key);
 }
 
 // ----------------------------------------------------------------------- small DOM helpers
@@ -747,6 +756,8 @@ class Editor {
   constructor(model, el) {
     this.model = model;
     this.store = storeFor(model);
+    // [event, handler] pairs registered with model.on; destroy() removes the same references.
+    this.handlers = [];
     this.inputNames = model.get("input_names") || [];
     this.unitNames = model.get("unit_names") || [];
     this.inputLabel = model.get("input_label") || "input";
@@ -773,9 +784,9 @@ class Editor {
     this.showGraph(model.get("graph"));
     this.root.addEventListener("keydown", (e) => this.key(e));
     this.unsubscribe = this.store.subscribe((changed, info) => this.changed(changed, info));
-    model.on("change:graph", () => this.showGraph(model.get("graph")));
-    model.on("change:undo_depth", () => this.updateButtons());
-    model.on("change:redo_depth", () => this.updateButtons());
+    this.listen("change:graph", () => this.showGraph(model.get("graph")));
+    this.listen("change:undo_depth", () => this.updateButtons());
+    this.listen("change:redo_depth", () => this.updateButtons());
     el.append(this.root);
     this.root.__mm = this;
     this.updateStatus();
@@ -809,7 +820,7 @@ class Editor {
       if (e.key === "Enter") setDensity();
       e.stopPropagation();
     });
-    this.model.on("change:random_density", () => {
+    this.listen("change:random_density", () => {
       this.density.value = String(this.model.get("random_density"));
     });
     this.undoBtn = button("↶ Undo", "undo (Ctrl+Z)", () => this.undo(), "mm-undo");
@@ -1002,15 +1013,22 @@ class Editor {
     this.readout.textContent = `${this.label(axis, k)}: ${on} of ${total} on · click: toggle all`;
   }
 
+  listen(name, fn) {
+    this.model.on(name, fn);
+    this.handlers.push([name, fn]);
+  }
+
   destroy() {
     this.unsubscribe();
     clearTimeout(this.weightTimer);
+    this.handlers.forEach(([name, fn]) => this.model.off(name, fn));
+    this.handlers = [];
   }
 }
 
 function initialize({ model }) {
   storeFor(model);
-  return () => STORES.delete(model.get("_editor_id"));
+  return () => dropStore(model);
 }
 
 function render({ model, el }) {
