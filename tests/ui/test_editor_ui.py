@@ -73,6 +73,15 @@ def settled(nb) -> None:
     )
 
 
+def wait_pixel(nb, i: int, j: int, expected: list[int], timeout: float = 10.0) -> None:
+    """Waits until cell (i, j) is drawn in ``expected`` colour: changes that come from the
+    kernel (undo, redo) reach the canvas a moment after the kernel has them."""
+    deadline = time.monotonic() + timeout
+    while (seen := pixel(nb, i, j)) != expected:
+        assert time.monotonic() < deadline, f"cell ({i}, {j}) drawn {seen}, expected {expected}"
+        time.sleep(0.05)
+
+
 def mask_of(nb, expr: str) -> list[list[int]]:
     return ast.literal_eval(nb.kernel_eval(expr))
 
@@ -110,7 +119,8 @@ def test_magic_net_click_drag_undo_graph(new_notebook, tmp_path):
     nb.page.keyboard.press("Control+Shift+z")
     wait_mask(nb, HIDDEN, [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]])
     settled(nb)
-    assert pixel(nb, 0, 1) == on and pixel(nb, 1, 1) == off
+    wait_pixel(nb, 0, 1, on)
+    wait_pixel(nb, 1, 1, off)
 
     # The graph view: clicking the line input 2 -> unit 0 connects them, in both views.
     target = nb.page.evaluate(
