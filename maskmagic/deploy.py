@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from maskmagic.errors import MaskMagicError
+from maskmagic.selectors import all_layers
 
 __all__ = ["DENSE_LIMIT_BYTES", "export", "load_model", "serve", "strip"]
 
@@ -115,7 +116,7 @@ def strip(model: keras.Model, *, max_dense_bytes: int | None = None) -> keras.Mo
     limit = _dense_limit(max_dense_bytes)
     kernels = {
         id(layer): (_effective_kernel(layer, limit), layer.effective_bias())
-        for layer in _walk(model)
+        for layer in all_layers(model)
         if _is_masked(layer)
     }
     pairs: list[tuple[Any, Any]] = []
@@ -146,14 +147,6 @@ def strip(model: keras.Model, *, max_dense_bytes: int | None = None) -> keras.Mo
         elif old.weights:
             new.set_weights(old.get_weights())
     return stripped
-
-
-def _walk(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer)
-        else:
-            yield layer
 
 
 def export(model: keras.Model, path: str | os.PathLike, *, stripped: bool = False) -> str:

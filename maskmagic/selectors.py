@@ -19,6 +19,7 @@ Nothing of shape (inputs, units) is created.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -29,6 +30,7 @@ from maskmagic.lang import SelectorSpec, parse_selector
 
 __all__ = [
     "Selection",
+    "all_layers",
     "kernel_units",
     "merge",
     "parameter_layers",
@@ -45,16 +47,17 @@ VARIABLES = ("kernel", "bias")
 def parameter_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
     """The layers of ``model`` that a selector can address (those with a kernel or bias)."""
     found = {}
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if getattr(layer, "kernel", None) is not None or getattr(layer, "bias", None) is not None:
             found[layer.name] = layer
     return found
 
 
-def _all_layers(model: keras.Model):
+def all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """The layers of ``model``, nested models flattened."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
         else:
             yield layer
 
