@@ -23,17 +23,9 @@ from maskmagic.codegen import LITERAL_LIMIT, encode_mask, to_source
 from maskmagic.display import connected_parameters
 from maskmagic.errors import MaskMagicError
 
-CELL_QUESTION1 = """
-input x 3
-dense hidden 4 activation=sigmoid
-dense out 2
-loss mse
-optimizer sgd learning_rate=0.1
-train train_op_all
-train train_op12 out
-train train_op2 out[1]
-train keep_first freeze=out[0]
-"""
+from .cells import QUESTION1
+
+CELL_QUESTION1 = QUESTION1
 CELL_QUESTION2 = """
 input x 3
 dense y 2 activation=relu mask=[[0,1],[1,0],[0,1]]
