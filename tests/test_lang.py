@@ -28,6 +28,8 @@ from maskmagic.lang import (
     parse,
 )
 
+from .cells import QUESTION1
+
 BASE = "input x 3\ndense h 4\ndense out 2\n"
 
 
@@ -56,21 +58,7 @@ def selector(text: str) -> SelectorSpec:
 
 
 def test_design_example_keep_one_output_fixed():
-    net = parse(
-        cell(
-            """
-            input x 3
-            dense hidden 4 activation=sigmoid
-            dense out 2
-            loss mse
-            optimizer sgd learning_rate=0.1
-            train train_op_all
-            train train_op12 out
-            train train_op2 out[1]
-            train keep_first freeze=out[0]
-            """
-        )
-    )
+    net = parse(QUESTION1)
     assert net.inputs == (InputSpec("x", (3,), Location(1, 1, "input x 3")),)
     hidden, out = net.layers
     assert (hidden.name, hidden.units, hidden.sources, hidden.activation) == (
