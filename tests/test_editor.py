@@ -552,9 +552,10 @@ def test_mask_image_of_large_masks_is_at_most_1024_px():
 
 @pytest.mark.slow
 def test_exported_html_without_widget_state_shows_the_image(tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nbconvert = pytest.importorskip("nbconvert")
+    import nbclient
+    import nbconvert
+    import nbformat
+
     source = (
         "import numpy as np\nfrom maskmagic.widgets.editor import MaskEditor\n"
         "MaskEditor(np.eye(5, 7))"

@@ -519,9 +519,10 @@ def test_widget_files_are_packaged_and_offline():
 
 @pytest.mark.slow
 def test_exported_notebook_without_widget_state_shows_the_image(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nbconvert = pytest.importorskip("nbconvert")
+    import nbclient
+    import nbconvert
+    import nbformat
+
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     cells = [
