@@ -25,7 +25,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from maskmagic import sparse as sparse_ops  # noqa: E402
+from maskmagic.layers import csr as sparse_ops  # noqa: E402
 
 
 def _pattern(n_in: int, units: int, density: float, seed: int = 0):
@@ -66,7 +66,7 @@ def spmm_custom_gradient(x, values, rows, cols, n_in, units):
 
 
 def csr_custom_gradient(x, values, rows, cols, n_in, units):
-    """maskmagic.sparse.sparse_matmul: CSR SparseMatrixMatMul, chunked sampled-dot gradient."""
+    """maskmagic.layers.csr.sparse_matmul: CSR SparseMatrixMatMul, chunked sampled-dot gradient."""
     order = tf.argsort(cols, stable=True)  # the layer stores this (kernel_order)
     return sparse_ops.sparse_matmul(x, values, rows, cols, order, n_in, units)
 

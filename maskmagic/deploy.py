@@ -20,8 +20,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from maskmagic import _compat
 from maskmagic.errors import MaskMagicError
-from maskmagic.selectors import all_layers
+from maskmagic.training.selectors import all_layers
 
 __all__ = ["DENSE_LIMIT_BYTES", "export", "load_model", "serve", "strip"]
 
@@ -108,7 +109,7 @@ def strip(model: keras.Model, *, max_dense_bytes: int | None = None) -> keras.Mo
         raise MaskMagicError(
             f"strip expects a built model; model {model.name!r} is not built yet (call it once)"
         )
-    if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes_by_depth"):
+    if not isinstance(model, keras.Sequential) and _compat.functional_graph(model) is None:
         raise MaskMagicError(
             f"strip expects a functional or Sequential model; received a subclassed model of "
             f"type {type(model).__name__}, whose graph cannot be copied from its config"

@@ -282,7 +282,7 @@ def test_frozen_output_stays_bit_identical(generated, case):
 
 
 def _runtime_namespace() -> dict:
-    from maskmagic import codegen
+    from maskmagic.codegen import source as codegen
 
     namespace: dict = {}
     exec(codegen._runtime(), namespace)

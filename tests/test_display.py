@@ -1,4 +1,4 @@
-"""Tests of maskmagic.display (NetSummary) and maskmagic.display_svg (drawings)."""
+"""Tests of maskmagic.display (NetSummary) and maskmagic.display.svg (drawings)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from maskmagic import lang
 from maskmagic.builder import Built, build_spec
 from maskmagic.display import NetSummary, frozen_units, layer_infos, op_infos
-from maskmagic.display_svg import mask_svg
+from maskmagic.display.svg import mask_svg
 from maskmagic.lang import InputSpec, Location, NetSpec
 from maskmagic.layers import MaskedDense
 from maskmagic.training import TrainOp
@@ -228,7 +228,7 @@ def test_mask_svg_small_and_large():
 
 @pytest.mark.parametrize("value", ["12/16 (75%)"])
 def test_density_format(value):
-    from maskmagic.display import _fraction
+    from maskmagic.display.summary import _fraction
 
     assert _fraction(12, 16) == value
     assert _fraction(1, 1000) == "1/1000 (0.1%)"

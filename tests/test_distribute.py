@@ -151,7 +151,7 @@ def _masked_gradients(strategy) -> dict:
             loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
         return tape.gradient(loss, [hidden.kernel.value, hidden.bias.value])
 
-    from maskmagic.distributed import feed
+    from maskmagic.training.distributed import feed
 
     xs, ys = feed(strategy, tf.constant(x), tf.constant(y))
     kernel_grads, _ = strategy.run(tf.function(grads), args=(xs, ys))

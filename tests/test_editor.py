@@ -15,9 +15,8 @@ from keras.layers import Dense
 from maskmagic.errors import MaskError, MaskMagicError, SelectorError
 from maskmagic.masks import NamedMask
 from maskmagic.training import TrainOp
-from maskmagic.widgets import editor_state as state
 from maskmagic.widgets.codec import unpack_bits
-from maskmagic.widgets.editor import MaskEditor, from_magic, mask_image
+from maskmagic.widgets.editor import MaskEditor, from_magic, mask_image, state
 from tests.conftest import make_342
 
 EYE34 = np.eye(3, 4, dtype=bool)

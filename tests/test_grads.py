@@ -9,9 +9,9 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from maskmagic.layers import MaskedDense
-from maskmagic.widgets import grads
-from maskmagic.widgets.grad_pass import GradientPass, output_layers
-from maskmagic.widgets.grads import grid_for, probe_for
+from maskmagic.widgets.inspector import probes as grads
+from maskmagic.widgets.inspector.grad_pass import GradientPass, output_layers
+from maskmagic.widgets.inspector.probes import grid_for, probe_for
 from tests.conftest import make_342
 
 MSE = keras.losses.MeanSquaredError()

@@ -19,8 +19,7 @@ from maskmagic import build
 from maskmagic.errors import MaskMagicError
 from maskmagic.layers import MaskedDense
 from maskmagic.training import TrainOp
-from maskmagic.widgets import inspector_tiles as tiles
-from maskmagic.widgets.inspector import GradientInspector, from_magic
+from maskmagic.widgets.inspector import GradientInspector, from_magic, tiles
 from tests.conftest import make_342
 
 REPO = Path(__file__).resolve().parents[1]

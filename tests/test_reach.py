@@ -8,8 +8,8 @@ import pytest
 
 from maskmagic.errors import SelectorError
 from maskmagic.layers import MaskedDense
-from maskmagic.reach import influencers
 from maskmagic.training import TrainOp
+from maskmagic.training.reach import influencers
 
 
 def _two_branches():

@@ -13,11 +13,12 @@ import pytest
 import scipy.sparse as sp
 import tensorflow as tf
 
-from maskmagic import masks, sparse
+from maskmagic import masks
 from maskmagic.errors import MaskMagicError, SelectorError
 from maskmagic.layers import MaskedDense
-from maskmagic.reach import influencers
+from maskmagic.layers import csr as sparse
 from maskmagic.training import TrainOp
+from maskmagic.training.reach import influencers
 
 A = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=bool)  # 5 x 3
 B = np.array([1, 0, 1], dtype=bool)

@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from maskmagic.mask_check import pack_bits, unpack_bits
+from maskmagic.masks.check import pack_bits, unpack_bits
 
 __all__ = ["pack_bits", "png_bytes", "unpack_bits"]
 

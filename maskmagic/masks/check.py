@@ -3,7 +3,7 @@
 :func:`validate` turns what a user gives (numpy, nested lists, scipy.sparse, a NamedMask or a
 function of the shape) into a checked numpy bool array or canonical ``scipy.sparse.csr_array``.
 Every problem raises :class:`~maskmagic.errors.MaskError`. :mod:`maskmagic.masks` is the public
-face of this module, the constructors and :mod:`maskmagic.mask_files`.
+face of this module, the constructors and :mod:`maskmagic.masks.files`.
 """
 
 from __future__ import annotations

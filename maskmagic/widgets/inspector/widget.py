@@ -2,9 +2,9 @@
 
 The widget computes, for a batch, the gradient of the loss (or of one unit's output summed over
 the batch) with respect to every connection of every layer with a 2-D kernel, in one compiled
-forward and backward pass (:mod:`maskmagic.widgets.grad_pass`). The front end
+forward and backward pass (:mod:`maskmagic.widgets.inspector.grad_pass`). The front end
 (``static/inspector.js``) draws one heatmap per layer; large layers arrive pooled and zoom into
-full resolution on request (:mod:`maskmagic.widgets.inspector_tiles`). Everything the front end
+full resolution on request (:mod:`maskmagic.widgets.inspector.tiles`). Everything the front end
 can do has a Python method, so tests need no browser.
 
 Messages. Kernel to front end: the traits below (small JSON: per-layer numbers, the top
@@ -29,11 +29,12 @@ import scipy.sparse as sp
 import tensorflow as tf
 import traitlets
 
+from maskmagic import _compat
 from maskmagic.errors import MaskMagicError
 from maskmagic.training import TrainOp
-from maskmagic.widgets import inspector_tiles as tiles
-from maskmagic.widgets.grad_pass import LOSS, GradientPass
-from maskmagic.widgets.inspector_input import (
+from maskmagic.widgets.inspector import tiles
+from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass
+from maskmagic.widgets.inspector.inputs import (
     batch,
     check_model,
     check_targets,
@@ -45,7 +46,7 @@ from maskmagic.widgets.inspector_input import (
     probes,
     shapes,
 )
-from maskmagic.widgets.inspector_view import (
+from maskmagic.widgets.inspector.view import (
     Static,
     layer_info,
     panels,
@@ -56,7 +57,7 @@ from maskmagic.widgets.inspector_view import (
 
 __all__ = ["GradientInspector", "from_magic"]
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).resolve().parent.parent / "static"
 VIEWS = ("gradient", "would_be", "update")
 SCALES = ("linear", "symlog")
 TOP_ROWS = 12  # rows of the table of top connections
@@ -187,7 +188,7 @@ class GradientInspector(anywidget.AnyWidget):
     # ------------------------------------------------------------------ target
     def _target_layers(self) -> list[tuple[str, int]]:
         found = list(self._pass.outputs)
-        if hasattr(self._model, "_nodes_by_depth") or hasattr(self._model, "_functional"):
+        if _compat.functional_graph(self._model) is not None:
             known = {name for name, _ in found}
             found += [(p.name, p.shape[1]) for p in self._probes if p.name not in known]
         return found

@@ -3,9 +3,9 @@
 A pure parser: it imports only the standard library, :mod:`maskmagic.errors` and its ``lang_*``
 helpers (never TensorFlow, numpy or IPython) and returns frozen dataclasses made of tuples. The
 ``mask=`` and ``bias_mask=`` values stay raw Python expression text, which :mod:`maskmagic.builder`
-evaluates in the notebook namespace. The specs live in :mod:`maskmagic.lang_specs`, the lexer and
-value conversion in :mod:`maskmagic.lang_values`, the statement rules in
-:mod:`maskmagic.lang_parser`; this module is the public face.
+evaluates in the notebook namespace. The specs live in :mod:`maskmagic.lang.specs`, the lexer and
+value conversion in :mod:`maskmagic.lang.lexer`, the statement rules in
+:mod:`maskmagic.lang.parser`; this module is the public face.
 
 Positions: a :class:`Location` has the 1-based ``line`` on which its statement starts and a
 1-based ``column`` into ``source``, the logical line (the statement with its comment removed and
@@ -18,8 +18,10 @@ offending character and that physical line as its ``source``.
 from __future__ import annotations
 
 from maskmagic.errors import CellError, SelectorError
-from maskmagic.lang_parser import Parser
-from maskmagic.lang_specs import (
+from maskmagic.lang.lexer import Token, split_logical
+from maskmagic.lang.lexer import parse_selector as _parse_selector_token
+from maskmagic.lang.parser import Parser
+from maskmagic.lang.specs import (
     KEYWORDS,
     PASSTHROUGH_OPTIONS,
     DenseSpec,
@@ -32,8 +34,6 @@ from maskmagic.lang_specs import (
     SelectorSpec,
     TrainSpec,
 )
-from maskmagic.lang_values import Token, split_logical
-from maskmagic.lang_values import parse_selector as _parse_selector_token
 
 __all__ = [
     "HELP",

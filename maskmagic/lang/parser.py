@@ -10,20 +10,7 @@ import ast
 import difflib
 
 from maskmagic.errors import CellError
-from maskmagic.lang_specs import (
-    KEYWORDS,
-    PASSTHROUGH_OPTIONS,
-    DenseSpec,
-    DropoutSpec,
-    InputSpec,
-    Location,
-    LossSpec,
-    NetSpec,
-    OptimizerSpec,
-    SelectorSpec,
-    TrainSpec,
-)
-from maskmagic.lang_values import (
+from maskmagic.lang.lexer import (
     INT_RE,
     Logical,
     Token,
@@ -35,6 +22,19 @@ from maskmagic.lang_values import (
     split_top,
     to_int,
     tokenize,
+)
+from maskmagic.lang.specs import (
+    KEYWORDS,
+    PASSTHROUGH_OPTIONS,
+    DenseSpec,
+    DropoutSpec,
+    InputSpec,
+    Location,
+    LossSpec,
+    NetSpec,
+    OptimizerSpec,
+    SelectorSpec,
+    TrainSpec,
 )
 
 __all__ = ["Parser"]

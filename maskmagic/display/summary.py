@@ -2,7 +2,7 @@
 
 :class:`NetSummary` is what ``%%masked_net`` displays. Jupyter shows its HTML (two tables and,
 for nets of at most 64 units a layer, an inline SVG of the neurons and their connections, see
-:mod:`maskmagic.display_svg`); terminals and plain-text front ends show :meth:`NetSummary.text`.
+:mod:`maskmagic.display.svg`); terminals and plain-text front ends show :meth:`NetSummary.text`.
 Everything is string building: no matplotlib, and masks of sparse layers are never densified
 (their counts come from ``count_nonzero``), so summaries of huge layers stay cheap.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from maskmagic import selectors
-from maskmagic.display_svg import mask_svg, net_svg
+from maskmagic.display.svg import mask_svg, net_svg
+from maskmagic.training import selectors
 
 __all__ = [
     "LayerInfo",

@@ -3,7 +3,7 @@
 Variables: a trainable ``kernel`` of shape (nnz,) (the weight of each connection, in row-major
 order of the mask) and non-trainable int32 ``kernel_rows`` / ``kernel_cols`` (the input and
 the unit of each connection) and ``kernel_order`` (the connections in column-major order, for
-the deterministic forward product). All are resizable (see :func:`maskmagic.sparse.resize`), so
+the deterministic forward product). All are resizable (see :func:`maskmagic.layers.csr.resize`), so
 a change of topology replaces them in place.
 """
 
@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from maskmagic import sparse
+from maskmagic.layers import csr as sparse
 
 __all__ = ["SparseKernelMixin", "pack_connections", "unpack_connections"]
 

@@ -2,7 +2,7 @@
 
 A tile is either a layer's overview (pooled in blocks for a large layer, from the small arrays
 the compiled pass returns) or a full-resolution window of at most ``ZOOM x ZOOM`` connections
-(sliced from the full gradient tensors on request). See :mod:`maskmagic.widgets.inspector_tiles`
+(sliced from the full gradient tensors on request). See :mod:`maskmagic.widgets.inspector.tiles`
 for the wire format.
 """
 
@@ -16,8 +16,8 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from maskmagic.errors import MaskMagicError
-from maskmagic.widgets import inspector_tiles as tiles
-from maskmagic.widgets.inspector_input import finite, name_of, names
+from maskmagic.widgets.inspector import tiles
+from maskmagic.widgets.inspector.inputs import finite, name_of, names
 
 __all__ = [
     "Static",

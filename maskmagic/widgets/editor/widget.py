@@ -40,9 +40,9 @@ import traitlets
 
 from maskmagic import masks
 from maskmagic.errors import MaskError, MaskMagicError
-from maskmagic.widgets import editor_state as state
 from maskmagic.widgets.codec import pack_bits
-from maskmagic.widgets.editor_source import (
+from maskmagic.widgets.editor import state
+from maskmagic.widgets.editor.source import (
     check_cells,
     check_index,
     fit_names,
@@ -53,7 +53,7 @@ from maskmagic.widgets.editor_source import (
 
 __all__ = ["MaskEditor", "from_magic", "mask_image"]
 
-_STATIC = Path(__file__).resolve().parent / "static"
+_STATIC = Path(__file__).resolve().parent.parent / "static"
 GRAPH_LIMIT = 32  # the graph view is offered up to GRAPH_LIMIT x GRAPH_LIMIT
 
 

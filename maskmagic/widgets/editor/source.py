@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from maskmagic import masks
+from maskmagic import _compat, masks
 from maskmagic.errors import MaskError, MaskMagicError, SelectorError
-from maskmagic.widgets import editor_state as state
 from maskmagic.widgets.codec import png_bytes
+from maskmagic.widgets.editor import state
 
 __all__ = ["Source", "check_cells", "check_index", "fit_names", "from_magic", "mask_image",
            "open_source"]  # fmt: skip
@@ -91,9 +91,9 @@ def fit_names(names: Any, count: int, what: str) -> list[str]:
 def _source_name(layer: Any) -> str:
     """The name of the single layer feeding ``layer`` ("" when unknown or several)."""
     with contextlib.suppress(Exception):
-        tensors = layer._inbound_nodes[0].input_tensors
+        tensors = _compat.inbound_nodes(layer)[0].input_tensors
         if len(tensors) == 1:
-            return str(tensors[0]._keras_history.operation.name)
+            return str(_compat.producing_layer(tensors[0]).name)
     return ""
 
 

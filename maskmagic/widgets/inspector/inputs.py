@@ -10,10 +10,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from maskmagic import selectors
 from maskmagic.errors import MaskMagicError
-from maskmagic.training import TrainOp, make_loss
-from maskmagic.widgets.grads import Probe, probe_for
+from maskmagic.training import TrainOp, make_loss, selectors
+from maskmagic.widgets.inspector.probes import Probe, probe_for
 
 __all__ = [
     "MAX_NAMES",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from maskmagic.mask_check import dense_bool
+from maskmagic.masks.check import dense_bool
 
 __all__ = ["mask_svg", "net_svg"]
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from maskmagic.errors import MaskError
-from maskmagic.mask_check import Matrix, NamedMask, Shape, density, names_of, validate
-from maskmagic.mask_files import from_csv, from_edges, load, save
+from maskmagic.masks.check import Matrix, NamedMask, Shape, density, names_of, validate
+from maskmagic.masks.files import from_csv, from_edges, load, save
 
 __all__ = ["Matrix", "NamedMask", "banded", "blocks", "density", "eye", "from_csv", "from_edges",
            "load", "names_of", "ones", "random", "save", "validate", "zeros"]  # fmt: skip

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from maskmagic.widgets.codec import png_bytes
-from maskmagic.widgets.grads import GRID, Grid
+from maskmagic.widgets.inspector.probes import GRID, Grid
 
 __all__ = [
     "MAX_MESSAGE_BYTES",

@@ -37,7 +37,10 @@ import keras
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
-from tensorflow.python.ops.linalg.sparse import sparse_csr_matrix_ops as csr_ops
+
+from maskmagic import _compat
+
+csr_ops = _compat.csr_matrix_ops()
 
 __all__ = [
     "AUTO_MIN_CELLS",
@@ -270,30 +273,8 @@ def initial_values(
 # ----------------------------------------------------------------------------- variables
 
 
-def make_resizable(variable: keras.Variable) -> keras.Variable:
-    """Gives a 1-D Keras variable a TensorFlow shape of ``[None]`` (same value, same object).
-
-    Functions traced while it had one length keep working after :func:`resize`.
-    """
-    old = variable._value
-    variable._value = tf.Variable(
-        old.read_value(),
-        shape=tf.TensorShape([None]),
-        dtype=old.dtype,
-        trainable=old.trainable,
-        name=variable.name,
-    )
-    return variable
-
-
-def resize(variable: keras.Variable, value: Any) -> None:
-    """Assigns a 1-D value of any length to a variable made by :func:`make_resizable`."""
-    value = np.asarray(value)
-    if variable._value.shape.is_fully_defined():
-        make_resizable(variable)
-    variable._value.assign(tf.convert_to_tensor(value, dtype=variable._value.dtype))
-    variable._shape = (int(value.shape[0]),)
-    variable._ndim = 1
+make_resizable = _compat.make_resizable
+resize = _compat.resize_variable
 
 
 def remap_slot(slot: keras.Variable, index: np.ndarray) -> None:
@@ -320,7 +301,7 @@ def track_slots(layer: Any, slots: list) -> None:
     for slot in slots:
         if getattr(slot, "_maskmagic_version", None) is not None:
             continue
-        if slot._value.shape.is_fully_defined():
+        if _compat.variable_storage(slot).shape.is_fully_defined():
             make_resizable(slot)
         fits = tuple(slot.shape) == tuple(layer.kernel.shape)
         slot._maskmagic_version = layer.mask_version if fits else -1

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import scipy.sparse as sp
 
-from maskmagic.codegen_values import (
+from maskmagic.codegen.values import (
     LITERAL_LIMIT,
     count_ones,
     encode_mask,
@@ -38,7 +38,7 @@ _RULE = "# " + "-" * 70
 
 
 def _runtime() -> str:
-    text = Path(__file__).with_name("codegen_runtime.py").read_text(encoding="utf-8")
+    text = Path(__file__).with_name("runtime.py").read_text(encoding="utf-8")
     return text.split("# --- runtime ---\n", 1)[1].strip() + "\n"
 
 

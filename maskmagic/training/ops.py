@@ -21,34 +21,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from maskmagic import batches, distributed, reach, selectors, sparse
+from maskmagic import _compat
 from maskmagic.errors import MaskMagicError, SelectorError
-from maskmagic.objectives import make_loss, make_optimizer
+from maskmagic.layers import csr as sparse
+from maskmagic.training import batches, distributed, reach, selectors
+from maskmagic.training.objectives import make_loss, make_optimizer
 
 __all__ = ["TrainOp", "make_loss", "make_optimizer"]
-
-
-def _slots(optimizer: keras.optimizers.Optimizer, variable, any_length: bool = False) -> list:
-    """The optimizer variables shaped like ``variable`` that belong to it (momentum, ...).
-
-    With ``any_length`` (a sparse kernel, whose length changes with its topology) any 1-D
-    slot of the variable counts.
-    """
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    tracked = optimizer._trainable_variables
-    index = optimizer._get_variable_index(variable)
-    found = []
-    for attr, value in vars(optimizer).items():
-        if attr == "_trainable_variables" or not isinstance(value, list):
-            continue
-        if len(value) != len(tracked):
-            continue
-        slot = value[index]
-        if slot is not None and hasattr(slot, "assign"):
-            same = tuple(slot.shape) == tuple(variable.shape)
-            if same or (any_length and len(slot.shape) == 1):
-                found.append(slot)
-    return found
 
 
 def _labels(items: list) -> str:
@@ -145,7 +124,7 @@ class TrainOp:
             self._versions = self._mask_versions()
             self._ensure_optimizer_built()
             self._sparse_slots = {
-                path: _slots(self.optimizer, layer.kernel, any_length=True)
+                path: _compat.optimizer_slots(self.optimizer, layer.kernel, any_length=True)
                 for path, layer in self._sparse_kernels.items()
                 if path in masks
             }
@@ -231,8 +210,7 @@ class TrainOp:
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
             return
-        inner = getattr(optimizer, "inner_optimizer", optimizer)
-        known = {id(v) for v in inner._trainable_variables}
+        known = {id(v) for v in _compat.optimizer_tracks(optimizer)}
         missing = [v.path for v in self._step_variables if id(v) not in known]
         if missing:
             raise MaskMagicError(
@@ -261,7 +239,7 @@ class TrainOp:
         model, loss_fn, optimizer = self.model, self.loss, self.optimizer
         variables = list(self._step_variables)
         guarded = [
-            (v, self._mask_vars[v.path], _slots(optimizer, v))
+            (v, self._mask_vars[v.path], _compat.optimizer_slots(optimizer, v))
             for v in variables
             if v.path in self._mask_vars
         ]

@@ -1,7 +1,7 @@
 """The compiled forward + backward pass of the gradient inspector (no widget code).
 
 :class:`GradientPass` runs one ``tf.function`` per target layer: the model under a
-``keras.StatelessScope`` (see :mod:`maskmagic.widgets.grads`), the objective (the loss, or one
+``keras.StatelessScope`` (see :mod:`maskmagic.widgets.inspector.probes`), the objective (the loss, or one
 unit's output summed over the batch), one ``tape.gradient`` for every probed layer's kernel and
 bias, and each probe's summary. The unit index and the op's update sets are inputs, so changing
 the unit never re-traces.
@@ -16,8 +16,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from maskmagic import _compat
 from maskmagic.errors import MaskMagicError
-from maskmagic.widgets.grads import Probe
+from maskmagic.widgets.inspector.probes import Probe
 
 __all__ = ["GradientPass", "LayerResult", "PassResult", "output_layers"]
 
@@ -32,8 +33,8 @@ def output_layers(model: keras.Model) -> list[tuple[str, int]]:
         outputs = []
     found = []
     for tensor in outputs:
-        history = getattr(tensor, "_keras_history", None)
-        name = history.operation.name if history is not None else f"output_{len(found)}"
+        layer = _compat.producing_layer(tensor)
+        name = layer.name if layer is not None else f"output_{len(found)}"
         found.append((name, int(tensor.shape[-1] or 1)))
     if not found and model.layers:
         last = model.layers[-1]
@@ -83,7 +84,7 @@ class GradientPass:
     Args:
         model: a built Keras model.
         loss: a Keras loss object ``loss(y_true, y_pred)``.
-        probes: one :class:`~maskmagic.widgets.grads.Probe` per inspected layer.
+        probes: one :class:`~maskmagic.widgets.inspector.probes.Probe` per inspected layer.
     """
 
     def __init__(self, model: keras.Model, loss: Any, probes: list[Probe]) -> None:

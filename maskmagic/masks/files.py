@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from maskmagic.errors import MaskError
-from maskmagic.mask_check import (
+from maskmagic.masks.check import (
     Matrix,
     NamedMask,
     PathLike,

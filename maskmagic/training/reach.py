@@ -16,9 +16,10 @@ import keras
 import numpy as np
 import scipy.sparse as sp
 
+from maskmagic import _compat
 from maskmagic.errors import SelectorError
-from maskmagic.mask_check import dense_bool
-from maskmagic.selectors import kernel_units
+from maskmagic.masks.check import dense_bool
+from maskmagic.training.selectors import kernel_units
 
 __all__ = [
     "Units",
@@ -61,8 +62,8 @@ def model_graph(model: keras.Model):
     Raises:
         SelectorError: the model is subclassed, so its connections cannot be traced.
     """
-    graph = getattr(model, "_functional", None) or model
-    if not hasattr(graph, "_nodes_by_depth"):
+    graph = _compat.functional_graph(model)
+    if graph is None:
         raise SelectorError(
             f"freeze needs a functional or Sequential Keras model to trace connections; "
             f"received a subclassed model of type {type(model).__name__}"
@@ -132,12 +133,13 @@ def influencers(model: keras.Model, units: Units) -> dict[str, np.ndarray]:
     affected: dict[int, np.ndarray] = {}  # id(KerasTensor) -> bool vector over its last axis
     for name, vector in units.items():
         layer = graph.get_layer(name)
-        for node in layer._inbound_nodes:
+        for node in _compat.inbound_nodes(layer):
             for tensor in node.outputs:
                 _mark(affected, tensor, np.asarray(vector, dtype=bool))
     frozen: dict[str, np.ndarray] = {}
-    for depth in sorted(graph._nodes_by_depth):
-        for node in graph._nodes_by_depth[depth]:
+    by_depth = _compat.nodes_by_depth(graph)
+    for depth in sorted(by_depth):
+        for node in by_depth[depth]:
             outs = [affected.get(id(t)) for t in node.outputs]
             outs = [o for o in outs if o is not None and o.any()]
             if not outs:

@@ -7,12 +7,12 @@ already compiled train step uses, without re-tracing it. Masks travel with the w
 ``keras.models.clone_model`` and ``from_config`` keep them.
 
 With ``impl="sparse"`` the layer stores only the connected weights (see
-:mod:`maskmagic.sparse`): a trainable ``kernel`` of shape (nnz,) in row-major order of the
+:mod:`maskmagic.layers.csr`): a trainable ``kernel`` of shape (nnz,) in row-major order of the
 mask, and non-trainable int32 ``kernel_rows`` / ``kernel_cols`` (each weight's input and unit)
 and ``kernel_order`` (the weights in column order). No (inputs, units) array is ever created: not at build, in ``call``, in the gradient, nor
 in ``.keras`` files (the config records ``nnz`` so that loading builds the right shapes; the
 mask itself travels in the weights). ``impl="auto"`` (the default) picks the implementation
-with :func:`maskmagic.sparse.choose_impl`; the choice is ``layer.kernel_format``.
+with :func:`maskmagic.layers.csr.choose_impl`; the choice is ``layer.kernel_format``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from maskmagic import mask_check, sparse
 from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
-from maskmagic.layers_sparse import SparseKernelMixin, pack_connections, unpack_connections
+from maskmagic.layers import csr as sparse
+from maskmagic.layers.sparse_kernel import SparseKernelMixin, pack_connections, unpack_connections
+from maskmagic.masks import check as mask_check
 
 __all__ = ["MaskedDense"]
 
@@ -68,7 +69,7 @@ class MaskedDense(SparseKernelMixin, keras.layers.Layer):
             (only the connected weights; ``get_mask()`` and ``effective_kernel()`` return
             ``scipy.sparse.csr_array``) or ``"auto"``: sparse for large low-density layers
             (at least 65,536 cells and at most 2% density, 5% from 2048 x 2048, 10% from
-            4096 x 4096; see :func:`maskmagic.sparse.choose_impl`), dense otherwise.
+            4096 x 4096; see :func:`maskmagic.layers.csr.choose_impl`), dense otherwise.
         input_names: optional names of the inputs (rows of the mask); taken from a NamedMask.
         unit_names: optional names of the units (columns of the mask); taken from a NamedMask.
         **kwargs: initializers, regularizers, constraints and base Layer arguments, as for
