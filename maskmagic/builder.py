@@ -3,8 +3,12 @@
 ``build(text, namespace)`` parses the cell, evaluates every mask expression in the namespace
 (with the mask constructors of :mod:`maskmagic.masks` in scope), builds a functional Keras model
 of :class:`~maskmagic.layers.MaskedDense` layers and the TrainOps. It never writes to the
-namespace: the magic binds the names only after everything here succeeded. Every failure,
-whatever raised it, comes out as a :class:`~maskmagic.errors.CellError` with a line and column.
+namespace: the magic binds the names only after everything here succeeded. What the cell
+caused comes out as a :class:`~maskmagic.errors.CellError` with a line and column: parse
+errors, maskmagic's validation, the user's own ``mask=`` expression raising, and the
+``ValueError``/``TypeError`` that Keras raises for an option value or shape it rejects, in the
+blocks that hand the cell's values to Keras. Any other exception is a bug in maskmagic and
+propagates unchanged (the magic shows it as one, with its traceback).
 """
 
 from __future__ import annotations
@@ -53,11 +57,25 @@ class Built:
     ops: dict[str, TrainOp]
 
 
-@contextlib.contextmanager
-def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
-    """Turns any exception raised while building ``what`` into a CellError at ``loc``.
+# Foreign exceptions that Keras raises for values it rejects (unknown names, bad option
+# values or types, shapes that do not fit). Only blocks that pass the cell's values to Keras
+# list them; a block of maskmagic's own code converts MaskMagicError alone.
+KERAS_REJECTS: tuple[type[Exception], ...] = (ValueError, TypeError)
 
-    ``expected`` (what the statement needs there) ends the message of a foreign exception.
+
+@contextlib.contextmanager
+def _at(
+    loc: lang.Location,
+    what: str,
+    expected: str = "",
+    foreign: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """Turns the cell-caused errors raised while building ``what`` into a CellError at ``loc``.
+
+    MaskMagicError is always the cell's. ``foreign`` lists the other exception types that, in
+    this block, can only come from the cell's values (``(Exception,)`` for the user's own
+    expression); ``expected`` (what the statement needs there) ends their message. Anything
+    else is a maskmagic bug and propagates unchanged.
     """
     try:
         yield
@@ -66,7 +84,7 @@ def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
     except MaskMagicError as exc:
         message = str(exc) if str(exc).startswith(what) else f"{what}: {exc}"
         raise CellError(message, loc.line, loc.column, loc.source) from None
-    except Exception as exc:  # Keras, numpy and the user's own expressions: all input errors
+    except foreign as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         message = f"{what} failed: {type(exc).__name__}: {message}"
         if expected:
@@ -75,7 +93,8 @@ def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
 
 
 def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
-    with _at(loc, f"{key}={expression}", f"a Python expression giving a 0/1 {key}"):
+    expected = f"a Python expression giving a 0/1 {key}"
+    with _at(loc, f"{key}={expression}", expected, foreign=(Exception,)):  # the user's code
         # One globals dict, so comprehensions and lambdas in the expression see the constructors.
         return eval(expression, {**namespace, **mask_scope()})  # noqa: S307 - the user's cell
 
@@ -128,6 +147,7 @@ def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | N
             spec.loc_of("activation"),
             f"activation={spec.activation}",
             "a Keras activation name such as relu, sigmoid, tanh, softmax, linear",
+            foreign=KERAS_REJECTS,
         ):
             keras.activations.get(spec.activation)
     initializer = _initializer(spec.kernel_initializer, seed, "glorot_uniform")
@@ -136,9 +156,10 @@ def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | N
             spec.loc_of("kernel_initializer"),
             f"kernel_initializer={spec.kernel_initializer}",
             "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros",
+            foreign=KERAS_REJECTS,
         ):
             keras.initializers.get(initializer)
-    with _at(spec.loc, f"dense layer '{spec.name}'"):
+    with _at(spec.loc, f"dense layer '{spec.name}'", foreign=KERAS_REJECTS):  # Keras options
         layer = MaskedDense(
             spec.units,
             mask=mask,
@@ -171,7 +192,7 @@ def build_spec(
         )
     tensors: dict[str, Any] = {}
     for item in spec.inputs:
-        with _at(item.loc, f"input '{item.name}'"):
+        with _at(item.loc, f"input '{item.name}'", foreign=KERAS_REJECTS):
             tensors[item.name] = keras.Input(item.shape, name=item.name)
     for index, item in enumerate(spec.layers):
         layer_seed = None if seed is None else seed + index
@@ -179,7 +200,7 @@ def build_spec(
             x = _source(item, tensors, dense=True)
             tensors[item.name] = _dense_layer(item, x, namespace, layer_seed)
         else:
-            with _at(item.loc, f"dropout layer '{item.name}'"):
+            with _at(item.loc, f"dropout layer '{item.name}'", foreign=KERAS_REJECTS):
                 x = _source(item, tensors, dense=False)
                 tensors[item.name] = keras.layers.Dropout(
                     item.rate, seed=layer_seed, name=item.name
@@ -187,7 +208,7 @@ def build_spec(
     inputs = [tensors[i.name] for i in spec.inputs]
     outputs = [tensors[o] for o in spec.outputs]
     last = spec.layers[-1].loc
-    with _at(last, "building the model"):
+    with _at(last, "building the model", foreign=KERAS_REJECTS):
         model = keras.Model(
             inputs[0] if len(inputs) == 1 else inputs,
             outputs[0] if len(outputs) == 1 else outputs,
@@ -207,7 +228,7 @@ def build_spec(
                 freeze=list(op.freeze) or None,
                 name=op.name,
             )
-    with _at(last, "compiling the model"):
+    with _at(last, "compiling the model", foreign=KERAS_REJECTS):
         model.compile(optimizer=optimizer, loss=loss)
     return Built(spec, model, ops)
 
@@ -215,14 +236,14 @@ def build_spec(
 def _loss(spec: lang.LossSpec | None) -> keras.losses.Loss:
     if spec is None:
         return make_loss(DEFAULT_LOSS)
-    with _at(spec.loc, f"loss '{spec.name}'"):
+    with _at(spec.loc, f"loss '{spec.name}'", foreign=KERAS_REJECTS):
         return make_loss(spec.name, **dict(spec.options))
 
 
 def _optimizer(spec: lang.OptimizerSpec | None) -> keras.optimizers.Optimizer:
     if spec is None:
         return make_optimizer(DEFAULT_OPTIMIZER)
-    with _at(spec.loc, f"optimizer '{spec.name}'"):
+    with _at(spec.loc, f"optimizer '{spec.name}'", foreign=KERAS_REJECTS):
         return make_optimizer(spec.name, **dict(spec.options))
 
 

@@ -1,8 +1,10 @@
 """Thin IPython glue: ``%%masked_net`` and the widget line magics.
 
-Parse the arguments, build (in :mod:`maskmagic.builder`), bind the names, display. An error is
-shown as one short message with the line and column, never a traceback, and leaves the
-namespace as it was: nothing is bound until everything has been built.
+Parse the arguments, build (in :mod:`maskmagic.builder`), bind the names, display. An error in
+the cell is shown as one short message with the line and column, never a traceback. Any other
+exception is a bug in maskmagic: it is shown with its traceback under a one-line header that
+says so and what to report. Either way the namespace stays as it was: nothing is bound until
+everything has been built.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import keyword
 import shlex
+import traceback
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -53,6 +56,38 @@ def _shown_short(exc: MaskMagicError) -> MaskMagicError:
     return exc
 
 
+BUG_HEADER = (
+    "maskmagic bug: {kind} raised inside maskmagic, not by your cell; nothing was bound (the "
+    "namespace is unchanged). Please report it to {url} with the cell, this traceback and "
+    "your versions (maskmagic {version}, keras {keras}, tensorflow {tensorflow})."
+)
+ISSUES_URL = "the maskmagic issue tracker"
+
+
+def bug_header(exc: BaseException) -> str:
+    """The one line shown above the traceback of an exception from maskmagic's own code."""
+    import keras
+    import tensorflow as tf
+
+    from maskmagic import __version__
+
+    return BUG_HEADER.format(
+        kind=type(exc).__name__,
+        url=ISSUES_URL,
+        version=__version__,
+        keras=keras.__version__,
+        tensorflow=tf.__version__,
+    )
+
+
+def _shown_as_bug(exc: Exception) -> Exception:
+    """Makes IPython show ``exc`` as a maskmagic bug: the header, then the full traceback."""
+    header = f"{_RED}{bug_header(exc)}{_RESET}"
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    exc._render_traceback_ = lambda: [header, *"".join(lines).splitlines()]  # type: ignore[attr-defined]
+    return exc
+
+
 def _parse_line(parser: _Parser, line: str) -> argparse.Namespace:
     try:
         return parser.parse_args(shlex.split(line))
@@ -81,6 +116,9 @@ class MaskMagics(Magics):
             summary = None if args.quiet else _summary(built)
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
+        except Exception as exc:  # not the cell's fault: a bug, shown with its traceback
+            _shown_as_bug(exc)
+            raise
         # Everything that can fail has run: only now do the names reach the namespace.
         self.shell.push({args.name: built.model, **built.ops})
         if source is not None:
@@ -99,6 +137,9 @@ class MaskMagics(Magics):
             return from_magic(line, self.shell.user_ns)
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
+        except Exception as exc:  # a bug, shown with its traceback
+            _shown_as_bug(exc)
+            raise
 
     @line_magic
     def grad_inspector(self, line: str) -> Any:
@@ -109,6 +150,9 @@ class MaskMagics(Magics):
             return from_magic(line, self.shell.user_ns)
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
+        except Exception as exc:  # a bug, shown with its traceback
+            _shown_as_bug(exc)
+            raise
 
 
 def _build(cell: str, namespace: dict, args: argparse.Namespace):

@@ -131,3 +131,27 @@ def test_mask_expressions_may_use_constructors_inside_comprehensions(shell):
     np.testing.assert_array_equal(
         shell.user_ns["comp"].get_layer("h").get_bias_mask(), [True, False]
     )
+
+
+def test_a_maskmagic_bug_is_shown_as_one_with_its_traceback(shell, capsys, monkeypatch):
+    """A fault inside maskmagic is not the user's mistake: the header says it is a maskmagic
+    bug, the traceback follows, and nothing is bound. Bug caught: internal errors reported as
+    ``line 4, column 1: train op 'keep' failed: AttributeError`` (blaming the cell)."""
+    from maskmagic.training import reach
+
+    def broken(*args, **kwargs):
+        raise AttributeError("injected fault")
+
+    monkeypatch.setattr(reach, "influencers", broken)
+    shell.user_ns["buggy"] = sentinel = object()
+    shell.user_ns.pop("keep", None)
+    capsys.readouterr()
+    result = run(
+        shell, "buggy --quiet", "input x 3\ndense h 2\ndense out 2\ntrain keep freeze=out[0]\n"
+    )
+    assert not result.success and isinstance(result.error_in_exec, AttributeError)
+    shown = "".join(capsys.readouterr())
+    assert "maskmagic bug: AttributeError raised inside maskmagic, not by your cell" in shown
+    assert shown.index("maskmagic bug") < shown.index("Traceback") < shown.index("injected fault")
+    assert "line 4" not in shown
+    assert shell.user_ns["buggy"] is sentinel and "keep" not in shell.user_ns
