@@ -259,3 +259,23 @@ def test_glu_mixes_its_units():
     out = keras.layers.Dense(4, activation="glu", name="out")(x)
     frozen = reach.influencers(keras.Model(x, out), {"out": np.array([True, False, False, False])})
     assert frozen["out/kernel"].all() and frozen["out/bias"].all()
+
+
+def test_dense_with_lora_mixes_its_units():
+    """LoRA's first factor feeds every unit: a Dense with extra variables is not per unit."""
+    x = keras.Input((3,))
+    layer = keras.layers.Dense(2, name="out")
+    out = layer(x)
+    layer.enable_lora(1)
+    frozen = reach.influencers(keras.Model(x, out), {"out": np.array([True, False])})
+    assert all(frozen[v.path].all() for v in layer.trainable_variables)
+
+
+def test_layer_normalization_mixes_units_and_freezes_its_parameters():
+    x = keras.Input((3,))
+    h = keras.layers.Dense(3, name="h")(x)
+    norm = keras.layers.LayerNormalization(name="norm")
+    out = MaskedDense(2, mask=[[1, 0], [0, 1], [0, 1]], name="out")(norm(h))
+    frozen = reach.influencers(keras.Model(x, out), {"out": np.array([True, False])})
+    assert all(frozen[v.path].all() for v in norm.trainable_variables)
+    assert frozen["h/kernel"].all()
