@@ -279,3 +279,19 @@ def test_layer_normalization_mixes_units_and_freezes_its_parameters():
     frozen = reach.influencers(keras.Model(x, out), {"out": np.array([True, False])})
     assert all(frozen[v.path].all() for v in norm.trainable_variables)
     assert frozen["h/kernel"].all()
+
+
+def test_every_keras_activation_is_classified():
+    """A new Keras activation is neither trusted nor forgotten: it mixes until it is listed,
+    and this test asks for the decision."""
+    exported = {
+        name
+        for name in dir(keras.activations)
+        if not name.startswith("_")
+        and name not in ("get", "serialize", "deserialize")
+        and callable(getattr(keras.activations, name))
+    }
+    mixing = {"softmax", "log_softmax", "sparsemax", "glu"}
+    per_unit = {n for n in exported if reach.is_per_unit_activation(getattr(keras.activations, n))}
+    assert not per_unit & mixing
+    assert per_unit | mixing == exported, f"unclassified: {sorted(exported - per_unit - mixing)}"

@@ -32,6 +32,7 @@ from maskmagic.training.selectors import kernel_units
 __all__ = [
     "PER_UNIT_ACTIVATIONS",
     "PER_UNIT_LAYERS",
+    "is_per_unit_activation",
     "Units",
     "connected_entries",
     "influencers",
