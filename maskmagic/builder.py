@@ -19,6 +19,7 @@ import numpy as np
 
 from maskmagic import lang, masks
 from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.expressions import evaluate
 from maskmagic.layers import MaskedDense
 from maskmagic.training import TrainOp, make_loss, make_optimizer
 
@@ -76,8 +77,7 @@ def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
 
 def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
     with _at(loc, f"{key}={expression}", f"a Python expression giving a 0/1 {key}"):
-        # One globals dict, so comprehensions and lambdas in the expression see the constructors.
-        return eval(expression, {**namespace, **mask_scope()})  # noqa: S307 - the user's cell
+        return evaluate(expression, namespace, mask_scope())
 
 
 def _initializer(name: str | None, seed: int | None, default: str) -> Any:

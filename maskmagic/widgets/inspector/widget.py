@@ -42,8 +42,8 @@ from maskmagic.widgets.inspector.inputs import (
     first_line,
     model_loss,
     names,
-    parse_magic,
     probes,
+    resolve,
     shapes,
 )
 from maskmagic.widgets.inspector.view import (
@@ -55,7 +55,7 @@ from maskmagic.widgets.inspector.view import (
     top_rows,
 )
 
-__all__ = ["GradientInspector", "from_magic"]
+__all__ = ["GradientInspector", "inspector_for"]
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 VIEWS = ("gradient", "would_be", "update")
@@ -399,14 +399,20 @@ class GradientInspector(anywidget.AnyWidget):
         return f"<GradientInspector of {name}: {layers}; target {self.target!r}; loss {loss}>"
 
 
-def from_magic(line: str, namespace: dict[str, Any]) -> GradientInspector:
+def inspector_for(
+    net: str,
+    x: str,
+    y: str,
+    namespace: dict[str, Any],
+    op: str | None = None,
+    target: str = "loss",
+) -> GradientInspector:
     """``%grad_inspector net x y [--op OP] [--target out[1]]``: an inspector of a net on a batch.
 
-    ``NET``, ``X``, ``Y`` and ``OP`` are names in the notebook's namespace (or Python
-    expressions without spaces, such as ``x[:32]``); ``--target`` is ``loss`` or
-    ``LAYER[UNIT]``.
+    ``net``, ``x``, ``y`` and ``op`` are names in ``namespace`` (or Python expressions there,
+    such as ``x[:32]``); ``target`` is ``loss`` or ``LAYER[UNIT]``.
 
     Raises:
-        MaskMagicError: bad arguments, unknown names, or values of the wrong kind.
+        MaskMagicError: unknown names, or values of the wrong kind.
     """
-    return GradientInspector(**parse_magic(line, namespace))
+    return GradientInspector(**resolve(net, x, y, op, namespace), target=target)
