@@ -47,6 +47,7 @@ from maskmagic.widgets.inspector.inputs import (
     shapes,
 )
 from maskmagic.widgets.inspector.view import (
+    LayerData,
     Static,
     layer_info,
     panels,
@@ -366,7 +367,7 @@ class GradientInspector(anywidget.AnyWidget):
             self._send_tile(index)
 
     def _send_tile(self, index: int) -> None:
-        header, buffers = tile_for(self, index)
+        header, buffers = tile_for(self._layer_data(index), self._zoom.get(index), self.revision)
         self._post(header, buffers)
 
     def _post(self, content: dict, buffers: list[bytes]) -> None:
@@ -383,7 +384,16 @@ class GradientInspector(anywidget.AnyWidget):
     # ------------------------------------------------------------------ static image
     def png(self) -> bytes:
         """A PNG of the heatmaps as they are now (the static fallback of exported notebooks)."""
-        return tiles.render_png(panels(self), self.scale, overlay=self.view == "would_be")
+        layers = [self._layer_data(index) for index in range(len(self._probes))]
+        return tiles.render_png(
+            panels(layers, self.view), self.scale, overlay=self.view == "would_be"
+        )
+
+    def _layer_data(self, index: int) -> LayerData:
+        """What layer ``index``'s tile is drawn from (the shown result and its static state)."""
+        if self._result is None or self._shown is None:  # refresh() runs in __init__
+            raise AssertionError("the inspector has no gradient pass to show yet")
+        return LayerData(self._probes[index], self._result.layers[index], self._shown, index)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
