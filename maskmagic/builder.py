@@ -148,7 +148,7 @@ def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | N
             impl=spec.impl,
             kernel_initializer=initializer,
             name=spec.name,
-            **dict(spec.options),
+            **dict[str, Any](spec.options),
         )
         return layer(x)
 
@@ -170,9 +170,9 @@ def build_spec(
             first.source,
         )
     tensors: dict[str, Any] = {}
-    for item in spec.inputs:
-        with _at(item.loc, f"input '{item.name}'"):
-            tensors[item.name] = keras.Input(item.shape, name=item.name)
+    for given in spec.inputs:
+        with _at(given.loc, f"input '{given.name}'"):
+            tensors[given.name] = keras.Input(given.shape, name=given.name)
     for index, item in enumerate(spec.layers):
         layer_seed = None if seed is None else seed + index
         if isinstance(item, lang.DenseSpec):
@@ -197,7 +197,7 @@ def build_spec(
     optimizer = _optimizer(spec.optimizer)
     ops = {}
     for op in spec.train:
-        op_loss = dict(op.options).get("loss")
+        op_loss: Any = dict(op.options).get("loss")  # a LossSpec, or None
         with _at(op.loc, f"train op '{op.name}'"):
             ops[op.name] = TrainOp(
                 model,

@@ -232,7 +232,7 @@ def serve(path: str | os.PathLike) -> Callable[..., Any]:
         arrays = [result[k].numpy() for k in outputs]
         return arrays[0] if len(arrays) == 1 else arrays
 
-    call.loaded = loaded  # keeps the variables alive
+    call.loaded = loaded  # type: ignore[attr-defined]  # keeps the variables alive
     return call
 
 

@@ -23,6 +23,8 @@ from maskmagic import lang
 from maskmagic.errors import CellError, MaskMagicError
 
 if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
     from maskmagic.builder import Built
 
 __all__ = ["MaskMagics", "load_ipython_extension", "short_message"]
@@ -83,6 +85,14 @@ def _layer_target(text: str) -> tuple[str, str]:
 class MaskMagics(Magics):
     """The maskmagic magics; ``%load_ext maskmagic`` registers them."""
 
+    def _shell(self) -> InteractiveShell:
+        if self.shell is None:  # registered magics always have their shell
+            raise AssertionError("maskmagic's magics were called without an IPython shell")
+        return self.shell
+
+    def _namespace(self) -> dict[str, Any]:
+        return self._shell().user_ns
+
     @magic_arguments()
     @kwds(epilog=lang.HELP)
     @argument("name", type=_identifier, metavar="NAME", help="the name the Keras model is bound to")
@@ -98,13 +108,13 @@ class MaskMagics(Magics):
         """
         try:
             args = _arguments(MaskMagics.masked_net, line, USAGE)
-            built = _build(cell, self.shell.user_ns, args)
+            built = _build(cell, self._namespace(), args)
             source = _source(built, args, f"%%masked_net {line}\n{cell}") if args.code else None
             summary = None if args.quiet else _summary(built)
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
         # Everything that can fail has run: only now do the names reach the namespace.
-        self.shell.push({args.name: built.model, **built.ops})
+        self._shell().push({args.name: built.model, **built.ops})
         if source is not None:
             print(source)
         if summary is not None:
@@ -127,7 +137,8 @@ class MaskMagics(Magics):
             args = _arguments(MaskMagics.mask_editor, line, EDITOR_USAGE)
             from maskmagic.widgets.editor import editor_for
 
-            return editor_for(*args.target, self.shell.user_ns)
+            name, layer = args.target
+            return editor_for(name, layer, self._namespace())
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
 
@@ -147,7 +158,7 @@ class MaskMagics(Magics):
             from maskmagic.widgets.inspector import inspector_for
 
             return inspector_for(
-                args.net, args.x, args.y, self.shell.user_ns, op=args.op, target=args.target
+                args.net, args.x, args.y, self._namespace(), op=args.op, target=args.target
             )
         except MaskMagicError as exc:
             raise _shown_short(exc) from None

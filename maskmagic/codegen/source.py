@@ -19,7 +19,7 @@ from __future__ import annotations
 import keyword
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -35,6 +35,10 @@ from maskmagic.codegen.values import (
 )
 from maskmagic.display import connected_parameters
 from maskmagic.errors import MaskMagicError
+from maskmagic.lang import DenseSpec
+
+if TYPE_CHECKING:
+    from maskmagic.builder import Built
 
 __all__ = ["LITERAL_LIMIT", "encode_mask", "to_source"]
 
@@ -82,7 +86,7 @@ def _local(name: str) -> str:
     return name
 
 
-def _cell_text(built: Any, name: str, cell: str | None) -> list[str]:
+def _cell_text(built: Built, name: str, cell: str | None) -> list[str]:
     if cell is None:
         spec = built.spec
         items = [*spec.inputs, *spec.layers, spec.loss, spec.optimizer, *spec.train]
@@ -94,7 +98,7 @@ def _cell_text(built: Any, name: str, cell: str | None) -> list[str]:
     return lines
 
 
-def _header(built: Any, name: str, cell: str | None) -> str:
+def _header(built: Built, name: str, cell: str | None) -> str:
     cell_lines = "\n".join(f"#     {line}".rstrip() for line in _cell_text(built, name, cell))
     ops = ", ".join(f"`{op}`" for op in built.ops)
     about = (
@@ -120,7 +124,7 @@ def _call(target: str, func: str, args: list[str], tail: str = "", indent: int =
 class _Writer:
     """Collects the masks, the model function and the ops of the generated source."""
 
-    def __init__(self, built: Any, name: str) -> None:
+    def __init__(self, built: Built, name: str) -> None:
         self.built, self.name, self.model = built, name, built.model
         self.masks: list[str] = []
         self.objects: dict[int, tuple[str, str]] = {}  # id(object) -> (name, source)
@@ -197,17 +201,17 @@ class _Writer:
         """``def _build_NAME(): ...`` (a function, so that no tensor name leaks out)."""
         spec, local = self.built.spec, {}
         body = []
-        for item in spec.inputs:
-            local[item.name] = _local(item.name)
-            shape = tuple(int(d) for d in item.shape)
+        for given in spec.inputs:
+            local[given.name] = _local(given.name)
+            shape = tuple(int(d) for d in given.shape)
             body.append(
-                f"{local[item.name]} = keras.Input(shape={shape!r}, name={quote(item.name)})"
+                f"{local[given.name]} = keras.Input(shape={shape!r}, name={quote(given.name)})"
             )
         for item in spec.layers:
-            dense = hasattr(self.model.get_layer(item.name), "get_mask")
+            dense = isinstance(item, DenseSpec)  # the builder makes each a MaskedDense
             x = self._source(item, local, dense)
             local[item.name] = target = _local(item.name)
-            if dense:
+            if isinstance(item, DenseSpec):
                 body.append(self._dense(item, target, x))
                 continue
             args = [repr(float(item.rate))]
@@ -321,10 +325,10 @@ def _loss_expr(loss: Any) -> str:
     short = getattr(loss, "name", None)
     if type(loss).__module__.startswith("keras"):
         return keras_expr(loss, "losses", None)
-    return f"keras.losses.get({quote(short)})"  # a plain loss function wrapped by maskmagic
+    return f"keras.losses.get({quote(str(short))})"  # a plain loss function wrapped by maskmagic
 
 
-def _statement(built: Any, op_name: str) -> str:
+def _statement(built: Built, op_name: str) -> str:
     for spec in built.spec.train:
         if spec.name == op_name:
             return spec.loc.source.strip()
@@ -366,7 +370,7 @@ def _dense_layout(layer: Any, update: np.ndarray) -> Any:
     )
 
 
-def to_source(built: Any, name: str, cell: str | None = None) -> str:
+def to_source(built: Built, name: str, cell: str | None = None) -> str:
     """Plain Python (tensorflow + numpy only) that defines ``name`` and every op of ``built``.
 
     Args:

@@ -12,13 +12,16 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
 from maskmagic.display.svg import mask_svg, net_svg
 from maskmagic.training import selectors
+
+if TYPE_CHECKING:
+    from maskmagic.builder import Built
 
 __all__ = [
     "LayerInfo",
@@ -157,12 +160,12 @@ def _impl(layer: keras.layers.Layer, mask: Any) -> str:
     return f"auto ({actual})" if impl == "auto" else str(impl)
 
 
-def layer_infos(built: Any) -> list[LayerInfo]:
+def layer_infos(built: Built) -> list[LayerInfo]:
     """The rows of the layer table of a :class:`~maskmagic.builder.Built`: inputs, then layers."""
     model = built.model
     rows = []
-    for spec in built.spec.inputs:
-        rows.append(LayerInfo(spec.name, "Input", (), None, tuple(spec.shape)))
+    for given in built.spec.inputs:
+        rows.append(LayerInfo(given.name, "Input", (), None, tuple(given.shape)))
     for spec in built.spec.layers:
         layer = model.get_layer(spec.name)
         out_shape = _shape(layer.output)
@@ -210,7 +213,7 @@ def _variable_label(path: str) -> str:
     return ".".join(path.split("/")[-2:])
 
 
-def op_infos(built: Any) -> list[OpInfo]:
+def op_infos(built: Built) -> list[OpInfo]:
     """The rows of the train-op table of a :class:`~maskmagic.builder.Built`."""
     total = sum(connected_parameters(layer) for layer in built.model.layers)
     rows = []
@@ -236,7 +239,7 @@ def op_infos(built: Any) -> list[OpInfo]:
     return rows
 
 
-def frozen_units(built: Any) -> dict[str, dict[int, list[str]]]:
+def frozen_units(built: Built) -> dict[str, dict[int, list[str]]]:
     """{layer name: {unit index: names of the ops that freeze it}} (``freeze=`` of every op)."""
     found: dict[str, dict[int, list[str]]] = {}
     for name, op in built.ops.items():
@@ -323,7 +326,7 @@ class NetSummary:
         frozen: {layer: {unit: op names}} of the units that some op freezes.
     """
 
-    def __init__(self, built: Any, max_units: int = MAX_DRAWN_UNITS) -> None:
+    def __init__(self, built: Built, max_units: int = MAX_DRAWN_UNITS) -> None:
         self.built = built
         self.max_units = max_units
         self.layers = layer_infos(built)

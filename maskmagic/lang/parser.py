@@ -208,7 +208,7 @@ class Parser:
 
     def _in_width(self, sources: tuple[str, ...]) -> int | None:
         widths = [self.width[s] for s in sources]
-        return None if None in widths else sum(widths)
+        return None if None in widths else sum(w for w in widths if w is not None)
 
     def _value(self, line: Logical, options: _Options, key: str, default, check, what: str):
         if key not in options:
@@ -254,7 +254,7 @@ class Parser:
             units=units,
             sources=sources,
             **{key: self._value(line, options, key, *rule) for key, rule in _DENSE_VALUES.items()},
-            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},
+            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},  # type: ignore[arg-type]
             options=tuple(
                 (key, convert(line, value, f"{key}="))
                 for key, (_, value) in options.items()
@@ -292,7 +292,7 @@ class Parser:
             rate = convert(line, tok, "the rate")
         except CellError:
             rate = None
-        if type(rate) not in (int, float) or not 0 <= rate < 1:
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
             raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
         self._extra(line, positional, 2, "dropout NAME RATE [from=SRC]")
         self._keys(line, keyword, options, ("from",))
@@ -347,14 +347,15 @@ class Parser:
                 tok.offset,
             )
         select = () if stars else tuple(self._selector(line, tok, False) for tok in chosen)
-        freeze = ()
+        freeze: tuple[SelectorSpec, ...] = ()
         if "freeze" in options:
             value = options["freeze"][1]
             freeze = tuple(
                 self._selector(line, Token(part.text, value.offset + part.offset), True)
                 for part in split_top(value.text, ",")
             )
-        optimizer, extra = None, ()
+        optimizer = None
+        extra: tuple[tuple[str, object], ...] = ()
         if "optimizer" in options:
             value = options["optimizer"][1]
             optimizer = OptimizerSpec(
@@ -409,7 +410,10 @@ class Parser:
                 bracket,
             )
         if spec.variable == "kernel":
-            sizes = ((self.rows[layer.name], "inputs (kernel rows)"), (layer.units, "units"))
+            sizes: tuple[tuple[int | None, str], ...] = (
+                (self.rows[layer.name], "inputs (kernel rows)"),
+                (layer.units, "units"),
+            )
         else:
             sizes = ((layer.units, "units"),)
         for entry, (size, noun) in zip(spec.index, sizes, strict=False):

@@ -140,8 +140,8 @@ def influencers(model: keras.Model, units: Units) -> dict[str, np.ndarray]:
     by_depth = _compat.nodes_by_depth(graph)
     for depth in sorted(by_depth):
         for node in by_depth[depth]:
-            outs = [affected.get(id(t)) for t in node.outputs]
-            outs = [o for o in outs if o is not None and o.any()]
+            found = [affected.get(id(t)) for t in node.outputs]
+            outs = [o for o in found if o is not None and o.any()]
             if not outs:
                 continue
             out_units = np.logical_or.reduce([np.resize(o, outs[0].shape) for o in outs])
@@ -159,7 +159,7 @@ def _mark(affected: dict, tensor, vector: np.ndarray) -> None:
         affected[key] = vector
 
 
-def _freeze(frozen: dict, variable, entries: np.ndarray) -> None:
+def _freeze(frozen: dict, variable, entries: np.ndarray | bool) -> None:
     entries = np.broadcast_to(entries, tuple(variable.shape))
     path = variable.path
     frozen[path] = frozen[path] | entries if path in frozen else entries.copy()

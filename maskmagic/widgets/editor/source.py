@@ -35,7 +35,7 @@ def mask_image(mask: np.ndarray) -> bytes:
         step = -(-longest // 1024)
         padded = np.zeros((-(-rows // step) * step, -(-cols // step) * step), dtype=bool)
         padded[:rows, :cols] = mask
-        mask = padded.reshape(padded.shape[0] // step, step, -1, step).any(axis=(1, 3))
+        mask = np.asarray(padded.reshape(padded.shape[0] // step, step, -1, step).any(axis=(1, 3)))
         longest = max(mask.shape)
     scale = min(max(256 // longest, 1), 24)
     rgb = np.where(mask[..., None], np.array(_ON, np.uint8), np.array(_OFF, np.uint8))
@@ -91,7 +91,8 @@ def _source_name(layer: Any) -> str:
     with contextlib.suppress(Exception):
         tensors = _compat.inbound_nodes(layer)[0].input_tensors
         if len(tensors) == 1:
-            return str(_compat.producing_layer(tensors[0]).name)
+            source = _compat.producing_layer(tensors[0])
+            return "" if source is None else str(source.name)
     return ""
 
 

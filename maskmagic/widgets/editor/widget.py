@@ -237,13 +237,13 @@ class MaskEditor(anywidget.AnyWidget):
     def identity(self) -> None:
         """Input i to unit i only (``masks.eye``)."""
         self._sync_from_layer()
-        self._commit(masks.eye(tuple(self.shape)))
+        self._commit(np.asarray(masks.eye(tuple(self.shape))))
 
     def randomize(self, density: float | None = None, seed: int | None = None) -> None:
         """Each cell on with probability ``density`` (default: :attr:`random_density`)."""
         density = self.random_density if density is None else density
         self._sync_from_layer()
-        self._commit(masks.random(density, tuple(self.shape), seed=seed))
+        self._commit(np.asarray(masks.random(density, tuple(self.shape), seed=seed)))
 
     def undo(self) -> bool:
         """Takes back the last change; returns False when there is nothing to undo."""

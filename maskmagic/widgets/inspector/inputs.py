@@ -56,8 +56,8 @@ def probes(model: keras.Model) -> list[Probe]:
     Raises:
         MaskMagicError: the model has no such layer (nothing to inspect).
     """
-    found = [probe_for(layer) for layer in selectors.parameter_layers(model).values()]
-    found = [p for p in found if p is not None]
+    candidates = [probe_for(layer) for layer in selectors.parameter_layers(model).values()]
+    found = [p for p in candidates if p is not None]
     if not found:
         raise MaskMagicError(
             f"model {model.name!r} has no layer with a 2-D kernel (MaskedDense or Dense); "

@@ -60,14 +60,14 @@ class LayerData:
     index: int
 
 
-def update_of(op: Any, variable: Any, shape: tuple | None) -> np.ndarray | None:
+def update_of(op: Any, variable: Any, shape: tuple[int, ...] | None) -> np.ndarray | None:
     """The op's update set over a variable (None: no op, or no variable)."""
     if op is None or variable is None:
         return None
     try:
         update = op.update_mask(variable)
     except MaskMagicError:  # not a trainable variable: the op cannot change it
-        return np.zeros(shape, dtype=bool)
+        return np.zeros(shape or (), dtype=bool)
     return update if update.shape == shape else None
 
 

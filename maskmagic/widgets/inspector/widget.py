@@ -33,7 +33,7 @@ from maskmagic import _compat
 from maskmagic.errors import MaskMagicError
 from maskmagic.training import TrainOp
 from maskmagic.widgets.inspector import tiles
-from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass
+from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
 from maskmagic.widgets.inspector.inputs import (
     batch,
     check_model,
@@ -97,17 +97,17 @@ class GradientInspector(anywidget.AnyWidget):
         " | update (the gradient restricted to the op's update set)",
     ).tag(sync=True)
     scale = traitlets.Enum(SCALES, "linear", help="colour scale: linear | symlog").tag(sync=True)
-    layers = traitlets.List(
+    layers: traitlets.List[Any] = traitlets.List(
         help="per layer: {name, kind, inputs, units, grid, block, would_be, norm, zero_share, "
         "masked, masked_nonzero, frozen, bias, bias_norm, bias_masked_nonzero}"
     ).tag(sync=True)
     names = traitlets.Dict(help="{layer: {inputs: [names] | null, units: [names] | null}}").tag(
         sync=True
     )
-    targets = traitlets.List(
+    targets: traitlets.List[Any] = traitlets.List(
         help="[[layer, units], ...]: layers whose units can be the target"
     ).tag(sync=True)
-    top = traitlets.List(
+    top: traitlets.List[Any] = traitlets.List(
         help="the connections of largest |gradient|: {layer, i, j, input, unit, gradient, weight}"
     ).tag(sync=True)
     loss = traitlets.Float(None, allow_none=True, help="the loss on the batch").tag(sync=True)
@@ -153,7 +153,7 @@ class GradientInspector(anywidget.AnyWidget):
         self._pass = GradientPass(model, loss_fn, self._probes)
         self._static: Static | None = None
         self._shown: Static | None = None  # the static state of the shown result
-        self._result = None
+        self._result: PassResult | None = None
         self._cache: dict = {}
         self._zoom: dict[int, tuple[int, int]] = {}
         self._frontend = False
@@ -254,8 +254,8 @@ class GradientInspector(anywidget.AnyWidget):
     def _gradient(self, index: int) -> Any:
         key = ("g", index)
         if key not in self._cache:
-            result, probe = self._result.layers[index], self._probes[index]
-            connected = self._shown.connected[index]
+            result, probe = self._shown_result().layers[index], self._probes[index]
+            connected = self._shown_static().connected[index]
             if probe.kind == "sparse":
                 rows, cols = probe.layer.connections()
                 values = result.g_values.numpy()
@@ -279,13 +279,13 @@ class GradientInspector(anywidget.AnyWidget):
         masked connection would receive were it switched on (None for sparse layers)."""
         return {
             p.name: (np.asarray(r.wb) if r.wb is not None else None)
-            for p, r in zip(self._probes, self._result.layers)
+            for p, r in zip(self._probes, self._shown_result().layers)
         }
 
     @property
     def bias_gradients(self) -> dict[str, np.ndarray | None]:
         """{layer name: (units,) gradient w.r.t. the bias (masked biases 0), None without}."""
-        return {p.name: r.bias_g for p, r in zip(self._probes, self._result.layers)}
+        return {p.name: r.bias_g for p, r in zip(self._probes, self._shown_result().layers)}
 
     @property
     def drift(self) -> dict[str, np.ndarray] | None:
@@ -391,9 +391,19 @@ class GradientInspector(anywidget.AnyWidget):
 
     def _layer_data(self, index: int) -> LayerData:
         """What layer ``index``'s tile is drawn from (the shown result and its static state)."""
-        if self._result is None or self._shown is None:  # refresh() runs in __init__
+        return LayerData(
+            self._probes[index], self._shown_result().layers[index], self._shown_static(), index
+        )
+
+    def _shown_result(self) -> PassResult:
+        if self._result is None:  # refresh() runs in __init__
             raise AssertionError("the inspector has no gradient pass to show yet")
-        return LayerData(self._probes[index], self._result.layers[index], self._shown, index)
+        return self._result
+
+    def _shown_static(self) -> Static:
+        if self._shown is None:  # set with the first result
+            raise AssertionError("the inspector has no gradient pass to show yet")
+        return self._shown
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
