@@ -28,7 +28,15 @@ from maskmagic import _compat
 from maskmagic.errors import MaskMagicError
 from maskmagic.training.selectors import all_layers
 
-__all__ = ["DENSE_LIMIT_BYTES", "export", "load_model", "masked", "serve", "strip"]
+__all__ = [
+    "DENSE_LIMIT_BYTES",
+    "export",
+    "load_dense_weights",
+    "load_model",
+    "masked",
+    "serve",
+    "strip",
+]
 
 # A sparse layer is stripped to a dense kernel of at most this many bytes (and at most half of
 # the memory available now).
@@ -241,6 +249,23 @@ def masked(
     if model.compiled:
         copy.compile_from_config(model.get_compile_config())
     return copy
+
+
+def load_dense_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """Loads a ``.weights.h5`` file written by the same model made of ``keras.layers.Dense``.
+
+    Keras keys weight files by layer class (``dense``, ``dense_1``, ...), so such a file does not
+    load into MaskedDense layers directly. This loads it into ``strip(model)`` (the same graph
+    with Dense layers) and copies every layer's weights back; masks are kept.
+
+    Raises:
+        MaskMagicError: what :func:`strip` refuses.
+    """
+    plain = strip(model)
+    plain.load_weights(path)
+    for layer, twin in zip(all_layers(model), all_layers(plain), strict=True):
+        if layer.weights:
+            layer.set_weights(twin.get_weights())
 
 
 def export(model: keras.Model, path: str | os.PathLike, *, stripped: bool = False) -> str:

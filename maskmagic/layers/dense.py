@@ -393,7 +393,8 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
                 keras.quantizers.unpack_int4(values, self.units, axis=-1)
             )
         zero = np.zeros_like(values)
-        if hasattr(self, "kernel_zero") and mode == "int4":  # sub-channel: asymmetric
+        grouped = tuple(self.kernel_scale.shape) != (self.units,)
+        if mode == "int4" and grouped:  # sub-channel (n_groups, units) scales: asymmetric
             groups = keras.ops.convert_to_numpy(self.g_idx).astype(int)
             zero = keras.ops.convert_to_numpy(self.kernel_zero)[groups].astype(values.dtype)
         values = np.where(mask, values, zero)
@@ -462,6 +463,13 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
             self._load_sparse([store[str(i)] for i in range(count)], "weights file")
             return
         dense, masks = self._dense_entry_count(), self._mask_entries()
+        if count == 0:
+            raise MaskMagicError(
+                f"layer '{self.name}': the weights file has no entries for it; Keras keys "
+                "weight files by layer class, so a file written by a model of "
+                "keras.layers.Dense keeps them under 'dense' paths: load it with "
+                "maskmagic.deploy.load_dense_weights(model, path)"
+            )
         if count not in (dense, dense + len(masks)):
             raise MaskMagicError(
                 f"layer '{self.name}': the weights file holds {count} entries, expected "

@@ -25,8 +25,9 @@ s = MaskedDense(3, mask=mask_s, impl="sparse", name="sparse")(h)
 out = MaskedDense(2, use_bias=False, name="out")(s)
 model = keras.Model(x, out, name="v1")
 for layer in model.layers[1:]:
-    layer.set_weights([rng.normal(size=w.shape).astype(w.dtype) if w.dtype.kind == "f" else w
-                       for w in layer.get_weights()])
+    for variable in (layer.kernel, layer.bias):
+        if variable is not None:
+            variable.assign(rng.normal(size=variable.shape).astype("float32"))
 inputs = rng.normal(size=(6, 5)).astype("float32")
 model.save(here / "model.keras")
 model.save_weights(here / "model.weights.h5")
