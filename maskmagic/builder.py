@@ -161,6 +161,8 @@ def build_spec(
 ) -> Built:
     """Builds the model and TrainOps of a parsed cell (see :func:`build`)."""
     namespace = namespace if namespace is not None else {}
+    if spec.base is not None:
+        return _with_ops(spec, _from_model(spec.base, namespace))
     if not spec.layers:
         first = spec.inputs[0].loc
         raise CellError(
@@ -193,6 +195,51 @@ def build_spec(
             outputs[0] if len(outputs) == 1 else outputs,
             name=name,
         )
+    return _with_ops(spec, model)
+
+
+def _from_model(base: lang.ModelSpec, namespace: Mapping[str, Any]) -> keras.Model:
+    """``from_model EXPR [masks=EXPR]``: the model with its Dense layers made MaskedDense."""
+    from maskmagic.deploy import masked
+
+    model = _evaluate_value(base.expression, namespace, base.loc, "from_model", "a Keras model")
+    if not isinstance(model, keras.Model):
+        raise CellError(
+            f"from_model {base.expression}: expected a built functional or Sequential "
+            f"keras.Model; received {type(model).__name__}",
+            base.loc.line,
+            base.loc.column,
+            base.loc.source,
+        )
+    found = {}
+    for key in ("masks", "bias_masks"):
+        text = getattr(base, key)
+        if text is None:
+            continue
+        value = _evaluate_value(text, namespace, base.loc, f"{key}=", "a dict {layer name: mask}")
+        if not isinstance(value, Mapping):
+            raise CellError(
+                f"{key}={text}: expected a dict {{layer name: mask}}; received "
+                f"{type(value).__name__}",
+                base.loc.line,
+                base.loc.column,
+                base.loc.source,
+            )
+        found[key] = dict(value)
+    with _at(base.loc, f"from_model {base.expression}"):
+        return masked(model, **found)
+
+
+def _evaluate_value(
+    expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str, expected: str
+) -> Any:
+    with _at(loc, f"{key} {expression}", f"a Python expression giving {expected}"):
+        return eval(expression, {**namespace, **mask_scope()})  # noqa: S307 - the user's cell
+
+
+def _with_ops(spec: lang.NetSpec, model: keras.Model) -> Built:
+    """Adds the loss, optimizer and train ops of ``spec`` to ``model`` and compiles it."""
+    last = spec.layers[-1].loc if spec.layers else spec.base.loc
     loss = _loss(spec.loss)
     optimizer = _optimizer(spec.optimizer)
     ops = {}

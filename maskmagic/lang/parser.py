@@ -31,6 +31,7 @@ from maskmagic.lang.specs import (
     InputSpec,
     Location,
     LossSpec,
+    ModelSpec,
     NetSpec,
     OptimizerSpec,
     SelectorSpec,
@@ -83,9 +84,15 @@ class Parser:
         self.optimizer: OptimizerSpec | None = None
         self.train: list[TrainSpec] = []
         self.selectors: list[tuple[Logical, Token, SelectorSpec]] = []
+        self.base: ModelSpec | None = None
+        self.structure: tuple[Logical, Token] | None = None  # the first input/dense/dropout
 
     def statement(self, line: Logical) -> None:
         keyword, *rest = tokenize(line)
+        if keyword.text.startswith("from_model="):  # `from_model=EXPR`: same as `from_model EXPR`
+            expression = keyword.text[len("from_model=") :]
+            start = keyword.offset + len("from_model=")
+            keyword, rest = Token("from_model", keyword.offset), [Token(expression, start), *rest]
         if keyword.text not in KEYWORDS:
             hint = _suggest(keyword.text, KEYWORDS)
             if keyword.text.startswith("%"):
@@ -120,7 +127,48 @@ class Parser:
                     tok.offset,
                 )
             options[key] = (Token(key, tok.offset), value)
+        if keyword.text in ("input", "dense", "dropout", "from_model"):
+            self._one_source_of_layers(line, keyword)
         getattr(self, "_" + keyword.text)(line, keyword, positional, options)
+
+    def _one_source_of_layers(self, line: Logical, keyword: Token) -> None:
+        """A cell either defines its layers or takes them from_model, not both."""
+        if keyword.text == "from_model" and self.base is not None:
+            raise line.error(
+                f"a second `from_model` statement; the model is already set on line "
+                f"{self.base.loc.line}",
+                keyword.offset,
+            )
+        first = self.structure
+        if keyword.text == "from_model" and first is not None:
+            raise line.error(
+                f"`from_model` takes the inputs and layers from the model, but line "
+                f"{first[0].line} already has `{first[1].text}`; expected either from_model or "
+                "input/dense/dropout statements",
+                keyword.offset,
+            )
+        if keyword.text != "from_model" and self.base is not None:
+            raise line.error(
+                f"`{keyword.text}` in a from_model cell (line {self.base.loc.line}); the layers "
+                "come from the model: expected only loss, optimizer and train statements after "
+                "from_model",
+                keyword.offset,
+            )
+        if keyword.text != "from_model" and first is None:
+            self.structure = (line, keyword)
+
+    def _from_model(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        what = "a Python expression giving a Keras model after 'from_model'"
+        tok = self._arg(line, positional, 0, what)
+        self._extra(line, positional, 1, "from_model EXPR [masks=EXPR] [bias_masks=EXPR]")
+        self._keys(line, keyword, options, ("masks", "bias_masks"))
+        expression = self._expression(line, {"model": (tok, tok)}, "model")
+        self.base = ModelSpec(
+            expression,
+            self._expression(line, options, "masks"),
+            self._expression(line, options, "bias_masks"),
+            _loc(line, keyword.offset),
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -425,6 +473,8 @@ class Parser:
                 )
 
     def finish(self, lines: list[Logical]) -> NetSpec:
+        if self.base is not None:  # selectors are checked against the model when it is built
+            return NetSpec((), (), self.loss, self.optimizer, tuple(self.train), self.base)
         if not self.inputs:
             raise lines[0].error(
                 "the cell has no `input` statement; expected `input NAME SIZE` (for example "

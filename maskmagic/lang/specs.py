@@ -19,13 +19,14 @@ __all__ = [
     "InputSpec",
     "Location",
     "LossSpec",
+    "ModelSpec",
     "NetSpec",
     "OptimizerSpec",
     "SelectorSpec",
     "TrainSpec",
 ]
 
-KEYWORDS = ("input", "dense", "dropout", "loss", "optimizer", "train")
+KEYWORDS = ("input", "dense", "dropout", "from_model", "loss", "optimizer", "train")
 """The statement keywords, in the order the help lists them."""
 PASSTHROUGH_OPTIONS = (
     "activity_regularizer",
@@ -151,6 +152,21 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """``from_model EXPR [masks=EXPR] [bias_masks=EXPR]``: start from an existing Keras model.
+
+    Attributes:
+        expression: Python expression text giving a built functional or Sequential model.
+        masks, bias_masks: Python expression text giving ``{layer name: mask}``, or None.
+    """
+
+    expression: str
+    masks: str | None
+    bias_masks: str | None
+    loc: Location
+
+
+@dataclass(frozen=True)
 class NetSpec:
     """A parsed cell: inputs, layers (in statement order), loss, optimizer and train ops."""
 
@@ -159,6 +175,8 @@ class NetSpec:
     loss: LossSpec | None
     optimizer: OptimizerSpec | None
     train: tuple[TrainSpec, ...]
+    base: ModelSpec | None = None
+    """The model a ``from_model`` cell starts from (then ``inputs`` and ``layers`` are empty)."""
 
     def layer_names(self) -> tuple[str, ...]:
         """Names of the dense and dropout layers (not the inputs), in order."""
