@@ -21,6 +21,7 @@ from maskmagic import lang, masks
 from maskmagic.errors import CellError, MaskMagicError
 from maskmagic.layers import MaskedDense
 from maskmagic.training import TrainOp, make_loss, make_optimizer
+from maskmagic.training.hold import check_reference
 
 __all__ = ["Built", "build", "build_spec", "mask_scope"]
 
@@ -206,10 +207,28 @@ def build_spec(
                 select=list(op.select) or None,
                 freeze=list(op.freeze) or None,
                 name=op.name,
+                **_hold_options(op, namespace, model),
             )
     with _at(last, "compiling the model"):
         model.compile(optimizer=optimizer, loss=loss)
     return Built(spec, model, ops)
+
+
+def _hold_options(
+    op: lang.TrainSpec, namespace: Mapping[str, Any], model: keras.Model
+) -> dict[str, Any]:
+    """``hold=``, ``hold_on=`` (evaluated in the namespace) and ``hold_tol=`` of a train op."""
+    if not op.hold:
+        return {}
+    options: dict[str, Any] = {"hold": list(op.hold)}
+    if op.hold_on is not None:
+        with _at(op.loc_of("hold_on"), f"hold_on={op.hold_on}", "an array of reference inputs"):
+            value = eval(op.hold_on, dict(namespace))  # noqa: S307 - the user's cell
+            check_reference(model, value)  # a shape error points at hold_on=, not the statement
+            options["hold_on"] = value
+    if op.hold_tol is not None:
+        options["hold_tol"] = op.hold_tol
+    return options
 
 
 def _loss(spec: lang.LossSpec | None) -> keras.losses.Loss:
