@@ -22,6 +22,7 @@ from maskmagic.errors import CellError, MaskMagicError
 from maskmagic.expressions import evaluate
 from maskmagic.layers import MaskedDense
 from maskmagic.training import TrainOp, make_loss, make_optimizer
+from maskmagic.training.hold import check_reference
 
 __all__ = ["Built", "build", "build_spec", "mask_scope"]
 
@@ -162,7 +163,7 @@ def build_spec(
     """Builds the model and TrainOps of a parsed cell (see :func:`build`)."""
     namespace = namespace if namespace is not None else {}
     if spec.base is not None:
-        return _with_ops(spec, _from_model(spec.base, namespace))
+        return _with_ops(spec, _from_model(spec.base, namespace), namespace)
     if not spec.layers:
         first = spec.inputs[0].loc
         raise CellError(
@@ -195,7 +196,7 @@ def build_spec(
             outputs[0] if len(outputs) == 1 else outputs,
             name=name,
         )
-    return _with_ops(spec, model)
+    return _with_ops(spec, model, namespace)
 
 
 def _from_model(base: lang.ModelSpec, namespace: Mapping[str, Any]) -> keras.Model:
@@ -237,7 +238,7 @@ def _evaluate_value(
         return eval(expression, {**namespace, **mask_scope()})  # noqa: S307 - the user's cell
 
 
-def _with_ops(spec: lang.NetSpec, model: keras.Model) -> Built:
+def _with_ops(spec: lang.NetSpec, model: keras.Model, namespace: Mapping[str, Any]) -> Built:
     """Adds the loss, optimizer and train ops of ``spec`` to ``model`` and compiles it."""
     last = spec.layers[-1].loc if spec.layers else spec.base.loc
     loss = _loss(spec.loss)
@@ -253,10 +254,28 @@ def _with_ops(spec: lang.NetSpec, model: keras.Model) -> Built:
                 select=list(op.select) or None,
                 freeze=list(op.freeze) or None,
                 name=op.name,
+                **_hold_options(op, namespace, model),
             )
     with _at(last, "compiling the model"):
         model.compile(optimizer=optimizer, loss=loss)
     return Built(spec, model, ops)
+
+
+def _hold_options(
+    op: lang.TrainSpec, namespace: Mapping[str, Any], model: keras.Model
+) -> dict[str, Any]:
+    """``hold=``, ``hold_on=`` (evaluated in the namespace) and ``hold_tol=`` of a train op."""
+    if not op.hold:
+        return {}
+    options: dict[str, Any] = {"hold": list(op.hold)}
+    if op.hold_on is not None:
+        with _at(op.loc_of("hold_on"), f"hold_on={op.hold_on}", "an array of reference inputs"):
+            value = eval(op.hold_on, dict(namespace))  # noqa: S307 - the user's cell
+            check_reference(model, value)  # a shape error points at hold_on=, not the statement
+            options["hold_on"] = value
+    if op.hold_tol is not None:
+        options["hold_tol"] = op.hold_tol
+    return options
 
 
 def _loss(spec: lang.LossSpec | None) -> keras.losses.Loss:

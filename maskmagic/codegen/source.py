@@ -34,7 +34,7 @@ from maskmagic.codegen.values import (
     quote,
 )
 from maskmagic.display import connected_parameters
-from maskmagic.errors import MaskMagicError
+from maskmagic.errors import CellError, MaskMagicError
 from maskmagic.lang import DenseSpec
 
 if TYPE_CHECKING:
@@ -370,6 +370,23 @@ def _dense_layout(layer: Any, update: np.ndarray) -> Any:
     )
 
 
+def _refuse_hold(built: Built) -> None:
+    """``hold=`` ops have no plain Keras spelling (projection and corrections): say so."""
+    for op_name, op in built.ops.items():
+        if getattr(op, "hold", None) is None:
+            continue
+        message = (
+            f"--code cannot write train op {op_name!r}: hold= (a step projected and corrected "
+            "so held units keep their values) has no plain TensorFlow/Keras spelling; expected "
+            "a cell without hold= for --code (run it without --code to use hold=)"
+        )
+        specs = [t for t in getattr(built.spec, "train", ()) if t.name == op_name]
+        if specs and hasattr(specs[0], "loc_of"):
+            loc = specs[0].loc_of("hold")
+            raise CellError(message, loc.line, loc.column, loc.source)
+        raise MaskMagicError(message)
+
+
 def to_source(built: Built, name: str, cell: str | None = None) -> str:
     """Plain Python (tensorflow + numpy only) that defines ``name`` and every op of ``built``.
 
@@ -383,7 +400,8 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
 
     Raises:
         MaskMagicError: a model or op name would shadow a name the generated code uses, or an
-            object (a custom loss, optimizer or initializer) has no plain Keras spelling.
+            object (a custom loss, optimizer or initializer) has no plain Keras spelling, or an
+            op uses hold= (CellError at its hold=).
     """
     for taken in (name, *built.ops):
         if taken in _RUNTIME_NAMES or not taken.isidentifier() or keyword.iskeyword(taken):
@@ -391,6 +409,7 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
                 f"cannot generate code that binds {taken!r}: expected a Python identifier other "
                 f"than {', '.join(_RUNTIME_NAMES)}"
             )
+    _refuse_hold(built)
     writer = _Writer(built, name)
     model_function = writer.model_function()
     compile_lines = writer.compile_lines()

@@ -56,6 +56,7 @@ _DENSE_VALUES = {  # option: (default, check, what is expected)
     "impl": ("auto", lambda value: value in _IMPLS, "auto, dense or sparse"),
 }
 _OPTIMIZER = "an optimizer name such as sgd or adam"
+_TRAIN_KEYS = ("freeze", "hold", "hold_on", "hold_tol", "optimizer", "loss")
 
 
 def _loc(line: Logical, offset: int) -> Location:
@@ -384,7 +385,7 @@ class Parser:
                     "every train op needs its own name",
                     name.offset,
                 )
-        self._keys(line, keyword, options, ("freeze", "optimizer", "loss"))
+        self._keys(line, keyword, options, _TRAIN_KEYS)
         chosen = positional[1:]
         stars = [tok for tok in chosen if tok.text == "*"]
         if stars and len(chosen) > 1:
@@ -394,14 +395,9 @@ class Parser:
                 f"'{show(tok.text)}'",
                 tok.offset,
             )
-        select = () if stars else tuple(self._selector(line, tok, False) for tok in chosen)
-        freeze: tuple[SelectorSpec, ...] = ()
-        if "freeze" in options:
-            value = options["freeze"][1]
-            freeze = tuple(
-                self._selector(line, Token(part.text, value.offset + part.offset), True)
-                for part in split_top(value.text, ",")
-            )
+        select = () if stars else tuple(self._selector(line, tok, "") for tok in chosen)
+        freeze, hold = (self._units(line, options, key) for key in ("freeze", "hold"))
+        hold_on, hold_tol = self._hold_options(line, options, hold)
         optimizer = None
         extra: tuple[tuple[str, object], ...] = ()
         if "optimizer" in options:
@@ -413,21 +409,65 @@ class Parser:
             value = options["loss"][1]
             extra = (("loss", LossSpec(*parse_call(line, value, _LOSS), _loc(line, value.offset))),)
         self.train.append(
-            TrainSpec(name.text, select, freeze, optimizer, extra, _loc(line, keyword.offset))
+            TrainSpec(
+                name.text,
+                select,
+                freeze,
+                optimizer,
+                extra,
+                _loc(line, keyword.offset),
+                hold=hold,
+                hold_on=hold_on,
+                hold_tol=hold_tol,
+                option_locs=tuple((k, _loc(line, v.offset)) for k, (_, v) in options.items()),
+            )
         )
 
-    def _selector(self, line: Logical, tok: Token, freeze: bool) -> SelectorSpec:
+    def _units(self, line: Logical, options: _Options, key: str) -> tuple[SelectorSpec, ...]:
+        """The unit selectors of ``freeze=`` or ``hold=`` (``out[0],h[3]``)."""
+        if key not in options:
+            return ()
+        value = options[key][1]
+        return tuple(
+            self._selector(line, Token(part.text, value.offset + part.offset), key)
+            for part in split_top(value.text, ",")
+        )
+
+    def _hold_options(self, line: Logical, options: _Options, hold) -> tuple:
+        """``hold_on=`` (an expression) and ``hold_tol=`` (a number in (0, 1)), with hold=."""
+        for key in ("hold_on", "hold_tol"):
+            if key in options and not hold:
+                raise line.error(
+                    f"{key}= needs hold=; expected hold=UNITS (such as hold=out[0]) in this "
+                    "statement",
+                    options[key][0].offset,
+                )
+        tol = None
+        if "hold_tol" in options:
+            tok = options["hold_tol"][1]
+            tol = convert(line, tok, "hold_tol=")
+            if type(tol) not in (int, float) or not 0 < tol < 1:
+                raise line.error(
+                    f"expected a number between 0 and 1 (exclusive) such as 1e-7 for hold_tol=, "
+                    f"found '{show(tok.text)}'",
+                    tok.offset,
+                )
+            tol = float(tol)
+        return self._expression(line, options, "hold_on"), tol
+
+    def _selector(self, line: Logical, tok: Token, units: str) -> SelectorSpec:
+        """One selector; ``units`` names the option (``"freeze"``, ``"hold"``) of unit selectors."""
         if not tok.text:
             raise line.error(
-                "expected a unit selector such as out[0] after ',' (no spaces in freeze=), "
+                f"expected a unit selector such as out[0] after ',' (no spaces in {units}=), "
                 "found nothing",
                 tok.offset,
             )
         layer, variable, index = parse_selector(line, tok)
-        if freeze and (variable is not None or (index is not None and len(index) != 1)):
+        if units and (variable is not None or (index is not None and len(index) != 1)):
             raise line.error(
                 "expected unit selectors such as out[0], out[0:2] or out (all its units) in "
-                f"freeze=, found '{show(tok.text)}'",
+                f"{units}=, found '{show(tok.text)}'",
                 tok.offset,
             )
         spec = SelectorSpec(tok.text, layer, variable, index, _loc(line, tok.offset))

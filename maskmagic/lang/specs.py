@@ -134,13 +134,18 @@ class SelectorSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """``train OPNAME [SELECTOR ...] [freeze=UNITS] [optimizer=OPT] [loss=LOSS]``.
+    """``train OPNAME [SELECTOR ...] [freeze=UNITS] [hold=UNITS [hold_on=EXPR] [hold_tol=X]]
+    [optimizer=OPT] [loss=LOSS]``.
 
     Attributes:
         select: the selectors; ``()`` means every trainable variable.
         freeze: unit selectors (``out[0]``, or ``out`` for all its units) to keep fixed.
         optimizer: this op's optimizer, or None for the net's.
         options: ``(("loss", LossSpec),)`` when ``loss=`` is given, else ``()``.
+        hold: unit selectors whose values each step keeps on the reference inputs.
+        hold_on: the reference inputs as a raw Python expression, or None (each batch).
+        hold_tol: the relative tolerance of the hold, or None (the default, 1e-6).
+        option_locs: the Location of each option's value, for the builder's error messages.
     """
 
     name: str
@@ -149,6 +154,14 @@ class TrainSpec:
     optimizer: OptimizerSpec | None
     options: tuple[tuple[str, object], ...]
     loc: Location
+    hold: tuple[SelectorSpec, ...] = ()
+    hold_on: str | None = None
+    hold_tol: float | None = None
+    option_locs: tuple[tuple[str, Location], ...] = ()
+
+    def loc_of(self, key: str) -> Location:
+        """The Location of option ``key``'s value (``"hold_on"``), else of the statement."""
+        return dict(self.option_locs).get(key, self.loc)
 
 
 @dataclass(frozen=True)
