@@ -6,6 +6,13 @@ concatenation and element-wise merges (Add, Multiply, ...). Any other layer is t
 conservatively: if one of its outputs can move a named unit, all of its inputs and parameters
 can. A ``softmax`` activation mixes every unit of its layer, and is treated so.
 
+Convolutions (:class:`~maskmagic.layers.MaskedConv2D`, ``MaskedConv1D`` and plain Keras ``Conv1D``
+/ ``Conv2D`` / ``Conv3D`` without groups) are walked channel by channel: a filter's output channel
+depends on the input channels its channel table connects (spatial mixing stays inside a
+channel, and every position of a channel counts as one unit). Pooling layers act per channel,
+and ``Flatten`` maps each flattened unit back to its channel (channels-last layout), so a walk
+through conv -> pool -> flatten -> dense loses nothing at the channel level.
+
 Sparse layers (``MaskedDense(impl="sparse")``) are walked on their connection lists (and any
 ``scipy.sparse`` mask stays sparse), so the walk never creates an (inputs, units) array.
 """
@@ -23,6 +30,7 @@ from maskmagic.training.selectors import kernel_units
 
 __all__ = [
     "Units",
+    "channel_table",
     "connected_entries",
     "influencers",
     "layer_mask",
@@ -54,6 +62,21 @@ _MERGES = (
     keras.layers.Minimum,
 )
 _MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_PER_CHANNEL_POOLING = (
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+)
 
 
 def model_graph(model: keras.Model):
@@ -168,11 +191,17 @@ def _freeze(frozen: dict, variable, entries: np.ndarray) -> None:
 def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> None:
     layer = node.operation
     inputs: list = list(node.arguments.keras_tensors)
-    connectivity = layer_mask(layer)
+    connectivity = None if channel_table(layer) is not None else layer_mask(layer)
     if isinstance(layer, keras.layers.InputLayer):
         return
     if _is_mixing(layer):
         out_units = np.ones_like(out_units)
+    if _propagate_conv(layer, inputs, out_units, affected, frozen):
+        return
+    if _propagate_pool(layer, inputs, out_units, affected):
+        return
+    if _propagate_flatten(layer, inputs, out_units, affected):
+        return
     if connectivity is not None and len(inputs) == 1:
         _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
         if getattr(layer, "bias", None) is not None:
@@ -201,3 +230,65 @@ def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> Non
         _freeze(frozen, variable, True)
     for tensor in inputs:
         _mark(affected, tensor, np.ones(_width(tensor), dtype=bool))
+
+
+# ----------------------------------------------------------------- convolutions, pooling, flatten
+
+
+def _channels_last(layer) -> bool:
+    return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
+
+
+def channel_table(layer) -> np.ndarray | None:
+    """The (in_channels, filters) channel table of a convolution, or None for other layers.
+
+    A masked convolution reports its own table; a plain Keras ``ConvND`` (channels last, no
+    groups) connects every input channel to every filter.
+    """
+    if not getattr(layer, "built", False):
+        return None
+    if hasattr(layer, "get_channel_table"):
+        return np.asarray(layer.get_channel_table(), dtype=bool)
+    if (
+        isinstance(layer, _CONVOLUTIONS)
+        and getattr(layer, "groups", 1) == 1
+        and _channels_last(layer)
+    ):
+        return np.ones(tuple(layer.kernel.shape)[-2:], dtype=bool)
+    return None
+
+
+def _propagate_conv(layer, inputs: list, out_units: np.ndarray, affected: dict, frozen: dict):
+    """A convolution, channel by channel: True when ``layer`` is one and was walked."""
+    table = channel_table(layer)
+    if table is None or len(inputs) != 1 or out_units.size != table.shape[1]:
+        return False
+    _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
+    if getattr(layer, "bias", None) is not None:
+        _freeze(frozen, layer.bias, out_units)
+    _mark(affected, inputs[0], reaching_inputs(table, out_units))
+    return True
+
+
+def _propagate_pool(layer, inputs: list, out_units: np.ndarray, affected: dict) -> bool:
+    """Pooling acts on each channel alone: output channel c reads input channel c only."""
+    if not isinstance(layer, _PER_CHANNEL_POOLING) or not _channels_last(layer):
+        return False
+    if len(inputs) != 1 or _width(inputs[0]) != out_units.size:
+        return False
+    _mark(affected, inputs[0], out_units)
+    return True
+
+
+def _propagate_flatten(layer, inputs: list, out_units: np.ndarray, affected: dict) -> bool:
+    """Flatten (channels last): flattened unit k comes from channel ``k % channels``."""
+    if not isinstance(layer, keras.layers.Flatten) or not _channels_last(layer):
+        return False
+    if len(inputs) != 1:
+        return False
+    shape = inputs[0].shape[1:]
+    if any(d is None for d in shape) or int(np.prod(shape)) != out_units.size:
+        return False
+    channels = int(shape[-1]) if shape else 1
+    _mark(affected, inputs[0], out_units.reshape(-1, channels).any(axis=0))
+    return True
