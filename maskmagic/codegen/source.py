@@ -33,13 +33,24 @@ from maskmagic.errors import MaskMagicError
 
 __all__ = ["LITERAL_LIMIT", "encode_mask", "to_source"]
 
-_RUNTIME_NAMES = ("base64", "keras", "np", "tf", "MaskedDense", "MaskedTrainOp")
+_RUNTIME_NAMES = ("base64", "keras", "np", "tf", "MaskedDense", "MaskedTrainOp", "MaskedConv")
 _RULE = "# " + "-" * 70
 
 
-def _runtime() -> str:
-    text = Path(__file__).with_name("runtime.py").read_text(encoding="utf-8")
-    return text.split("# --- runtime ---\n", 1)[1].strip() + "\n"
+def _runtime(conv: bool = False) -> str:
+    """The runtime helpers pasted into the generated code (with MaskedConv when ``conv``)."""
+    files = ("runtime.py", "runtime_conv.py") if conv else ("runtime.py",)
+    parts = []
+    for file in files:
+        text = Path(__file__).with_name(file).read_text(encoding="utf-8")
+        parts.append(text.split("# --- runtime ---\n", 1)[1].strip() + "\n")
+    return "\n\n".join(parts)
+
+
+def _has_conv(built: Any) -> bool:
+    return any(
+        hasattr(built.model.get_layer(s.name), "get_channel_table") for s in built.spec.layers
+    )
 
 
 def _indent(text: str, spaces: int) -> str:
@@ -137,6 +148,45 @@ class _Writer:
             line = "# impl=sparse in maskmagic: here a dense kernel times a constant mask\n" + line
         return line
 
+    def _conv(self, spec: Any, target: str, x: str) -> str:
+        """``MaskedConv(...)``: the channel table when the mask is uniform over each window."""
+        layer = self.model.get_layer(spec.name)
+        args = [str(spec.filters), py_literal(tuple(spec.kernel))]
+        if any(s != 1 for s in spec.strides):
+            args.append(f"strides={py_literal(tuple(spec.strides))}")
+        if spec.padding != "valid":
+            args.append(f"padding={quote(spec.padding)}")
+        mask, table = layer.get_mask(), layer.get_channel_table()
+        uniform = np.array_equal(mask, np.broadcast_to(table, mask.shape))
+        ones, cells = count_ones(table if uniform else mask)
+        if ones < cells:
+            shape = "in_channels x filters" if uniform else "kernel-shaped"
+            note = f"{spec.name}: {shape} {tuple(table.shape if uniform else mask.shape)}"
+            note += f", {ones} of {cells} connected"
+            args.append(f"mask={self._mask_entry(spec.name, table if uniform else mask, note)}")
+        if layer.use_bias:
+            bias = layer.get_bias_mask()
+            if count_ones(bias)[0] < spec.filters:
+                note = f"{spec.name}: bias mask, {count_ones(bias)[0]} of {spec.filters} biases on"
+                args.append(f"bias_mask={self._mask_entry(spec.name + '.bias', bias, note)}")
+        if spec.activation is not None:
+            args.append(f"activation={quote(spec.activation)}")
+        if not spec.use_bias:
+            args.append("use_bias=False")
+        short = spec.kernel_initializer or "glorot_uniform"
+        init = keras_expr(layer.kernel_initializer, "initializers", short)
+        args.append(f"kernel_initializer={init}")
+        args += [f"{key}={self._option(layer, key, value)}" for key, value in spec.options]
+        args.append(f"name={quote(spec.name)}")
+        return _call(target, "MaskedConv", args, f"({x})")
+
+    def _plain(self, spec: Any, target: str, x: str) -> str:
+        """A pooling or flatten statement as the Keras layer the builder made."""
+        layer = self.model.get_layer(spec.name)
+        args = [py_literal(tuple(layer.pool_size))] if hasattr(layer, "pool_size") else []
+        args.append(f"name={quote(spec.name)}")
+        return _call(target, f"keras.layers.{type(layer).__name__}", args, f"({x})")
+
     def _option(self, layer: Any, key: str, value: Any) -> str:
         for kind in ("initializers", "regularizers", "constraints"):
             if key.endswith(kind[:-1]):
@@ -171,9 +221,17 @@ class _Writer:
                 f"{local[item.name]} = keras.Input(shape={shape!r}, name={quote(item.name)})"
             )
         for item in spec.layers:
-            dense = hasattr(self.model.get_layer(item.name), "get_mask")
+            built_layer = self.model.get_layer(item.name)
+            conv = hasattr(built_layer, "get_channel_table")
+            dense = hasattr(built_layer, "get_mask") and not conv
             x = self._source(item, local, dense)
             local[item.name] = target = _local(item.name)
+            if conv:
+                body.append(self._conv(item, target, x))
+                continue
+            if not dense and not hasattr(item, "rate"):  # maxpool, avgpool, flatten
+                body.append(self._plain(item, target, x))
+                continue
             if dense:
                 body.append(self._dense(item, target, x))
                 continue
@@ -302,8 +360,10 @@ def to_source(built: Any, name: str, cell: str | None = None) -> str:
     masks = "\n".join(writer.masks)
     objects = "\n".join(f"{var} = {expr}" for var, expr in writer.objects.values())
     blocks = [
-        _header(built, name, cell) + "\n" + _runtime(),
-        f"{_RULE}\n# Connectivity masks: (inputs, units), True where the input feeds the unit.\n"
+        _header(built, name, cell) + "\n" + _runtime(_has_conv(built)),
+        f"{_RULE}\n# Connectivity masks: (inputs, units), True where the input feeds the unit"
+        + (" (convolutions: (in_channels, filters) or kernel-shaped)" if _has_conv(built) else "")
+        + ".\n"
         + (f"_MASKS = {{\n{masks}\n}}\n" if masks else "_MASKS = {}\n"),
         f"{_RULE}\n# The model.\n\n\n{model_function}",
         f"{objects}\n{compile_lines}",

@@ -38,6 +38,7 @@ __all__ = [
     "MaskedConv2D",
     "channel_blocks",
     "grouped_cost",
+    "validate_conv_mask",
 ]
 
 CONV_IMPLS = ("auto", "dense", "grouped")
@@ -98,6 +99,44 @@ def grouped_cost(blocks: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, 
     """The fraction of the full convolution's multiply-adds that the blocks need."""
     total = shape[0] * shape[1]
     return sum(len(a) * len(b) for a, b in blocks) / total if total else 1.0
+
+
+def validate_conv_mask(mask: MaskLike, kernel_shape: tuple[int, ...]) -> np.ndarray:
+    """A channel table or a kernel-shaped mask, checked, as a kernel-shaped numpy bool array.
+
+    Args:
+        mask: an (in_channels, filters) table (array, nested lists, scipy.sparse, NamedMask, or
+            a callable of the table shape) or an array of ``kernel_shape``.
+        kernel_shape: (*kernel_size, in_channels, filters).
+
+    Raises:
+        MaskError: another shape, values other than 0/1, NaN.
+    """
+    table_shape = tuple(kernel_shape[-2:])
+    if callable(mask):
+        mask = masklib.validate(mask, table_shape)
+    shape = getattr(mask, "shape", None)
+    if shape is None:
+        try:
+            shape = np.shape(mask)
+        except ValueError:  # ragged nested lists: the 2-D check names the row
+            shape = mask_check.check_values(mask, "mask").shape
+    if len(shape) == 2:
+        if tuple(int(s) for s in shape) != table_shape:
+            raise MaskError(
+                f"mask has shape {tuple(int(s) for s in shape)}, expected the channel table "
+                f"{table_shape} (in_channels x filters) or the kernel shape {tuple(kernel_shape)}"
+            )
+        table = mask_check.dense_bool(masklib.validate(mask, table_shape))
+        return np.broadcast_to(table, kernel_shape).copy()
+    if tuple(int(s) for s in shape) != tuple(kernel_shape):
+        raise MaskError(
+            f"mask has shape {tuple(shape)}, expected the channel table {table_shape} "
+            f"(in_channels, filters) or the kernel shape {tuple(kernel_shape)}"
+        )
+    flat = np.reshape(np.asarray(mask), (-1, kernel_shape[-1]))
+    checked = masklib.validate(flat, flat.shape)
+    return mask_check.dense_bool(checked).reshape(kernel_shape)
 
 
 def _tuple(value: Any, rank: int, name: str) -> tuple[int, ...]:
@@ -293,27 +332,7 @@ class _MaskedConv(keras.layers.Layer):
         return "dense", []
 
     def _validate(self, mask: MaskLike) -> np.ndarray:
-        """A channel table or kernel-shaped mask -> kernel-shaped numpy bool array."""
-        table_shape = (self.in_channels, self.filters)
-        if callable(mask):
-            mask = masklib.validate(mask, table_shape)
-        shape = getattr(mask, "shape", None)
-        if shape is None:
-            try:
-                shape = np.shape(mask)
-            except ValueError:
-                shape = mask_check.check_values(mask, "mask").shape
-        if len(shape) == 2:
-            table = mask_check.dense_bool(masklib.validate(mask, table_shape))
-            return np.broadcast_to(table, self.kernel_shape).copy()
-        if tuple(int(s) for s in shape) != self.kernel_shape:
-            raise MaskError(
-                f"mask has shape {tuple(shape)}, expected the channel table {table_shape} "
-                f"(in_channels, filters) or the kernel shape {self.kernel_shape}"
-            )
-        flat = np.reshape(np.asarray(mask), (-1, self.filters))
-        checked = masklib.validate(flat, flat.shape)
-        return mask_check.dense_bool(checked).reshape(self.kernel_shape)
+        return validate_conv_mask(mask, self.kernel_shape)
 
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, self.compute_dtype)
