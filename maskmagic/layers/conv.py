@@ -160,8 +160,21 @@ def _unpack(packed: dict) -> np.ndarray:
     return mask_check.unpack_bits(base64.b64decode(packed["bits"]), tuple(packed["shape"]))
 
 
-def _contiguous(index: np.ndarray) -> bool:
-    return bool(index.size) and bool(np.all(np.diff(index) == 1))
+def _selection(order: np.ndarray, size: int) -> np.ndarray:
+    """The (size, len(order)) 0/1 matrix whose product with x picks channels ``order``."""
+    matrix = np.zeros((size, len(order)), dtype=np.float32)
+    matrix[order, np.arange(len(order))] = 1.0
+    return matrix
+
+
+def _permute(x: Any, matrix: np.ndarray) -> Any:
+    """Channels of ``x`` picked by a 0/1 selection matrix, as one matmul on the channel axis.
+
+    Each output channel is ``x_c * 1`` plus exact zeros, so finite values come through
+    unchanged; the gradient is the transposed product. On CPU this is several times faster
+    than ``take`` along the last axis, whose gradient is a scatter-add.
+    """
+    return ops.matmul(x, ops.cast(matrix, x.dtype))
 
 
 class _MaskedConv(keras.layers.Layer):
@@ -236,6 +249,7 @@ class _MaskedConv(keras.layers.Layer):
         self.mask_version = 0
         self.kernel_format: str | None = None  # "dense" or "grouped", fixed at build
         self.blocks: list[tuple[np.ndarray, np.ndarray]] = []
+        self._plan_cache: dict | None = None
         self._saved_format: str | None = None
         self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2)
 
@@ -300,6 +314,9 @@ class _MaskedConv(keras.layers.Layer):
             trainable=False,
         )
         self.kernel_format, self.blocks = self._choose_impl(full)
+        self._plan_cache = None
+        if self.kernel_format == "grouped":
+            _ = self._plan  # index arrays computed once, outside any traced function
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
@@ -356,34 +373,56 @@ class _MaskedConv(keras.layers.Layer):
         )
 
     def _grouped(self, x: Any, kernel: Any, mask: Any, zero: Any) -> Any:
-        """One convolution per block; input channels gathered, filters put back in order."""
-        axis = self.rank + 1  # channels of x; also the input-channel axis of the kernel is rank
-        parts, order = [], []
-        for in_idx, out_idx in self.blocks:
-            xs = self._pick(x, in_idx, axis)
-            k = self._pick(self._pick(kernel, in_idx, self.rank), out_idx, self.rank + 1)
-            m = self._pick(self._pick(mask, in_idx, self.rank), out_idx, self.rank + 1)
-            k = ops.cond(ops.all(m), lambda k=k: k, lambda k=k, m=m: ops.where(m, k, zero))
-            parts.append(self._conv(xs, ops.cast(k, self.compute_dtype)))
-            order.extend(int(j) for j in out_idx)
-        outputs = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
-        if order != list(range(self.filters)):
-            inverse = np.argsort(np.asarray(order))
-            outputs = ops.take(outputs, inverse, axis=-1)
-        return outputs
+        """One convolution per block: permute channels once, split, convolve, concat, permute.
 
-    @staticmethod
-    def _pick(tensor: Any, index: np.ndarray, axis: int) -> Any:
-        """``tensor`` restricted to ``index`` along ``axis``: a slice when contiguous."""
-        size = tensor.shape[axis]
-        if _contiguous(index):
-            if index[0] == 0 and index[-1] == size - 1:
-                return tensor
-            start, stop = int(index[0]), int(index[-1]) + 1
-            slices = [slice(None)] * len(tensor.shape)
-            slices[axis] = slice(start, stop)
-            return tensor[tuple(slices)]
-        return ops.take(tensor, index, axis=axis)
+        The input channels are put in block order with one permutation (a product with a 0/1
+        matrix, exact for finite inputs), split into contiguous slices, and each slice is
+        convolved with its block of the kernel (gathered from the full kernel variable, so
+        entries outside the blocks get a zero gradient); the filters are put back in order by
+        one more permutation.
+        """
+        plan = self._plan
+        if plan["in_perm"] is not None:
+            x = _permute(x, plan["in_perm"])
+        pieces = ops.split(x, plan["in_splits"], axis=-1) if plan["in_splits"] else [x]
+        kernel = ops.where(mask, kernel, zero)
+        if plan["k_in"] is not None:
+            kernel = ops.take(kernel, plan["k_in"], axis=self.rank)
+        if plan["k_out"] is not None:
+            kernel = ops.take(kernel, plan["k_out"], axis=self.rank + 1)
+        outputs = []
+        ranges = zip(pieces, plan["in_ranges"], plan["out_ranges"], strict=True)
+        for piece, (i0, i1), (o0, o1) in ranges:
+            index = [slice(None)] * self.rank
+            block = kernel[(*index, slice(int(i0), int(i1)), slice(int(o0), int(o1)))]
+            outputs.append(self._conv(piece, ops.cast(block, self.compute_dtype)))
+        y = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-1)
+        if plan["out_perm"] is not None:
+            y = _permute(y, plan["out_perm"])
+        return y
+
+    @property
+    def _plan(self) -> dict:
+        """Index arrays of the grouped path, computed once from ``self.blocks``."""
+        if getattr(self, "_plan_cache", None) is None:
+            in_order = np.concatenate([a for a, _ in self.blocks])
+            out_order = np.concatenate([b for _, b in self.blocks])
+            in_bounds = np.cumsum([0, *[len(a) for a, _ in self.blocks]])
+            out_bounds = np.cumsum([0, *[len(b) for _, b in self.blocks]])
+            identity_in = np.array_equal(in_order, np.arange(self.in_channels))
+            identity_out = np.array_equal(out_order, np.arange(self.filters))
+            self._plan_cache = {
+                # input channels in block order (channels in no block dropped)
+                "in_perm": None if identity_in else _selection(in_order, self.in_channels),
+                "in_splits": [int(b) for b in in_bounds[1:-1]],
+                "in_ranges": list(zip(in_bounds[:-1], in_bounds[1:], strict=True)),
+                "out_ranges": list(zip(out_bounds[:-1], out_bounds[1:], strict=True)),
+                "k_in": None if identity_in else in_order,
+                "k_out": None if identity_out else out_order,
+                # the concatenated outputs come in out_order: put filter j back at j
+                "out_perm": None if identity_out else _selection(np.argsort(out_order), self.filters),
+            }
+        return self._plan_cache
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         spatial = []
