@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from maskmagic import lang
 from maskmagic.display.svg import mask_svg, net_svg
 from maskmagic.training import selectors
 
@@ -179,6 +180,9 @@ def layer_infos(built: Built) -> list[LayerInfo]:
                 LayerInfo(spec.name, type(layer).__name__, spec.sources, in_shape, out_shape)
             )
             continue
+        if hasattr(layer, "get_channel_table"):
+            rows.append(_conv_info(spec, layer, out_shape))
+            continue
         mask = layer.get_mask()
         bias_ones = bias_size = None
         if layer.use_bias:
@@ -201,6 +205,32 @@ def layer_infos(built: Built) -> list[LayerInfo]:
             )
         )
     return rows
+
+
+def _conv_info(spec: Any, layer: keras.layers.Layer, out_shape: tuple[int, ...]) -> LayerInfo:
+    """A MaskedConv1D/2D row: the mask column shows its (in_channels, filters) channel table."""
+    table = layer.get_channel_table()
+    bias_ones = bias_size = None
+    if layer.use_bias:
+        bias_ones, bias_size = _count(layer.get_bias_mask()), int(layer.filters)
+    impl = f"auto ({layer.kernel_format})" if layer.impl == "auto" else str(layer.impl)
+    if layer.kernel_format == "grouped":
+        impl += f", {len(layer.blocks)} blocks"
+    return LayerInfo(
+        name=spec.name,
+        kind=type(layer).__name__,
+        sources=spec.sources,
+        in_shape=_shape(layer.input),
+        out_shape=out_shape,
+        activation=_activation(layer),
+        mask_shape=(int(table.shape[0]), int(table.shape[1])),
+        mask_ones=_count(table),
+        bias_ones=bias_ones,
+        bias_size=bias_size,
+        impl=impl,
+        connected=connected_parameters(layer),
+        stored=_stored(layer),
+    )
 
 
 def _learning_rate(optimizer: Any) -> str:
@@ -376,7 +406,14 @@ class NetSummary:
         )
 
     def svg(self) -> str | None:
-        """The drawing of the neurons, or None when a layer or input is too wide."""
+        """The drawing of the neurons, or None when a layer or input is too wide.
+
+        Nets with convolution, pooling or flatten statements are not drawn (their units are
+        feature maps; the layer table shows each conv's channel table instead).
+        """
+        feature_maps = (lang.ConvSpec, lang.PoolSpec, lang.FlattenSpec)
+        if any(isinstance(spec, feature_maps) for spec in self.built.spec.layers):
+            return None
         widths = [int(np.prod(r.out_shape)) for r in self.layers]
         if max(widths, default=0) > self.max_units:
             return None

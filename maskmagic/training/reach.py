@@ -11,6 +11,13 @@ sparsemax, glu, any user callable or lambda, LayerNormalization, attention, Lamb
 subclassed layers, nested models, raw ``keras.ops`` calls) mixes all of its units: if one of its
 outputs can move a named unit, all of its inputs and parameters can.
 
+Convolutions (:class:`~maskmagic.layers.MaskedConv2D`, ``MaskedConv1D`` and plain Keras ``Conv1D``
+/ ``Conv2D`` / ``Conv3D`` without groups) are walked channel by channel: a filter's output channel
+depends on the input channels its channel table connects (spatial mixing stays inside a
+channel, and every position of a channel counts as one unit). Pooling layers act per channel,
+and ``Flatten`` maps each flattened unit back to its channel (channels-last layout), so a walk
+through conv -> pool -> flatten -> dense loses nothing at the channel level.
+
 Sparse layers (``MaskedDense(impl="sparse")``) are walked on their connection lists (and any
 ``scipy.sparse`` mask stays sparse), so the walk never creates an (inputs, units) array.
 """
@@ -25,7 +32,7 @@ import scipy.sparse as sp
 
 from maskmagic import _compat
 from maskmagic.errors import SelectorError
-from maskmagic.layers import MaskedDense
+from maskmagic.layers import MaskedConv1D, MaskedConv2D, MaskedDense
 from maskmagic.masks.check import dense_bool
 from maskmagic.training.selectors import kernel_units
 
@@ -33,6 +40,7 @@ __all__ = [
     "PER_UNIT_ACTIVATIONS",
     "PER_UNIT_LAYERS",
     "Units",
+    "channel_table",
     "connected_entries",
     "influencers",
     "layer_mask",
@@ -109,8 +117,31 @@ _MERGES = (
     keras.layers.Maximum,
     keras.layers.Minimum,
 )
+_CONVOLUTIONS = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    MaskedConv1D,
+    MaskedConv2D,
+)
+_PER_CHANNEL_POOLING = (
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+)
 PER_UNIT_LAYERS = (
     keras.layers.InputLayer,
+    *_CONVOLUTIONS,
+    *_PER_CHANNEL_POOLING,
     *_DENSE,
     *_ELEMENTWISE,
     keras.layers.Activation,
@@ -195,8 +226,17 @@ def _kind(layer: Any, inputs: list) -> str | None:
         if any(id(v) not in own for v in layer.trainable_variables):  # LoRA, quantized, ...
             return None
         return "dense" if is_per_unit_activation(layer.activation) else None
+    if kind in _CONVOLUTIONS:  # channel by channel: a filter reads the channels its table connects
+        if len(inputs) != 1 or channel_table(layer) is None:
+            return None
+        own = {id(layer.kernel)} | ({id(layer.bias)} if layer.bias is not None else set())
+        if any(id(v) not in own for v in layer.trainable_variables):
+            return None
+        return "conv" if is_per_unit_activation(layer.activation) else None
     if len(inputs) != 1 and kind not in (keras.layers.Concatenate, *_MERGES):
         return None
+    if kind in _PER_CHANNEL_POOLING:  # output channel c reads input channel c only
+        return "elementwise" if _channels_last(layer) else None
     if kind in _ELEMENTWISE:
         return "elementwise"
     if kind is keras.layers.Activation:
@@ -278,6 +318,12 @@ def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> Non
             _freeze(frozen, layer.bias, out_units)
         _mark(affected, inputs[0], reaching_inputs(layer_mask(layer), out_units))
         return
+    if kind == "conv":
+        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
+        if layer.bias is not None:
+            _freeze(frozen, layer.bias, out_units)
+        _mark(affected, inputs[0], reaching_inputs(channel_table(layer), out_units))
+        return
     if kind == "elementwise":
         for variable in layer.trainable_variables:  # PReLU's alpha, BatchNorm's gamma/beta
             per_unit = len(variable.shape) and variable.shape[-1] == out_units.size
@@ -318,3 +364,29 @@ def _reshaped_units(out_units: np.ndarray, source, result) -> np.ndarray:
     units = np.zeros(_width(source), dtype=bool)
     units[hit % units.size] = True
     return units
+
+
+# ----------------------------------------------------------------- convolutions
+
+
+def _channels_last(layer) -> bool:
+    return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
+
+
+def channel_table(layer) -> np.ndarray | None:
+    """The (in_channels, filters) channel table of a convolution, or None for other layers.
+
+    A masked convolution reports its own table; a plain Keras ``ConvND`` (channels last, no
+    groups) connects every input channel to every filter.
+    """
+    if not getattr(layer, "built", False):
+        return None
+    if hasattr(layer, "get_channel_table"):
+        return np.asarray(layer.get_channel_table(), dtype=bool)
+    if (
+        isinstance(layer, _CONVOLUTIONS)
+        and getattr(layer, "groups", 1) == 1
+        and _channels_last(layer)
+    ):
+        return np.ones(tuple(layer.kernel.shape)[-2:], dtype=bool)
+    return None
