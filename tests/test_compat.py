@@ -120,15 +120,10 @@ _PRIVATE = re.compile(
 )
 
 
-# The --code runtime is source text pasted into generated programs (it cannot import _compat);
-# issue 11's readable --code work replaces it. Remove the entry when that lands.
-_TEMPORARY = {"codegen/runtime.py"}
-
-
 def test_no_private_tf_keras_access_outside_compat():
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "_compat.py" or path.relative_to(PACKAGE).as_posix() in _TEMPORARY:
+        if path.name == "_compat.py":
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             code = line.split("#", 1)[0]

@@ -11,6 +11,13 @@ sparsemax, glu, any user callable or lambda, LayerNormalization, attention, Lamb
 subclassed layers, nested models, raw ``keras.ops`` calls) mixes all of its units: if one of its
 outputs can move a named unit, all of its inputs and parameters can.
 
+Convolutions (:class:`~maskmagic.layers.MaskedConv2D`, ``MaskedConv1D`` and plain Keras ``Conv1D``
+/ ``Conv2D`` / ``Conv3D`` without groups) are walked channel by channel: a filter's output channel
+depends on the input channels its channel table connects (spatial mixing stays inside a
+channel, and every position of a channel counts as one unit). Pooling layers act per channel,
+and ``Flatten`` maps each flattened unit back to its channel (channels-last layout), so a walk
+through conv -> pool -> flatten -> dense loses nothing at the channel level.
+
 Sparse layers (``MaskedDense(impl="sparse")``) are walked on their connection lists (and any
 ``scipy.sparse`` mask stays sparse), so the walk never creates an (inputs, units) array.
 """
@@ -25,7 +32,7 @@ import scipy.sparse as sp
 
 from maskmagic import _compat
 from maskmagic.errors import SelectorError
-from maskmagic.layers import MaskedDense
+from maskmagic.layers import MaskedConv1D, MaskedConv2D, MaskedDense
 from maskmagic.masks.check import dense_bool
 from maskmagic.training.selectors import kernel_units
 
@@ -34,6 +41,7 @@ __all__ = [
     "PER_UNIT_LAYERS",
     "is_per_unit_activation",
     "Units",
+    "channel_table",
     "connected_entries",
     "influencers",
     "layer_mask",
@@ -110,8 +118,31 @@ _MERGES = (
     keras.layers.Maximum,
     keras.layers.Minimum,
 )
+_CONVOLUTIONS = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    MaskedConv1D,
+    MaskedConv2D,
+)
+_PER_CHANNEL_POOLING = (
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+)
 PER_UNIT_LAYERS = (
     keras.layers.InputLayer,
+    *_CONVOLUTIONS,
+    *_PER_CHANNEL_POOLING,
     *_DENSE,
     *_ELEMENTWISE,
     keras.layers.Activation,
@@ -196,8 +227,17 @@ def _kind(layer: Any, inputs: list) -> str | None:
         if any(id(v) not in own for v in layer.trainable_variables):  # LoRA, quantized, ...
             return None
         return "dense" if is_per_unit_activation(layer.activation) else None
+    if kind in _CONVOLUTIONS:  # channel by channel: a filter reads the channels its table connects
+        if len(inputs) != 1 or channel_table(layer) is None:
+            return None
+        own = {id(layer.kernel)} | ({id(layer.bias)} if layer.bias is not None else set())
+        if any(id(v) not in own for v in layer.trainable_variables):
+            return None
+        return "conv" if is_per_unit_activation(layer.activation) else None
     if len(inputs) != 1 and kind not in (keras.layers.Concatenate, *_MERGES):
         return None
+    if kind in _PER_CHANNEL_POOLING:  # output channel c reads input channel c only
+        return "elementwise" if _channels_last(layer) else None
     if kind in _ELEMENTWISE:
         return "elementwise"
     if kind is keras.layers.Activation:
@@ -242,8 +282,8 @@ def influencers(model: keras.Model, units: Units) -> dict[str, np.ndarray]:
     by_depth = _compat.nodes_by_depth(graph)
     for depth in sorted(by_depth):
         for node in by_depth[depth]:
-            outs = [affected.get(id(t)) for t in node.outputs]
-            outs = [o for o in outs if o is not None and o.any()]
+            found = [affected.get(id(t)) for t in node.outputs]
+            outs = [o for o in found if o is not None and o.any()]
             if not outs:
                 continue
             out_units = np.logical_or.reduce([np.resize(o, outs[0].shape) for o in outs])
@@ -261,7 +301,7 @@ def _mark(affected: dict, tensor, vector: np.ndarray) -> None:
         affected[key] = vector
 
 
-def _freeze(frozen: dict, variable, entries: np.ndarray) -> None:
+def _freeze(frozen: dict, variable, entries: np.ndarray | bool) -> None:
     entries = np.broadcast_to(entries, tuple(variable.shape))
     path = variable.path
     frozen[path] = frozen[path] | entries if path in frozen else entries.copy()
@@ -278,6 +318,12 @@ def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> Non
         if layer.bias is not None:
             _freeze(frozen, layer.bias, out_units)
         _mark(affected, inputs[0], reaching_inputs(layer_mask(layer), out_units))
+        return
+    if kind == "conv":
+        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
+        if layer.bias is not None:
+            _freeze(frozen, layer.bias, out_units)
+        _mark(affected, inputs[0], reaching_inputs(channel_table(layer), out_units))
         return
     if kind == "elementwise":
         for variable in layer.trainable_variables:  # PReLU's alpha, BatchNorm's gamma/beta
@@ -319,3 +365,29 @@ def _reshaped_units(out_units: np.ndarray, source, result) -> np.ndarray:
     units = np.zeros(_width(source), dtype=bool)
     units[hit % units.size] = True
     return units
+
+
+# ----------------------------------------------------------------- convolutions
+
+
+def _channels_last(layer) -> bool:
+    return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
+
+
+def channel_table(layer) -> np.ndarray | None:
+    """The (in_channels, filters) channel table of a convolution, or None for other layers.
+
+    A masked convolution reports its own table; a plain Keras ``ConvND`` (channels last, no
+    groups) connects every input channel to every filter.
+    """
+    if not getattr(layer, "built", False):
+        return None
+    if hasattr(layer, "get_channel_table"):
+        return np.asarray(layer.get_channel_table(), dtype=bool)
+    if (
+        isinstance(layer, _CONVOLUTIONS)
+        and getattr(layer, "groups", 1) == 1
+        and _channels_last(layer)
+    ):
+        return np.ones(tuple(layer.kernel.shape)[-2:], dtype=bool)
+    return None
