@@ -30,7 +30,7 @@ class Mutant:
 
     name: str
     path: str  # relative to the repository root
-    find: str  # exact text; every occurrence is replaced (at least one must exist)
+    find: str  # exact text, found exactly once in the file
     replace: str
     tests: tuple[str, ...]
 
@@ -99,10 +99,9 @@ MUTANTS = (
     Mutant(
         "mask captured at trace time",
         "maskmagic/layers/dense.py",
-        "kernel, mask = self.kernel.value, self.kernel_mask.value",
-        "kernel = self.kernel.value\n"
-        '        with __import__("tensorflow").init_scope():\n'
-        "            mask = ops.convert_to_tensor(self.kernel_mask.numpy())",
+        "        mask = self.kernel_mask.value\n",
+        '        with __import__("tensorflow").init_scope():  # read once, when traced\n'
+        "            mask = ops.convert_to_tensor(self.kernel_mask.numpy())\n",
         (
             "tests/test_layers.py::test_set_mask_reaches_a_compiled_forward_pass",
             "tests/test_layers.py::test_set_mask_reaches_the_next_train_step_loss",
@@ -121,7 +120,13 @@ MUTANTS = (
     Mutant(
         "bias left out of freeze",
         "maskmagic/training/reach.py",
+        '    if kind == "dense":\n'
+        "        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))\n"
+        "        if layer.bias is not None:\n"
         "            _freeze(frozen, layer.bias, out_units)",
+        '    if kind == "dense":\n'
+        "        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))\n"
+        "        if layer.bias is not None:\n"
         "            pass",
         ("tests/test_reach.py",),
     ),
@@ -156,8 +161,8 @@ MUTANTS = (
     Mutant(
         "extra Dense variables (LoRA) ignored",
         "maskmagic/training/reach.py",
-        "if any(id(v) not in own for v in layer.trainable_variables):",
-        "if False:",
+        "if any(id(v) not in own for v in layer.trainable_variables):  # LoRA",
+        "if False:  # LoRA",
         (f"{ORACLE}test_dense_with_lora_mixes_its_units",),
     ),
     Mutant(
@@ -206,10 +211,10 @@ def _pytest(workdir: Path, tests: tuple[str, ...]) -> tuple[int, str]:
 
 
 def _apply(workdir: Path, mutant: Mutant) -> bool:
-    """Applies the mutant in the copy; False if its text is not in the source."""
+    """Applies the mutant in the copy; False unless its text is in the source exactly once."""
     path = workdir / mutant.path
     text = path.read_text()
-    if mutant.find not in text:
+    if text.count(mutant.find) != 1:
         return False
     path.write_text(text.replace(mutant.find, mutant.replace))
     return True
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(base, work)
             start = time.monotonic()
             if not _apply(work, mutant):
-                rows.append((mutant.name, "PATTERN GONE", 0.0, f"not found in {mutant.path}"))
+                rows.append((mutant.name, "PATTERN GONE", 0.0, f"not once in {mutant.path}"))
                 failed = True
                 continue
             code, last = _pytest(work, mutant.tests)
