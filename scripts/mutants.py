@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             print(f"the unmutated tests fail ({last}); fix them before judging mutants")
             return 2
-        print(f"unmutated: {len(everything)} test targets pass ({time.monotonic() - start:.0f} s)")
+        seconds = time.monotonic() - start
+        print(f"unmutated: {len(everything)} test targets pass ({seconds:.0f} s)", flush=True)
         for mutant in mutants:
             work = Path(tmp) / "work"
             shutil.rmtree(work, ignore_errors=True)
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             failed |= not killed
             status = "killed" if code == 1 else "killed (error)" if code == 2 else "SURVIVED"
             rows.append((mutant.name, status, time.monotonic() - start, last))
+            print(f"{mutant.name}: {status} ({rows[-1][2]:.0f} s)", flush=True)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'mutant':{width}}  {'result':14}  {'time':>6}  last line of pytest")
     for name, status, seconds, last in rows:
