@@ -61,15 +61,19 @@ ISSUES_URL = "the maskmagic issue tracker"
 
 def bug_header(exc: BaseException) -> str:
     """The one line shown above the traceback of an exception from maskmagic's own code."""
+    from importlib import metadata
+
     import keras
     import tensorflow as tf
 
-    from maskmagic import __version__
-
+    try:
+        version = metadata.version("maskmagic")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        version = "(not installed)"
     return BUG_HEADER.format(
         kind=type(exc).__name__,
         url=ISSUES_URL,
-        version=__version__,
+        version=version,
         keras=keras.__version__,
         tensorflow=tf.__version__,
     )
