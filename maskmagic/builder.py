@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from maskmagic import lang, masks
-from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.errors import CellError, MaskMagicError, first_line
 from maskmagic.expressions import evaluate
 from maskmagic.layers import MaskedDense
 from maskmagic.training import TrainOp, make_loss, make_optimizer
@@ -68,8 +68,7 @@ def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
         message = str(exc) if str(exc).startswith(what) else f"{what}: {exc}"
         raise CellError(message, loc.line, loc.column, loc.source) from None
     except Exception as exc:  # Keras, numpy and the user's own expressions: all input errors
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        message = f"{what} failed: {type(exc).__name__}: {message}"
+        message = f"{what} failed: {type(exc).__name__}: {first_line(exc)}"
         if expected:
             message += f"; expected {expected}"
         raise CellError(message, loc.line, loc.column, loc.source) from None

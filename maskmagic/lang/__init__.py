@@ -22,6 +22,7 @@ from maskmagic.lang.lexer import Token, split_logical
 from maskmagic.lang.lexer import parse_selector as _parse_selector_token
 from maskmagic.lang.parser import Parser
 from maskmagic.lang.specs import (
+    IMPLS,
     KEYWORDS,
     PASSTHROUGH_OPTIONS,
     DenseSpec,
@@ -37,6 +38,7 @@ from maskmagic.lang.specs import (
 
 __all__ = [
     "HELP",
+    "IMPLS",
     "KEYWORDS",
     "PASSTHROUGH_OPTIONS",
     "DenseSpec",
@@ -61,11 +63,10 @@ One statement per line; `#` starts a comment; a line ending in `\\` continues on
   input NAME SIZE              SIZE: 3 or a shape tuple such as (28, 28, 1)
   dense NAME UNITS [OPTIONS]   a MaskedDense layer
       from=a or from=a,b       sources, concatenated (default: the previous input or layer)
-      activation=relu  use_bias=false  kernel_initializer=glorot_uniform  impl=auto|dense|sparse
+      activation=relu  use_bias=false  kernel_initializer=glorot_uniform  impl=<IMPLS>
       mask=EXPR  bias_mask=EXPR   a Python expression: A, [[0,1],[1,0]], random(0.1, seed=0),
                                   eye(10), banded(2), blocks(3), ones, from_csv("a.csv")
-      also kernel_regularizer=, bias_regularizer=, activity_regularizer=, bias_initializer=,
-      kernel_constraint=, bias_constraint=, dtype=, trainable=
+      also <PASSTHROUGH>
   dropout NAME RATE [from=SRC]  RATE in [0, 1)
   loss LOSS [OPTIONS]          mse, binary_crossentropy(from_logits=true), ...
   optimizer OPT [OPTIONS]      sgd learning_rate=0.1, adam(learning_rate=1e-3), ...
@@ -88,6 +89,13 @@ Example:
   optimizer sgd learning_rate=0.1
   train keep_first freeze=out[0]
 """
+HELP = HELP.replace("<IMPLS>", "|".join(IMPLS)).replace(
+    "<PASSTHROUGH>",
+    "\n      ".join(
+        " ".join(f"{key}=" for key in PASSTHROUGH_OPTIONS[start : start + 5])
+        for start in range(0, len(PASSTHROUGH_OPTIONS), 5)
+    ),
+)
 
 
 def parse(text: str) -> NetSpec:

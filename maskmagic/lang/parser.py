@@ -24,6 +24,7 @@ from maskmagic.lang.lexer import (
     tokenize,
 )
 from maskmagic.lang.specs import (
+    IMPLS,
     KEYWORDS,
     PASSTHROUGH_OPTIONS,
     DenseSpec,
@@ -40,7 +41,6 @@ from maskmagic.lang.specs import (
 __all__ = ["Parser"]
 
 _DENSE_KEYS = ("from", "activation", "mask", "bias_mask", "use_bias", "kernel_initializer", "impl")
-_IMPLS = ("auto", "dense", "sparse")
 _LOSS = "a loss name such as mse or binary_crossentropy"
 
 
@@ -52,7 +52,7 @@ _DENSE_VALUES = {  # option: (default, check, what is expected)
     "activation": (None, _named_value, "an activation name such as relu, or none"),
     "use_bias": (True, lambda value: isinstance(value, bool), "true or false"),
     "kernel_initializer": (None, _named_value, "an initializer name such as glorot_uniform"),
-    "impl": ("auto", lambda value: value in _IMPLS, "auto, dense or sparse"),
+    "impl": ("auto", lambda value: value in IMPLS, f"{', '.join(IMPLS[:-1])} or {IMPLS[-1]}"),
 }
 _OPTIMIZER = "an optimizer name such as sgd or adam"
 

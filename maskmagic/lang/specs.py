@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "KEYWORDS",
+    "IMPLS",
     "PASSTHROUGH_OPTIONS",
     "DenseSpec",
     "DropoutSpec",
@@ -25,6 +26,9 @@ __all__ = [
     "TrainSpec",
 ]
 
+IMPLS = ("auto", "dense", "sparse")
+"""The kernel implementations of a MaskedDense (``impl=``); the cell language and the layer
+share this one list."""
 KEYWORDS = ("input", "dense", "dropout", "loss", "optimizer", "train")
 """The statement keywords, in the order the help lists them."""
 PASSTHROUGH_OPTIONS = (

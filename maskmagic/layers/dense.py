@@ -27,13 +27,13 @@ from keras import ops
 
 from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
+from maskmagic.lang.specs import IMPLS
 from maskmagic.layers import csr as sparse
 from maskmagic.layers.sparse_kernel import SparseKernelMixin, pack_connections, unpack_connections
 from maskmagic.masks import check as mask_check
 
 __all__ = ["MaskedDense"]
 
-IMPLS = ("auto", "dense", "sparse")
 # Masks with at most this many entries are also stored, bit-packed, in get_config().
 CONFIG_MASK_LIMIT = 1 << 22
 # Sparse layers with at most this many connections also store them in get_config().

@@ -13,8 +13,8 @@ import scipy.sparse as sp
 
 from maskmagic import _compat, masks
 from maskmagic.errors import MaskError, MaskMagicError
-from maskmagic.widgets.codec import png_bytes
 from maskmagic.widgets.editor import state
+from maskmagic.widgets.png import png_bytes
 
 __all__ = ["Source", "check_cells", "check_index", "fit_names", "is_net", "mask_image",
            "masked_layers", "open_source"]  # fmt: skip

@@ -19,13 +19,12 @@ kernel -> front end
     ``{"type": "reset", "version", "acked": {client: id}, "count"}`` with the bitmap;
     ``{"type": "reject", "client", "id", "reason"}``; ``{"type": "weight", "i", "j", "value"}``.
 
-The ``bits`` trait (bit-packed, :func:`codec.pack_bits`) always holds the current mask for
+The ``bits`` trait (bit-packed, :func:`maskmagic.masks.check.pack_bits`) always holds the current mask for
 views opened later; it is not re-sent on each change, since the change messages carry it.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import uuid
 import warnings
@@ -40,7 +39,7 @@ import traitlets
 
 from maskmagic import masks
 from maskmagic.errors import MaskError, MaskMagicError, SelectorError
-from maskmagic.widgets.codec import pack_bits
+from maskmagic.masks.check import pack_bits
 from maskmagic.widgets.editor import state
 from maskmagic.widgets.editor.source import (
     check_cells,
@@ -51,6 +50,7 @@ from maskmagic.widgets.editor.source import (
     masked_layers,
     open_source,
 )
+from maskmagic.widgets.png import PngFallback
 
 __all__ = ["MaskEditor", "editor_for", "mask_image"]
 
@@ -67,7 +67,7 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-class MaskEditor(anywidget.AnyWidget):
+class MaskEditor(PngFallback, anywidget.AnyWidget):
     """A widget to paint the (inputs x units) connectivity mask of a layer or of a matrix.
 
     Args:
@@ -91,7 +91,9 @@ class MaskEditor(anywidget.AnyWidget):
         traitlets.Int(), traitlets.Int(), default_value=(1, 1),
         help="(inputs, units): the rows and columns of the mask; fixed",
     ).tag(sync=True)  # fmt: skip
-    bits = traitlets.Bytes(help="the mask, bit-packed row-major (codec.pack_bits)").tag(sync=True)
+    bits = traitlets.Bytes(help="the mask, bit-packed row-major (masks.check.pack_bits)").tag(
+        sync=True
+    )
     version = traitlets.Int(0, help="number of changes published so far").tag(sync=True)
     input_names = traitlets.List(traitlets.Unicode(), help="row names ([] = indices)").tag(
         sync=True
@@ -261,11 +263,8 @@ class MaskEditor(anywidget.AnyWidget):
         """A PNG image of the mask (what an exported notebook shows without a kernel)."""
         return mask_image(self.mask)
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = {**data, "image/png": base64.b64encode(self.to_png()).decode("ascii")}
-        return data, metadata
+    def _fallback_png(self) -> bytes:
+        return self.to_png()
 
     def __repr__(self) -> str:
         rows, cols = self.shape

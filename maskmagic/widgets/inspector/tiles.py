@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from maskmagic.widgets.codec import png_bytes
 from maskmagic.widgets.inspector.probes import GRID, Grid
+from maskmagic.widgets.png import png_bytes
 
 __all__ = [
     "MAX_MESSAGE_BYTES",

@@ -17,7 +17,6 @@ view and scale travel as traits.
 
 from __future__ import annotations
 
-import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import tensorflow as tf
 import traitlets
 
 from maskmagic import _compat
-from maskmagic.errors import MaskMagicError
+from maskmagic.errors import MaskMagicError, first_line
 from maskmagic.training import TrainOp
 from maskmagic.widgets.inspector import tiles
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
@@ -39,7 +38,6 @@ from maskmagic.widgets.inspector.inputs import (
     check_model,
     check_targets,
     finite,
-    first_line,
     model_loss,
     names,
     probes,
@@ -55,6 +53,7 @@ from maskmagic.widgets.inspector.view import (
     tile_for,
     top_rows,
 )
+from maskmagic.widgets.png import PngFallback
 
 __all__ = ["GradientInspector", "inspector_for"]
 
@@ -64,7 +63,7 @@ SCALES = ("linear", "symlog")
 TOP_ROWS = 12  # rows of the table of top connections
 
 
-class GradientInspector(anywidget.AnyWidget):
+class GradientInspector(PngFallback, anywidget.AnyWidget):
     """The gradient of every connection of ``model`` on the batch ``(x, y)``.
 
     Args:
@@ -405,12 +404,8 @@ class GradientInspector(anywidget.AnyWidget):
             raise AssertionError("the inspector has no gradient pass to show yet")
         return self._shown
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = dict(data)
-        data["image/png"] = base64.b64encode(self.png()).decode("ascii")
-        return data, metadata
+    def _fallback_png(self) -> bytes:
+        return self.png()
 
     def __repr__(self) -> str:
         layers = ", ".join(f"{p.name} {p.shape[0]}x{p.shape[1]}" for p in self._probes)

@@ -1,0 +1,27 @@
+"""Facts with one home: the layer, the cell language and its help read the same definitions."""
+
+from __future__ import annotations
+
+import pytest
+
+from maskmagic import lang
+from maskmagic.errors import CellError
+
+
+def test_layer_and_language_share_the_implementations():
+    # Catches a new implementation added to MaskedDense but not accepted by `impl=` (or the
+    # reverse): both read lang.specs.IMPLS.
+    from maskmagic.layers import IMPLS
+
+    assert IMPLS is lang.IMPLS
+    for impl in IMPLS:
+        assert lang.parse(f"input x 3\ndense h 2 impl={impl}\n").layers[0].impl == impl
+    with pytest.raises(CellError, match="auto, dense or sparse"):
+        lang.parse("input x 3\ndense h 2 impl=csr\n")
+
+
+def test_help_lists_every_option_the_parser_accepts():
+    # Catches an option added to the parser and forgotten in `%masked_net?`.
+    for key in lang.PASSTHROUGH_OPTIONS:
+        assert f"{key}=" in lang.HELP
+    assert "impl=" + "|".join(lang.IMPLS) in lang.HELP
