@@ -61,6 +61,14 @@ def _loc(line: Logical, offset: int) -> Location:
     return Location(line.line, offset + 1, line.text)
 
 
+def _converted(line: Logical, tok: Token, what: str) -> object:
+    """The value of ``tok``, or None when it is no value at all (the caller says what it wants)."""
+    try:
+        return convert(line, tok, what)
+    except CellError:
+        return None
+
+
 def _suggest(word: str, choices) -> str:
     match = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
@@ -226,10 +234,7 @@ class Parser:
         what = "a size (a positive integer, or a shape tuple such as (28, 28, 1))"
         what = f"{what} after 'input {name.text}'"
         tok = self._arg(line, positional, 1, what)
-        try:
-            value = convert(line, tok, "the size")
-        except CellError:
-            value = None
+        value = _converted(line, tok, "the size")
         shape = value if isinstance(value, tuple) else (value,)
         if not shape or not all(type(v) is int and v > 0 for v in shape):
             raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
@@ -288,10 +293,7 @@ class Parser:
         name = self._name(line, keyword, positional, "a layer name")
         what = f"a dropout rate in [0, 1) after 'dropout {name.text}'"
         tok = self._arg(line, positional, 1, what)
-        try:
-            rate = convert(line, tok, "the rate")
-        except CellError:
-            rate = None
+        rate = _converted(line, tok, "the rate")
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
             raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
         self._extra(line, positional, 2, "dropout NAME RATE [from=SRC]")
