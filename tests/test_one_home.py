@@ -25,3 +25,24 @@ def test_help_lists_every_option_the_parser_accepts():
     for key in lang.PASSTHROUGH_OPTIONS:
         assert f"{key}=" in lang.HELP
     assert "impl=" + "|".join(lang.IMPLS) in lang.HELP
+
+
+def test_widgets_send_their_palettes_and_the_front_ends_define_none():
+    # Catches a colour changed in Python (the PNG fallback) but not in the live view, or the
+    # reverse: the JavaScript and CSS read the palette the widget sends.
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    from maskmagic.widgets import palette
+    from maskmagic.widgets.editor import MaskEditor
+
+    editor = MaskEditor(np.eye(3, 2, dtype=bool))
+    assert editor.palette == palette.EDITOR and "palette" in editor.keys
+    static = Path(palette.__file__).parent / "static"
+    for name in ("editor.js", "inspector.js", "editor.css", "inspector.css"):
+        text = (static / name).read_text(encoding="utf-8")
+        triples = re.findall(r"\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]", text)
+        assert not triples, (name, triples)
+        assert "--mm-on:" not in text and "ANCHORS" not in text, name

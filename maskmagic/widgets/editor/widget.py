@@ -40,6 +40,7 @@ import traitlets
 from maskmagic import masks
 from maskmagic.errors import MaskError, MaskMagicError, SelectorError
 from maskmagic.masks.check import pack_bits
+from maskmagic.widgets import palette as palettes
 from maskmagic.widgets.editor import state
 from maskmagic.widgets.editor.source import (
     check_cells,
@@ -86,6 +87,14 @@ class MaskEditor(PngFallback, anywidget.AnyWidget):
 
     _esm = _STATIC / "editor.js"
     _css = _STATIC / "editor.css"
+
+    palette = traitlets.Dict(
+        default_value=palettes.EDITOR,
+        help="the front end's colours, [r, g, b] by role (maskmagic.widgets.palette.EDITOR)",
+    ).tag(sync=True)
+    grid_alpha = traitlets.Float(
+        palettes.GRID_ALPHA, help="the opacity of the grid lines drawn over the cells"
+    ).tag(sync=True)
 
     shape = traitlets.Tuple(
         traitlets.Int(), traitlets.Int(), default_value=(1, 1),

@@ -31,6 +31,7 @@ import traitlets
 from maskmagic import _compat
 from maskmagic.errors import MaskMagicError, first_line
 from maskmagic.training import TrainOp
+from maskmagic.widgets import palette as palettes
 from maskmagic.widgets.inspector import tiles
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
 from maskmagic.widgets.inspector.inputs import (
@@ -84,6 +85,11 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
 
     _esm = STATIC / "inspector.js"
     _css = STATIC / "inspector.css"
+
+    palette = traitlets.Dict(
+        default_value=palettes.INSPECTOR,
+        help="the front end's colours by role (maskmagic.widgets.palette.INSPECTOR)",
+    ).tag(sync=True)
 
     target = traitlets.Any(
         LOSS,
