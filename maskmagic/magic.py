@@ -183,6 +183,16 @@ def _build(cell: str, namespace: dict[str, Any], args: argparse.Namespace) -> Bu
 def _source(built: Built, args: argparse.Namespace, cell: str) -> str:
     from maskmagic.codegen import to_source
 
+    base = built.spec.base
+    if base is not None:
+        raise CellError(
+            f"--code cannot write source for a from_model cell: the model comes from "
+            f"{base.expression!r}, whose own source maskmagic does not have; drop --code (use "
+            "maskmagic.strip(NAME) for a plain-Keras copy of the trained model)",
+            base.loc.line,
+            base.loc.column,
+            base.loc.source,
+        )
     return to_source(built, args.name, cell=cell)
 
 

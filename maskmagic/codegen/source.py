@@ -34,8 +34,8 @@ from maskmagic.codegen.values import (
     quote,
 )
 from maskmagic.display import connected_parameters
-from maskmagic.errors import MaskMagicError
-from maskmagic.lang import DenseSpec
+from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.lang import ConvSpec, DenseSpec, DropoutSpec
 
 if TYPE_CHECKING:
     from maskmagic.builder import Built
@@ -129,6 +129,7 @@ class _Writer:
         self.masks: list[str] = []
         self.objects: dict[int, tuple[str, str]] = {}  # id(object) -> (name, source)
         self.masked_layers: list[str] = []  # layers written as MaskedDense
+        self.conv_layers: list[str] = []  # layers written as MaskedConv
         self.restoring: dict[str, str] = {}  # op name -> why it restores entries after a step
 
     def shared(self, obj: Any, expr: str, prefix: str) -> str:
@@ -141,6 +142,46 @@ class _Writer:
     def _mask_entry(self, key: str, mask: Any, note: str) -> str:
         self.masks.append(f"    # {note}\n    {quote(key)}: {_indent(encode_mask(mask), 4)},")
         return f"_MASKS[{quote(key)}]"
+
+    def _conv(self, spec: Any, target: str, x: str) -> str:
+        """``MaskedConv(...)``: the channel table when the mask is uniform over each window."""
+        layer = self.model.get_layer(spec.name)
+        args = [str(spec.filters), py_literal(tuple(spec.kernel))]
+        if any(s != 1 for s in spec.strides):
+            args.append(f"strides={py_literal(tuple(spec.strides))}")
+        if spec.padding != "valid":
+            args.append(f"padding={quote(spec.padding)}")
+        mask, table = layer.get_mask(), layer.get_channel_table()
+        uniform = np.array_equal(mask, np.broadcast_to(table, mask.shape))
+        ones, cells = count_ones(table if uniform else mask)
+        if ones < cells:
+            shape = "in_channels x filters" if uniform else "kernel-shaped"
+            note = f"{spec.name}: {shape} {tuple(table.shape if uniform else mask.shape)}"
+            note += f", {ones} of {cells} connected"
+            args.append(f"mask={self._mask_entry(spec.name, table if uniform else mask, note)}")
+        if layer.use_bias:
+            bias = layer.get_bias_mask()
+            if count_ones(bias)[0] < spec.filters:
+                note = f"{spec.name}: bias mask, {count_ones(bias)[0]} of {spec.filters} biases on"
+                args.append(f"bias_mask={self._mask_entry(spec.name + '.bias', bias, note)}")
+        if spec.activation is not None:
+            args.append(f"activation={quote(spec.activation)}")
+        if not spec.use_bias:
+            args.append("use_bias=False")
+        short = spec.kernel_initializer or "glorot_uniform"
+        init = keras_expr(layer.kernel_initializer, "initializers", short)
+        args.append(f"kernel_initializer={init}")
+        args += [f"{key}={self._option(layer, key, value)}" for key, value in spec.options]
+        args.append(f"name={quote(spec.name)}")
+        self.conv_layers.append(spec.name)
+        return _call(target, "MaskedConv", args, f"({x})")
+
+    def _plain(self, spec: Any, target: str, x: str) -> str:
+        """A pooling or flatten statement as the Keras layer the builder made."""
+        layer = self.model.get_layer(spec.name)
+        args = [py_literal(tuple(layer.pool_size))] if hasattr(layer, "pool_size") else []
+        args.append(f"name={quote(spec.name)}")
+        return _call(target, f"keras.layers.{type(layer).__name__}", args, f"({x})")
 
     def _dense(self, spec: Any, target: str, x: str) -> str:
         layer = self.model.get_layer(spec.name)
@@ -213,6 +254,12 @@ class _Writer:
             local[item.name] = target = _local(item.name)
             if isinstance(item, DenseSpec):
                 body.append(self._dense(item, target, x))
+                continue
+            if isinstance(item, ConvSpec):
+                body.append(self._conv(item, target, x))
+                continue
+            if not isinstance(item, DropoutSpec):  # maxpool, avgpool, flatten
+                body.append(self._plain(item, target, x))
                 continue
             args = [repr(float(item.rate))]
             seed = getattr(self.model.get_layer(item.name), "seed", None)
@@ -370,6 +417,23 @@ def _dense_layout(layer: Any, update: np.ndarray) -> Any:
     )
 
 
+def _refuse_hold(built: Built) -> None:
+    """``hold=`` ops have no plain Keras spelling (projection and corrections): say so."""
+    for op_name, op in built.ops.items():
+        if getattr(op, "hold", None) is None:
+            continue
+        message = (
+            f"--code cannot write train op {op_name!r}: hold= (a step projected and corrected "
+            "so held units keep their values) has no plain TensorFlow/Keras spelling; expected "
+            "a cell without hold= for --code (run it without --code to use hold=)"
+        )
+        specs = [t for t in getattr(built.spec, "train", ()) if t.name == op_name]
+        if specs and hasattr(specs[0], "loc_of"):
+            loc = specs[0].loc_of("hold")
+            raise CellError(message, loc.line, loc.column, loc.source)
+        raise MaskMagicError(message)
+
+
 def to_source(built: Built, name: str, cell: str | None = None) -> str:
     """Plain Python (tensorflow + numpy only) that defines ``name`` and every op of ``built``.
 
@@ -383,7 +447,8 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
 
     Raises:
         MaskMagicError: a model or op name would shadow a name the generated code uses, or an
-            object (a custom loss, optimizer or initializer) has no plain Keras spelling.
+            object (a custom loss, optimizer or initializer) has no plain Keras spelling, or an
+            op uses hold= (CellError at its hold=).
     """
     for taken in (name, *built.ops):
         if taken in _RUNTIME_NAMES or not taken.isidentifier() or keyword.iskeyword(taken):
@@ -391,6 +456,7 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
                 f"cannot generate code that binds {taken!r}: expected a Python identifier other "
                 f"than {', '.join(_RUNTIME_NAMES)}"
             )
+    _refuse_hold(built)
     writer = _Writer(built, name)
     model_function = writer.model_function()
     compile_lines = writer.compile_lines()
@@ -400,7 +466,13 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
     if writer.masks:
         masks = "\n".join(writer.masks)
         blocks.append(
-            "# Connectivity masks: (inputs, units), True where the input feeds the unit.\n"
+            "# Connectivity masks: (inputs, units), True where the input feeds the unit"
+            + (
+                " (convolutions: (in_channels, filters) or kernel-shaped)"
+                if writer.conv_layers
+                else ""
+            )
+            + ".\n"
             f"_MASKS = {{\n{masks}\n}}\n"
         )
     blocks += [model_function, f"{objects}\n{compile_lines}"]
@@ -414,6 +486,8 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
             f"layers with a mask: {', '.join(writer.masked_layers)}."
         )
         helpers.append("masked_dense")
+    if writer.conv_layers:
+        helpers.append("masked_conv")
     head = [_header(built, name, cell) + _imports(body + runtime(*helpers))]
     if helpers:
         pasted = runtime(*helpers)
