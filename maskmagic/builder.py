@@ -199,7 +199,7 @@ def _conv_layer(spec: lang.ConvSpec, x: Any, namespace: Mapping, seed: int | Non
             impl=spec.impl,
             kernel_initializer=initializer,
             name=spec.name,
-            **dict(spec.options),
+            **dict[str, Any](spec.options),
         )
         out = layer.compute_output_shape(tuple(x.shape))
         if any(d is not None and d < 1 for d in out[1:-1]):
@@ -360,7 +360,7 @@ def _evaluate_value(
 
 def _with_ops(spec: lang.NetSpec, model: keras.Model, namespace: Mapping[str, Any]) -> Built:
     """Adds the loss, optimizer and train ops of ``spec`` to ``model`` and compiles it."""
-    last = spec.layers[-1].loc if spec.layers else spec.base.loc
+    last = spec.layers[-1].loc if spec.layers or spec.base is None else spec.base.loc
     loss = _loss(spec.loss)
     optimizer = _optimizer(spec.optimizer)
     ops = {}

@@ -106,7 +106,7 @@ class Parser:
 
     def __init__(self) -> None:
         self.inputs: list[InputSpec] = []
-        self.layers: list[DenseSpec | DropoutSpec] = []
+        self.layers: list[DenseSpec | ConvSpec | PoolSpec | FlattenSpec | DropoutSpec] = []
         self.defined: dict[str, tuple[str, int]] = {}  # input/layer name -> (keyword, line)
         self.width: dict[str, int | None] = {}  # output width of 1-D inputs and layers
         self.rows: dict[str, int | None] = {}  # kernel rows of each dense layer, if known
@@ -195,6 +195,8 @@ class Parser:
         self._extra(line, positional, 1, "from_model EXPR [masks=EXPR] [bias_masks=EXPR]")
         self._keys(line, keyword, options, ("masks", "bias_masks"))
         expression = self._expression(line, {"model": (tok, tok)}, "model")
+        if expression is None:  # the option is given just above
+            raise AssertionError("from_model without its expression")
         self.base = ModelSpec(
             expression,
             self._expression(line, options, "masks"),
@@ -394,7 +396,7 @@ class Parser:
                 len(line.text),
             )
         kernel = self._sizes(line, options["kernel"][1], rank, "kernel=")
-        strides = (1,)
+        strides: tuple[int, ...] = (1,)
         if "stride" in options:
             strides = self._sizes(line, options["stride"][1], rank, "stride=")
         sources = self._sources(line, keyword, name, options)
@@ -406,7 +408,7 @@ class Parser:
             strides=strides * rank if len(strides) == 1 else strides,
             sources=sources,
             **{key: self._value(line, options, key, *rule) for key, rule in _CONV_VALUES.items()},
-            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},
+            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},  # type: ignore[arg-type]
             options=tuple(
                 (key, convert(line, value, f"{key}="))
                 for key, (_, value) in options.items()
@@ -560,7 +562,7 @@ class Parser:
         if "hold_tol" in options:
             tok = options["hold_tol"][1]
             tol = convert(line, tok, "hold_tol=")
-            if type(tol) not in (int, float) or not 0 < tol < 1:
+            if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
                 raise line.error(
                     f"expected a number between 0 and 1 (exclusive) such as 1e-7 for hold_tol=, "
                     f"found '{show(tok.text)}'",

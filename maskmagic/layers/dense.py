@@ -104,6 +104,8 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
             ``quantization_config`` and base Layer arguments, as for ``keras.layers.Dense``.
     """
 
+    bias: Any  # a keras.Variable, or None without a bias (Any at the Keras boundary)
+
     def __init__(
         self,
         units: int,
@@ -162,12 +164,12 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
 
     # ------------------------------------------------------------------ variables
     @property
-    def kernel_mask(self) -> keras.Variable | None:
+    def kernel_mask(self) -> Any:  # a keras.Variable or None: Any at the Keras boundary
         """The (inputs, units) bool mask variable (None on the sparse implementation)."""
         return self._masks.kernel
 
     @property
-    def bias_mask(self) -> keras.Variable | None:
+    def bias_mask(self) -> Any:  # a keras.Variable or None: Any at the Keras boundary
         """The (units,) bias mask variable (None without a bias)."""
         return self._masks.bias
 
@@ -322,7 +324,7 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
         return (*input_shape[:-1], self.units)
 
     def get_config(self) -> dict:
-        config = {
+        config: dict[str, Any] = {
             "impl": self.impl,
             "input_names": list(self.input_names) if self.input_names else None,
             "unit_names": list(self.unit_names) if self.unit_names else None,
