@@ -41,8 +41,20 @@ def test_widgets_send_their_palettes_and_the_front_ends_define_none():
     editor = MaskEditor(np.eye(3, 2, dtype=bool))
     assert editor.palette == palette.EDITOR and "palette" in editor.keys
     static = Path(palette.__file__).parent / "static"
-    for name in ("editor.js", "inspector.js", "editor.css", "inspector.css"):
+    for name in ("editor.js", "inspector.js", "common.css", "editor.css", "inspector.css"):
         text = (static / name).read_text(encoding="utf-8")
         triples = re.findall(r"\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]", text)
         assert not triples, (name, triples)
         assert "--mm-on:" not in text and "ANCHORS" not in text, name
+
+
+def test_both_widgets_carry_the_shared_stylesheet():
+    # Catches a widget that loses its frame and buttons when common.css is split off.
+    from maskmagic.widgets import STATIC
+    from maskmagic.widgets.editor import MaskEditor
+    from maskmagic.widgets.inspector import GradientInspector
+
+    common = (STATIC / "common.css").read_text(encoding="utf-8")
+    for widget, own in ((MaskEditor, "editor.css"), (GradientInspector, "inspector.css")):
+        assert widget._css.startswith(common)
+        assert widget._css.endswith((STATIC / own).read_text(encoding="utf-8"))

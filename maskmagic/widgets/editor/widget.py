@@ -29,7 +29,6 @@ import contextlib
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -40,6 +39,7 @@ import traitlets
 from maskmagic import masks
 from maskmagic.errors import MaskError, MaskMagicError, SelectorError
 from maskmagic.masks.check import pack_bits
+from maskmagic.widgets import STATIC, widget_css
 from maskmagic.widgets import palette as palettes
 from maskmagic.widgets.editor import state
 from maskmagic.widgets.editor.source import (
@@ -55,7 +55,6 @@ from maskmagic.widgets.png import PngFallback
 
 __all__ = ["MaskEditor", "editor_for", "mask_image"]
 
-_STATIC = Path(__file__).resolve().parent.parent / "static"
 GRAPH_LIMIT = 32  # the graph view is offered up to GRAPH_LIMIT x GRAPH_LIMIT
 
 
@@ -85,8 +84,8 @@ class MaskEditor(PngFallback, anywidget.AnyWidget):
             more than ``MAX_CELLS`` cells.
     """
 
-    _esm = _STATIC / "editor.js"
-    _css = _STATIC / "editor.css"
+    _esm = STATIC / "editor.js"
+    _css = widget_css("editor.css")
 
     palette = traitlets.Dict(
         default_value=palettes.EDITOR,

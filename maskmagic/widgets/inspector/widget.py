@@ -18,7 +18,6 @@ view and scale travel as traits.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -31,6 +30,7 @@ import traitlets
 from maskmagic import _compat
 from maskmagic.errors import MaskMagicError, first_line
 from maskmagic.training import TrainOp
+from maskmagic.widgets import STATIC, widget_css
 from maskmagic.widgets import palette as palettes
 from maskmagic.widgets.inspector import tiles
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
@@ -58,7 +58,6 @@ from maskmagic.widgets.png import PngFallback
 
 __all__ = ["GradientInspector", "inspector_for"]
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
 VIEWS = ("gradient", "would_be", "update")
 SCALES = ("linear", "symlog")
 TOP_ROWS = 12  # rows of the table of top connections
@@ -84,7 +83,7 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
     """
 
     _esm = STATIC / "inspector.js"
-    _css = STATIC / "inspector.css"
+    _css = widget_css("inspector.css")
 
     palette = traitlets.Dict(
         default_value=palettes.INSPECTOR,
