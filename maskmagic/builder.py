@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from maskmagic import lang, masks
-from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.errors import CellError, MaskMagicError, first_line
 from maskmagic.expressions import evaluate
 from maskmagic.layers import MaskedConv1D, MaskedConv2D, MaskedDense
 from maskmagic.layers.conv import validate_conv_mask
@@ -88,8 +88,7 @@ def _at(
         message = str(exc) if str(exc).startswith(what) else f"{what}: {exc}"
         raise CellError(message, loc.line, loc.column, loc.source) from None
     except foreign as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        message = f"{what} failed: {type(exc).__name__}: {message}"
+        message = f"{what} failed: {type(exc).__name__}: {first_line(exc)}"
         if expected:
             message += f"; expected {expected}"
         raise CellError(message, loc.line, loc.column, loc.source) from None
@@ -221,7 +220,7 @@ def _conv_layer(spec: lang.ConvSpec, x: Any, namespace: Mapping, seed: int | Non
             impl=spec.impl,
             kernel_initializer=initializer,
             name=spec.name,
-            **dict(spec.options),
+            **dict[str, Any](spec.options),
         )
         out = layer.compute_output_shape(tuple(x.shape))
         if any(d is not None and d < 1 for d in out[1:-1]):
@@ -385,7 +384,7 @@ def _evaluate_value(
 
 def _with_ops(spec: lang.NetSpec, model: keras.Model, namespace: Mapping[str, Any]) -> Built:
     """Adds the loss, optimizer and train ops of ``spec`` to ``model`` and compiles it."""
-    last = spec.layers[-1].loc if spec.layers else spec.base.loc
+    last = spec.layers[-1].loc if spec.layers or spec.base is None else spec.base.loc
     loss = _loss(spec.loss)
     optimizer = _optimizer(spec.optimizer)
     ops = {}

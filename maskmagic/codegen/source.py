@@ -159,20 +159,8 @@ class _Writer:
             note = f"{spec.name}: {shape} {tuple(table.shape if uniform else mask.shape)}"
             note += f", {ones} of {cells} connected"
             args.append(f"mask={self._mask_entry(spec.name, table if uniform else mask, note)}")
-        if layer.use_bias:
-            bias = layer.get_bias_mask()
-            if count_ones(bias)[0] < spec.filters:
-                note = f"{spec.name}: bias mask, {count_ones(bias)[0]} of {spec.filters} biases on"
-                args.append(f"bias_mask={self._mask_entry(spec.name + '.bias', bias, note)}")
-        if spec.activation is not None:
-            args.append(f"activation={quote(spec.activation)}")
-        if not spec.use_bias:
-            args.append("use_bias=False")
-        short = spec.kernel_initializer or "glorot_uniform"
-        init = keras_expr(layer.kernel_initializer, "initializers", short)
-        args.append(f"kernel_initializer={init}")
-        args += [f"{key}={self._option(layer, key, value)}" for key, value in spec.options]
-        args.append(f"name={quote(spec.name)}")
+        args += self._bias_mask(spec.name, layer, spec.filters)
+        args += self._layer_options(spec, layer)
         self.conv_layers.append(spec.name)
         return _call(target, "MaskedConv", args, f"({x})")
 
@@ -191,29 +179,42 @@ class _Writer:
         if ones < cells:
             note = f"{spec.name}: {mask.shape[0]} inputs x {spec.units} units, {ones} of {cells} connected"
             args.append(f"mask={self._mask_entry(spec.name, mask, note)}")
-        if layer.use_bias:
-            bias = layer.get_bias_mask()
-            if count_ones(bias)[0] < spec.units:
-                note = f"{spec.name}: bias mask, {count_ones(bias)[0]} of {spec.units} biases on"
-                args.append(f"bias_mask={self._mask_entry(spec.name + '.bias', bias, note)}")
+        args += self._bias_mask(spec.name, layer, spec.units)
         masked = len(args) > 1
         if masked:
             self.masked_layers.append(spec.name)
+        args += self._layer_options(spec, layer)
+        layer_class = "MaskedDense" if masked else "keras.layers.Dense"
+        line = _call(target, layer_class, args, f"({x})")
+        if hasattr(mask, "toarray"):
+            line = "# impl=sparse in maskmagic: here a dense kernel times a constant mask\n" + line
+        return line
+
+    def _bias_mask(self, name: str, layer: Any, units: int) -> list[str]:
+        """``["bias_mask=..."]`` when some biases of the layer are off, else ``[]``."""
+        if not layer.use_bias:
+            return []
+        bias = layer.get_bias_mask()
+        on = count_ones(bias)[0]
+        if on == units:
+            return []
+        note = f"{name}: bias mask, {on} of {units} biases on"
+        return [f"bias_mask={self._mask_entry(name + '.bias', bias, note)}"]
+
+    def _layer_options(self, spec: Any, layer: Any) -> list[str]:
+        """The arguments after the masks: activation, bias, initializers, options, name."""
+        args = []
         if spec.activation is not None:
             args.append(f"activation={quote(spec.activation)}")
         if not spec.use_bias:
             args.append("use_bias=False")
         short = spec.kernel_initializer or "glorot_uniform"
         init = keras_expr(layer.kernel_initializer, "initializers", short)
-        if init != quote("glorot_uniform"):  # the default of both layer classes
+        if init != quote("glorot_uniform"):  # the default of every layer class written here
             args.append(f"kernel_initializer={init}")
         args += [f"{key}={self._option(layer, key, value)}" for key, value in spec.options]
         args.append(f"name={quote(spec.name)}")
-        layer_class = "MaskedDense" if masked else "keras.layers.Dense"
-        line = _call(target, layer_class, args, f"({x})")
-        if hasattr(mask, "toarray"):
-            line = "# impl=sparse in maskmagic: here a dense kernel times a constant mask\n" + line
-        return line
+        return args
 
     def _option(self, layer: Any, key: str, value: Any) -> str:
         for kind in ("initializers", "regularizers", "constraints"):

@@ -30,6 +30,7 @@ from keras import ops
 
 from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
+from maskmagic.lang.specs import CONV_IMPLS
 from maskmagic.masks import check as mask_check
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "validate_conv_mask",
 ]
 
-CONV_IMPLS = ("auto", "dense", "grouped")
 # Kernel masks with at most this many entries are also stored, bit-packed, in get_config().
 CONFIG_MASK_LIMIT = 1 << 22
 # impl="auto" runs the blocks separately when they hold at most this fraction of the table
@@ -336,7 +336,7 @@ class _MaskedConv(keras.layers.Layer):
         self._pending_mask = self._pending_bias_mask = None
 
     def _choose_impl(self, full: np.ndarray) -> tuple[str, list]:
-        table = full.any(axis=tuple(range(self.rank)))
+        table = np.asarray(full.any(axis=tuple(range(self.rank))))
         blocks = channel_blocks(table)
         wanted = self._saved_format or self.impl
         if wanted == "dense" or not blocks:
@@ -424,10 +424,10 @@ class _MaskedConv(keras.layers.Layer):
                 if identity_out
                 else _selection(np.argsort(out_order), self.filters),
             }
-        return self._plan_cache
+        return self._plan_cache  # type: ignore[return-value]  # set just above
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
-        spatial = []
+        spatial: list[int | None] = []
         for n, k, s, d in zip(
             input_shape[1:-1], self.kernel_size, self.strides, self.dilation_rate, strict=True
         ):
@@ -490,7 +490,7 @@ class _MaskedConv(keras.layers.Layer):
 
     def get_channel_table(self) -> np.ndarray:
         """The (in_channels, filters) channel table: True where any kernel tap connects them."""
-        return self.get_mask().any(axis=tuple(range(self.rank)))
+        return np.asarray(self.get_mask().any(axis=tuple(range(self.rank))))
 
     def set_mask(self, mask: MaskLike) -> None:
         """Replaces the mask: a channel table (in_channels, filters) or a kernel-shaped mask.
