@@ -337,6 +337,26 @@ def launch_browser(playwright: Any, *, headless: bool = True) -> Any:
     )
 
 
+def saved_widget_states(notebook: dict) -> dict[str, dict]:
+    """``{model_id: state}`` from a saved notebook's widget metadata, with each binary buffer
+    decoded back into its place in the state (as ``bytes``)."""
+    import base64
+
+    saved = notebook.get("metadata", {}).get("widgets", {})
+    models = saved.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    states = {}
+    for model_id, entry in models.items():
+        state = entry["state"]
+        for buffer in entry.get("buffers", []):
+            *parents, last = buffer["path"]
+            target = state
+            for key in parents:
+                target = target[key]
+            target[last] = base64.b64decode(buffer["data"])
+        states[model_id] = state
+    return states
+
+
 def notebook_json(cells: Sequence[str]) -> dict:
     """Return an nbformat-4.5 notebook (Python 3 kernel) whose code cells hold ``cells``."""
     return {
@@ -661,6 +681,47 @@ class Notebook:
                 )
             time.sleep(interval)
 
+    # -- saving and reopening ------------------------------------------------------------------
+
+    def save(self, timeout: float = 30.0) -> dict:
+        """File > Save (the ``docmanager:save`` command, as Ctrl+S) and return the notebook as
+        written to disk. With the harness's settings the file carries the widget state."""
+        result = self._js(
+            """
+            const app = window.jupyterapp;
+            const panel = panelFor(arg);
+            if (!panel) return 'no panel';
+            app.shell.activateById(panel.id);
+            await app.commands.execute('docmanager:save');
+            return panel.context.model.dirty ? 'still dirty' : 'ok';
+            """,
+            self.path,
+        )
+        if result != "ok":
+            raise HarnessError(f"saving {self.path} failed: {result}\n" + self.diagnostics())
+        return json.loads((self.server.root_dir / self.path).read_text())
+
+    def reopen(self, timeout: float = KERNEL_START_TIMEOUT) -> None:
+        """Shut the kernel down and load the notebook's page again from the saved file.
+
+        The page gets a fresh kernel that has run nothing, so every widget it shows is rebuilt
+        from the widget state saved in the file alone (jupyterlab-manager, in JupyterLab and
+        Notebook 7, restores saved widgets only once a kernel is connected).
+        """
+        self.close_client()
+        self.server.shutdown_kernels()
+        start_session(self.server, self.path, timeout)
+        self.page.goto(
+            self.server.page_url(self.path), wait_until="domcontentloaded", timeout=timeout * 1000
+        )
+        self._wait_js(
+            "const p = panelFor(arg); return !!p && !!p.sessionContext.session;",
+            self.path,
+            timeout,
+            f"the notebook did not open again within {timeout:.0f} s",
+        )
+        self.wait_kernel_idle(timeout)
+
     def close_client(self) -> None:
         """Close the ZMQ client used by :meth:`kernel_eval` (the kernel keeps running)."""
         client, self._client, self._client_kernel_id = self._client, None, None
@@ -670,6 +731,26 @@ class Notebook:
                 client.stop_channels()
             with contextlib.suppress(Exception):
                 client.context.destroy(linger=0)
+
+
+def start_session(server: JupyterServer, path: str, timeout: float = KERNEL_START_TIMEOUT) -> None:
+    """Start a kernel session for notebook ``path`` before its page loads; the page joins it.
+
+    Also what keeps saved widgets showing: jupyterlab-manager restores the widget state saved
+    in a notebook only when the kernel is there as the page connects (if the page starts the
+    kernel itself, it may mark the restore done first and show "model not found").
+    """
+    try:
+        server.api(
+            "POST",
+            "/api/sessions",
+            {"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}},
+            timeout=timeout,
+        )
+    except (OSError, ValueError) as exc:
+        raise HarnessError(
+            f"cannot start a kernel for {path}: {exc}\n{server.log_tail()}"
+        ) from None
 
 
 def open_notebook(
@@ -696,18 +777,7 @@ def open_notebook(
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
     path = f"{stem}.ipynb"
     (server.root_dir / path).write_text(json.dumps(notebook_json(cells), indent=1))
-    # Start the kernel now, while the page loads; JupyterLab then joins this session.
-    try:
-        server.api(
-            "POST",
-            "/api/sessions",
-            {"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}},
-            timeout=timeout,
-        )
-    except (OSError, ValueError) as exc:
-        raise HarnessError(
-            f"cannot start a kernel for {path}: {exc}\n{server.log_tail()}"
-        ) from None
+    start_session(server, path, timeout)
     nb = Notebook(page, server, path)
     page.goto(server.page_url(path), wait_until="domcontentloaded", timeout=timeout * 1000)
     nb._wait_js(
