@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbclient
@@ -46,6 +47,18 @@ def test_quickstart_answers_the_three_questions():
     shown = "\n".join(errors[0].traceback)
     assert "line 2, column 14" in shown and "four" in shown and "Traceback" not in shown
     assert "import tensorflow" in text  # the --code cell
+    # No TensorFlow C++ start-up logging anywhere (absl, oneDNN, cudart_stub, the cuInit probe).
+    banners = re.compile(r"absl::InitializeLog|oneDNN|cudart_stub|cuInit|\.cc:\d+\]")
+    assert not banners.search(text), banners.search(text)
+    # op.fit(epochs=20): one progress bar, not one per epoch.
+    fits = [c for c in notebook.cells if c.cell_type == "code" and ".fit(" in c.source]
+    bars = [
+        o
+        for c in fits
+        for o in c.outputs
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    assert len(fits) == 1 and len(bars) == 1, [c.outputs for c in fits]
 
 
 @pytest.mark.slow

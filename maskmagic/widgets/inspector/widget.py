@@ -126,6 +126,10 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
     error = traitlets.Unicode("", help="the last error of an action started in the front end").tag(
         sync=True
     )
+    _tiles = traitlets.Dict(
+        help="front end only: the latest tile of each layer, kept there in place so that a "
+        "saved notebook shows the latest view; the kernel never sets it"
+    ).tag(sync=True)
 
     def __init__(
         self,

@@ -222,6 +222,16 @@ class Store {
     this.emit(null);
   }
 
+  // Copies the confirmed cells into the model's `bits`, in place: the widget state a notebook
+  // saves (JupyterLab, Notebook 7, exported HTML) then shows the current mask. In place, not
+  // model.set(): a set would be sent back to the kernel with the next save_changes().
+  persist() {
+    const bits = this.model.get("bits");
+    const packed = pack(this.confirmed);
+    if (!bits || !ArrayBuffer.isView(bits) || bits.byteLength !== packed.length) return;
+    new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength).set(packed);
+  }
+
   // ---- messages from the kernel
   onMessage(msg, buffers) {
     if (!msg || typeof msg !== "object") return;
@@ -230,6 +240,7 @@ class Store {
       this.version = msg.version;
       const acked = (msg.acked || {})[this.client] || 0;
       this.pending = this.pending.filter((e) => e.id > acked);
+      this.persist();
       this.recompute();
     } else if (msg.type === "change") {
       if (this.version === null || msg.version <= this.version) return; // in the coming reset
@@ -239,6 +250,7 @@ class Store {
         ? { op: "replace", cells: unpack(buffers[0], this.n) }
         : { op: "flip", runs: readRuns(buffers[0]) };
       applyEdit(this.confirmed, diff, false);
+      this.persist();
       if (msg.client === this.client) {
         while (this.pending.length && this.pending[0].id <= msg.id) this.pending.shift();
         this.emit([], { pending: true }); // the cells shown already hold this edit

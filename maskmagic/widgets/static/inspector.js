@@ -53,6 +53,12 @@ function maxAbs(values) {
   return m;
 }
 
+function asDataView(b) {
+  if (b instanceof DataView) return b;
+  if (b instanceof ArrayBuffer) return new DataView(b);
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
+}
+
 function decode(header, buffers) {
   const arrays = {};
   header.buffers.forEach((name, k) => {
@@ -461,6 +467,13 @@ class InspectorView {
 
   onTile(msg, buffers) {
     if (!msg || msg.type !== "tile") return;
+    // The latest tile of each layer also goes into the model's `_tiles`, in place (a set()
+    // would be sent back to the kernel with the next save_changes()): the widget state that a
+    // notebook saves then holds the latest view, and render() draws it without a kernel.
+    const saved = this.model.get("_tiles");
+    if (saved && typeof saved === "object") {
+      saved[String(msg.layer)] = { header: msg, buffers: (buffers || []).map(asDataView) };
+    }
     const arrays = decode(msg, buffers || []);
     this.tiles.set(msg.layer, { header: msg, arrays });
     const panel = this.panels[msg.layer];
@@ -508,6 +521,10 @@ function render({ model, el: root }) {
   view.syncLayers();
   view.syncTop();
   view.syncError();
+  // Saved tiles first (all there is in a notebook reopened without a kernel); the kernel's
+  // answer to "hello" replaces them.
+  const saved = model.get("_tiles") || {};
+  Object.keys(saved).forEach((k) => view.onTile(saved[k].header, saved[k].buffers));
   model.send({ type: "hello" });
   return () => handlers.forEach(([name, fn]) => model.off(name, fn));
 }
