@@ -29,6 +29,7 @@ from maskmagic.lang.specs import (
     InputSpec,
     Location,
     LossSpec,
+    ModelSpec,
     NetSpec,
     OptimizerSpec,
     SelectorSpec,
@@ -44,6 +45,7 @@ __all__ = [
     "InputSpec",
     "Location",
     "LossSpec",
+    "ModelSpec",
     "NetSpec",
     "OptimizerSpec",
     "SelectorSpec",
@@ -70,6 +72,9 @@ One statement per line; `#` starts a comment; a line ending in `\\` continues on
   loss LOSS [OPTIONS]          mse, binary_crossentropy(from_logits=true), ...
   optimizer OPT [OPTIONS]      sgd learning_rate=0.1, adam(learning_rate=1e-3), ...
   train OPNAME [SELECTOR ...] [freeze=UNITS] [optimizer=OPT] [loss=LOSS]
+  from_model EXPR [masks=EXPR] [bias_masks=EXPR]   (or from_model=EXPR) instead of input/dense/
+      dropout: start from a trained Keras model (Dense layers become MaskedDense, weights kept);
+      masks={"hidden": A}: masks by layer name
 
 Selectors (what a train op may change):
   (none) or *          every trainable variable

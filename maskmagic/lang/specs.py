@@ -26,7 +26,7 @@ __all__ = [
     "TrainSpec",
 ]
 
-KEYWORDS = ("input", "dense", "dropout", "from_model", "loss", "optimizer", "train")
+KEYWORDS = ("input", "dense", "dropout", "loss", "optimizer", "train", "from_model")
 """The statement keywords, in the order the help lists them."""
 PASSTHROUGH_OPTIONS = (
     "activity_regularizer",
