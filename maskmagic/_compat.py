@@ -27,6 +27,7 @@ __all__ = [
     "nodes_by_depth",
     "optimizer_slots",
     "optimizer_tracks",
+    "optimizer_unrestorable",
     "producing_layer",
     "resize_variable",
     "variable_storage",
@@ -76,6 +77,52 @@ def optimizer_slots(
             if same or (any_length and len(slot.shape) == 1):
                 found.append(slot)
     return found
+
+
+def _per_variable_lists(inner: Any) -> dict[str, list]:
+    """The optimizer's per-variable state lists, by attribute name."""
+    tracked = inner._trainable_variables
+    return {
+        attr: value
+        for attr, value in vars(inner).items()
+        if attr != "_trainable_variables" and isinstance(value, list) and len(value) == len(tracked)
+    }
+
+
+def optimizer_unrestorable(
+    optimizer: keras.optimizers.Optimizer, variable: Any, any_length: bool = False
+) -> list[str]:
+    """What keeps state for ``variable`` that :func:`optimizer_slots` cannot restore entry by entry.
+
+    An allow-list: state is restorable only if it is a per-variable slot shaped like the
+    variable (see :func:`optimizer_slots`) or a scalar shared by every variable (the
+    iteration count, the learning rate, Nadam's momentum product). Anything else is named here:
+    a per-variable slot of another shape (Adafactor's factored row and column moments), or an
+    optimizer variable that is in no per-variable list and not a scalar (unknown state).
+
+    Relies on: the same private attributes as :func:`optimizer_slots`.
+    """
+    inner = _inner(optimizer)
+    index = inner._get_variable_index(variable)
+    lists = _per_variable_lists(inner)
+    problems = []
+    listed = set()
+    for attr, value in lists.items():
+        listed.update(id(v) for v in value if v is not None)
+        slot = value[index]
+        if slot is None or not hasattr(slot, "assign") or attr == "_variables":
+            continue
+        same = tuple(slot.shape) == tuple(variable.shape)
+        if not (same or (any_length and len(slot.shape) == 1 and len(variable.shape) == 1)):
+            problems.append(
+                f"{attr} (shape {tuple(slot.shape)}, the variable's {tuple(variable.shape)})"
+            )
+    tracked = {id(v) for v in inner._trainable_variables}
+    for state in optimizer.variables:
+        if id(state) in listed or id(state) in tracked or len(state.shape) == 0:
+            continue
+        problems.append(f"{state.path} (shape {tuple(state.shape)}, not per variable)")
+    return problems
 
 
 # ----------------------------------------------------------------------------- model graphs

@@ -1,7 +1,8 @@
 """Deployment: plain-Keras copies of masked models, SavedModel export, safe loading.
 
 * :func:`strip` turns a model of :class:`~maskmagic.layers.MaskedDense` layers into the same
-  model made of ``keras.layers.Dense`` layers that hold the effective weights
+  model made of ``keras.layers.Dense`` layers (and :class:`~maskmagic.layers.MaskedConv2D` /
+  ``MaskedConv1D`` into ``keras.layers.Conv2D`` / ``Conv1D``) that hold the effective weights
   (``kernel * mask``, ``bias * bias_mask``). Its ``.keras`` file loads where maskmagic is not
   installed, and its outputs equal the masked model's (bit-identical for dense layers).
 * :func:`masked` is its inverse, for models people already have: the same model with its
@@ -79,6 +80,14 @@ def _dense_config(layer: Any) -> dict:
     return {**base, **{k: config[k] for k in _DENSE_KEYS if k in config}}
 
 
+def _plain_layer(layer: Any) -> Any:
+    """The plain Keras layer a masked layer becomes (Dense, or Conv1D/Conv2D for convolutions)."""
+    if hasattr(layer, "plain_config"):  # MaskedConv1D / MaskedConv2D
+        plain = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D}[layer.rank]
+        return plain.from_config(layer.plain_config())
+    return keras.layers.Dense.from_config(_dense_config(layer))
+
+
 def _effective_kernel(layer: Any, limit: int) -> np.ndarray:
     kernel = layer.effective_kernel()
     if not hasattr(kernel, "toarray"):
@@ -98,6 +107,10 @@ def _effective_kernel(layer: Any, limit: int) -> np.ndarray:
 
 def strip(model: keras.Model, *, max_dense_bytes: int | None = None) -> keras.Model:
     """A plain-Keras copy of ``model``: every MaskedDense becomes a Dense with its effective weights.
+
+    Likewise every MaskedConv2D (MaskedConv1D) becomes a ``keras.layers.Conv2D`` (``Conv1D``)
+    holding ``kernel * mask`` and ``bias * bias_mask``: bit-identical outputs on the dense
+    implementation, equal to float rounding on the grouped one (other convolution shapes).
 
     Layer names, the graph (several inputs and outputs, concatenations, nested models) and every
     other layer (copied through its config, with its weights) are kept; masks are gone, as masked
@@ -126,7 +139,7 @@ def strip(model: keras.Model, *, max_dense_bytes: int | None = None) -> keras.Mo
 
     def clone(layer: Any) -> Any:
         if _is_masked(layer):
-            new = keras.layers.Dense.from_config(_dense_config(layer))
+            new = _plain_layer(layer)
         else:
             new = layer.__class__.from_config(layer.get_config())
         pairs.append((layer, new))
@@ -350,7 +363,7 @@ def serve(path: str | os.PathLike) -> Callable[..., Any]:
         arrays = [result[k].numpy() for k in outputs]
         return arrays[0] if len(arrays) == 1 else arrays
 
-    call.loaded = loaded  # keeps the variables alive
+    call.loaded = loaded  # type: ignore[attr-defined]  # keeps the variables alive
     return call
 
 

@@ -49,6 +49,18 @@ class SparseKernelMixin:
     ``kernel_regularizer``, ``kernel_constraint``, ``mask_version`` and ``add_weight``.
     """
 
+    # What the host layer provides (declared for the type checker; Keras objects are Any).
+    input_dim: int
+    units: int
+    mask_version: int
+    _saved_nnz: int | None
+    kernel_mask: Any
+    kernel_initializer: Any
+    kernel_regularizer: Any
+    kernel_constraint: Any
+    compute_dtype: Any
+    add_weight: Any
+
     def _build_sparse(self, mask: Any) -> None:
         if mask is None:  # from_config without the mask: placeholder, replaced on load
             count = self._saved_nnz or 0
