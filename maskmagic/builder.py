@@ -14,6 +14,7 @@ propagates unchanged (the magic shows it as one, with its traceback).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -294,7 +295,8 @@ def build_spec(
     """Builds the model and TrainOps of a parsed cell (see :func:`build`)."""
     namespace = namespace if namespace is not None else {}
     if spec.base is not None:
-        return _with_ops(spec, _from_model(spec.base, namespace), namespace)
+        model = _from_model(spec.base, namespace)
+        return _with_ops(_described(spec, model), model, namespace)
     if not spec.layers:
         first = spec.inputs[0].loc
         raise CellError(
@@ -372,6 +374,45 @@ def _from_model(base: lang.ModelSpec, namespace: Mapping[str, Any]) -> keras.Mod
         found[key] = dict(value)
     with _at(base.loc, f"from_model {base.expression}"):
         return masked(model, **found)
+
+
+def _described(spec: lang.NetSpec, model: keras.Model) -> lang.NetSpec:
+    """``spec`` with inputs and layers describing ``model`` (for the summary and drawing).
+
+    MaskedDense layers become DenseSpecs; every other layer (BatchNormalization, a nested
+    model, ...) a pass-through DropoutSpec of rate 0, which the summary shows by its class.
+    """
+    from maskmagic import _compat
+
+    graph = _compat.functional_graph(model)
+    inputs, layers = [], []
+    for layer in graph.layers:
+        nodes = _compat.inbound_nodes(layer)
+        tensors = nodes[0].input_tensors if nodes else []
+        sources = tuple(_compat.producing_layer(t).name for t in tensors)
+        if isinstance(layer, keras.layers.InputLayer):
+            shape = tuple(int(d) for d in layer.output.shape[1:])
+            inputs.append(lang.InputSpec(layer.name, shape, spec.base.loc))
+        elif isinstance(layer, MaskedDense):
+            activation = keras.activations.serialize(layer.activation)
+            layers.append(
+                lang.DenseSpec(
+                    layer.name,
+                    layer.units,
+                    sources,
+                    None if activation == "linear" else activation,
+                    None,
+                    None,
+                    layer.use_bias,
+                    None,
+                    layer.impl,
+                    (),
+                    spec.base.loc,
+                )
+            )
+        else:
+            layers.append(lang.DropoutSpec(layer.name, 0.0, sources, spec.base.loc))
+    return dataclasses.replace(spec, inputs=tuple(inputs), layers=tuple(layers))
 
 
 def _evaluate_value(

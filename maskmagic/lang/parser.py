@@ -159,7 +159,7 @@ class Parser:
                     tok.offset,
                 )
             options[key] = (Token(key, tok.offset), value)
-        if keyword.text in ("input", "dense", "dropout", "from_model"):
+        if keyword.text not in ("loss", "optimizer", "train"):  # inputs and layers
             self._one_source_of_layers(line, keyword)
         getattr(self, "_" + keyword.text)(line, keyword, positional, options)
 
@@ -176,7 +176,7 @@ class Parser:
             raise line.error(
                 f"`from_model` takes the inputs and layers from the model, but line "
                 f"{first[0].line} already has `{first[1].text}`; expected either from_model or "
-                "input/dense/dropout statements",
+                "input and layer statements",
                 keyword.offset,
             )
         if keyword.text != "from_model" and self.base is not None:
