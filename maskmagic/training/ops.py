@@ -26,6 +26,7 @@ from maskmagic.errors import MaskMagicError, SelectorError
 from maskmagic.layers import csr as sparse
 from maskmagic.training import batches, distributed, reach, selectors
 from maskmagic.training.objectives import make_loss, make_optimizer
+from maskmagic.training.writeback import WriteBack
 
 __all__ = ["TrainOp", "make_loss", "make_optimizer"]
 
@@ -130,6 +131,11 @@ class TrainOp:
             }
             for path, slots in self._sparse_slots.items():
                 sparse.track_slots(self._sparse_kernels[path], slots)  # resizable, mirrored
+        self._write_backs = (
+            {path: WriteBack(mask, masks[path]) for path, mask in self._mask_vars.items()}
+            if self._strategy is None
+            else {}
+        )
         self._step = self._make_step()
 
     # ------------------------------------------------------------------ selection
@@ -202,6 +208,8 @@ class TrainOp:
         masks = self._compute_update_masks()
         for path, variable in self._mask_vars.items():
             variable.assign(masks[path])
+            if path in self._write_backs:
+                self._write_backs[path].update(masks[path])
         self._versions = versions
 
     # ------------------------------------------------------------------ step
@@ -236,34 +244,38 @@ class TrainOp:
         ]
 
     def _make_step(self):
-        model, loss_fn, optimizer = self.model, self.loss, self.optimizer
-        variables = list(self._step_variables)
-        guarded = [
-            (v, self._mask_vars[v.path], _compat.optimizer_slots(optimizer, v))
-            for v in variables
+        if self._strategy is not None:  # replicated write-back: see distributed.assign
+            return distributed.wrap_step(self._strategy, self._make_where_step(), self)
+        return self._make_indexed_step()
+
+    def _guarded(self) -> list:
+        """(variable, update-mask variable, optimizer slots) of each variable with exclusions."""
+        return [
+            (v, self._mask_vars[v.path], _compat.optimizer_slots(self.optimizer, v))
+            for v in self._step_variables
             if v.path in self._mask_vars
         ]
-        inner = getattr(optimizer, "inner_optimizer", optimizer)
+
+    def _others(self) -> list:
+        """Non-trainable state (and, with EMA overwrite, unselected weights) a step restores."""
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         others = self._held_state()
         if inner.use_ema and inner.ema_overwrite_frequency:
-            chosen = {id(v) for v in variables}
-            others += [v for v in model.trainable_variables if id(v) not in chosen]
+            chosen = {id(v) for v in self._step_variables}
+            others += [v for v in self.model.trainable_variables if id(v) not in chosen]
+        return others
+
+    def _make_where_step(self):
+        """The step under a tf.distribute strategy: a full ``tf.where`` write-back."""
+        model, loss_fn, optimizer = self.model, self.loss, self.optimizer
+        variables = list(self._step_variables)
+        guarded = self._guarded()
+        others = self._others()
 
         @tf.function(reduce_retracing=True)
         def step(x, y):
-            if self._strategy is None:  # under a strategy, the distributed step counts
-                self.trace_count += 1
             saved_others = [tf.identity(v.value) for v in others]  # before the forward pass
-            with tf.GradientTape() as tape:
-                prediction = model(x, training=True)
-                loss = _total_loss(loss_fn, y, prediction)
-                loss = distributed.shard_weight(loss_fn, loss, x)
-                loss = loss + distributed.regularization(model.losses)
-            grads = tape.gradient(loss, variables)
-            grads = [
-                tf.zeros_like(v.value) if g is None else tf.convert_to_tensor(g)
-                for g, v in zip(grads, variables)
-            ]
+            loss, grads = self._loss_and_grads(model, loss_fn, x, y, variables)
             masks = {id(v): m for v, m, _ in guarded}
             grads = [
                 tf.where(masks[id(v)], g, tf.zeros_like(g)) if id(v) in masks else g
@@ -283,7 +295,56 @@ class TrainOp:
             distributed.assign(writes)
             return loss
 
-        return distributed.wrap_step(self._strategy, step, self)
+        return step
+
+    def _loss_and_grads(self, model, loss_fn, x, y, variables):
+        with tf.GradientTape() as tape:
+            prediction = model(x, training=True)
+            loss = _total_loss(loss_fn, y, prediction)
+            loss = distributed.shard_weight(loss_fn, loss, x)
+            loss = loss + distributed.regularization(model.losses)
+        grads = tape.gradient(loss, variables)
+        grads = [
+            tf.zeros_like(v.value) if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(grads, variables)
+        ]
+        return loss, grads
+
+    def _make_indexed_step(self):
+        """The single-device step: the write-back touches only the excluded entries.
+
+        Per guarded variable, :class:`_WriteBack` holds the excluded entries (mask False) as
+        an index list and a mode chosen when the masks change (no re-trace): ``NONE`` (nothing
+        excluded: no work at all), ``GATHER`` (few excluded: gather their values and slots
+        before the optimizer's update, scatter them back after, in place) or ``WHERE`` (many
+        excluded: a full ``tf.where`` of the variable and of every slot, as before).
+        """
+        model, loss_fn, optimizer = self.model, self.loss, self.optimizer
+        variables = list(self._step_variables)
+        guarded = [
+            (variable, self._write_backs[variable.path], slots)
+            for variable, _, slots in self._guarded()
+        ]
+        others = self._others()
+
+        @tf.function(reduce_retracing=True)
+        def step(x, y):
+            self.trace_count += 1
+            saved_others = [tf.identity(v.value) for v in others]  # before the forward pass
+            loss, grads = self._loss_and_grads(model, loss_fn, x, y, variables)
+            backs = {id(v): back for v, back, _ in guarded}
+            grads = [
+                backs[id(v)].zero_excluded(g) if id(v) in backs else g
+                for g, v in zip(grads, variables)
+            ]
+            saved = [back.save([variable, *slots]) for variable, back, slots in guarded]
+            optimizer.apply(grads, variables)
+            for (variable, back, slots), old in zip(guarded, saved):
+                back.restore([variable, *slots], old)
+            distributed.assign(list(zip(others, saved_others)))
+            return loss
+
+        return step
 
     def __call__(self, x: Any, y: Any) -> float:
         """Runs one step on ``(x, y)`` and returns the loss (before the update) as a float."""
