@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from maskmagic import _compat
 from maskmagic.errors import MaskMagicError, SelectorError
+from maskmagic.layers import MaskedDense
 from maskmagic.layers import csr as sparse
 from maskmagic.training import batches, distributed, reach, selectors
 from maskmagic.training.objectives import make_loss, make_optimizer
@@ -132,7 +133,10 @@ class TrainOp:
             for path, slots in self._sparse_slots.items():
                 sparse.track_slots(self._sparse_kernels[path], slots)  # resizable, mirrored
         self._write_backs = (
-            {path: WriteBack(mask, masks[path]) for path, mask in self._mask_vars.items()}
+            {
+                path: WriteBack(mask, masks[path], self._grad_is_zero_outside(path, masks[path]))
+                for path, mask in self._mask_vars.items()
+            }
             if self._strategy is None
             else {}
         )
@@ -182,6 +186,25 @@ class TrainOp:
             masks[path] = allowed
         return masks
 
+    def _grad_is_zero_outside(self, path: str, allowed: np.ndarray) -> bool:
+        """Whether the gradient of ``path`` is already exactly 0 wherever ``allowed`` is False.
+
+        True only for the dense kernel of a :class:`MaskedDense` (its own ``call``, no kernel
+        regularizer) when every excluded entry is a masked connection: the layer computes with
+        ``where(mask, kernel, 0)``, whose gradient is exactly +0 at masked entries. The step then
+        skips zeroing them again; the write-back of values and slots is unchanged.
+        """
+        found = self._masked_layers.get(path)
+        if found is None or found[1] != "kernel":
+            return False
+        layer = found[0]
+        if not isinstance(layer, MaskedDense) or layer.is_sparse:
+            return False
+        if type(layer).call is not MaskedDense.call or layer.kernel_regularizer is not None:
+            return False
+        connected = reach.connected_entries(layer, "kernel")
+        return not bool((connected & ~allowed).any())
+
     def _nothing_left_message(self) -> str:
         picked = _labels(self.select) or "every trainable variable"
         if self.freeze:
@@ -209,7 +232,8 @@ class TrainOp:
         for path, variable in self._mask_vars.items():
             variable.assign(masks[path])
             if path in self._write_backs:
-                self._write_backs[path].update(masks[path])
+                zero = self._grad_is_zero_outside(path, masks[path])
+                self._write_backs[path].update(masks[path], zero)
         self._versions = versions
 
     # ------------------------------------------------------------------ step

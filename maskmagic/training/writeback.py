@@ -42,9 +42,12 @@ class WriteBack:
     Args:
         mask: the op's update-mask variable (bool, shaped like the variable; True = may change).
         allowed: its current value as a numpy bool array.
+        grad_is_zero: the gradient is exactly 0 at every excluded entry already (the entries
+            are masked connections of a layer that computes with ``where(mask, kernel, 0)``),
+            so :meth:`zero_excluded` has nothing to do.
     """
 
-    def __init__(self, mask: Any, allowed: np.ndarray) -> None:
+    def __init__(self, mask: Any, allowed: np.ndarray, grad_is_zero: bool = False) -> None:
         self.mask = mask
         rank = max(allowed.ndim, 1)
         self.scalar = allowed.ndim == 0  # nothing to gather from: WHERE or NONE only
@@ -55,10 +58,12 @@ class WriteBack:
             trainable=False,
             name="write_back_index",
         )
-        self.update(allowed)
+        self.grad_is_zero = tf.Variable(False, trainable=False, name="write_back_grad_is_zero")
+        self.update(allowed, grad_is_zero)
 
-    def update(self, allowed: np.ndarray) -> None:
+    def update(self, allowed: np.ndarray, grad_is_zero: bool = False) -> None:
         """Picks the mode and the excluded entries for a new update mask (no re-trace)."""
+        self.grad_is_zero.assign(bool(grad_is_zero))
         excluded = ~np.asarray(allowed, bool)
         count = int(excluded.sum())
         if count == 0:
@@ -81,7 +86,7 @@ class WriteBack:
         """
         mask = self.mask
         return tf.cond(
-            tf.equal(self.mode.read_value(), NONE),
+            tf.logical_or(tf.equal(self.mode.read_value(), NONE), self.grad_is_zero),
             lambda: grad,
             lambda: tf.where(mask, grad, tf.zeros_like(grad)),
         )
