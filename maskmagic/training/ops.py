@@ -140,6 +140,7 @@ class TrainOp:
             if self._strategy is None
             else {}
         )
+        self._writing_back = tf.Variable(self._any_write_back(), trainable=False)
         self._step = self._make_step()
 
     # ------------------------------------------------------------------ selection
@@ -185,6 +186,9 @@ class TrainOp:
                 allowed &= reach.connected_entries(layer, kind)
             masks[path] = allowed
         return masks
+
+    def _any_write_back(self) -> bool:
+        return any(back.active for back in self._write_backs.values())
 
     def _grad_is_zero_outside(self, path: str, allowed: np.ndarray) -> bool:
         """Whether the gradient of ``path`` is already exactly 0 wherever ``allowed`` is False.
@@ -234,6 +238,8 @@ class TrainOp:
             if path in self._write_backs:
                 zero = self._grad_is_zero_outside(path, masks[path])
                 self._write_backs[path].update(masks[path], zero)
+        if self._write_backs:
+            self._writing_back.assign(self._any_write_back())
         self._versions = versions
 
     # ------------------------------------------------------------------ step
@@ -356,15 +362,34 @@ class TrainOp:
             self.trace_count += 1
             saved_others = [tf.identity(v.value) for v in others]  # before the forward pass
             loss, grads = self._loss_and_grads(model, loss_fn, x, y, variables)
-            backs = {id(v): back for v, back, _ in guarded}
-            grads = [
-                backs[id(v)].zero_excluded(g) if id(v) in backs else g
-                for g, v in zip(grads, variables)
-            ]
-            saved = [back.save([variable, *slots]) for variable, back, slots in guarded]
+            if guarded:  # one cond around all write-backs: nothing to run when none is active
+                active = self._writing_back
+                backs = {id(v): back for v, back, _ in guarded}
+                grads = tf.cond(
+                    active,
+                    lambda: [
+                        backs[id(v)].zero_excluded(g) if id(v) in backs else g
+                        for g, v in zip(grads, variables)
+                    ],
+                    lambda: list(grads),
+                )
+                saved = tf.cond(
+                    active,
+                    lambda: [back.save([variable, *slots]) for variable, back, slots in guarded],
+                    lambda: [
+                        [tf.zeros([0], v.dtype) for v in [variable, *slots]]
+                        for variable, _, slots in guarded
+                    ],
+                )
             optimizer.apply(grads, variables)
-            for (variable, back, slots), old in zip(guarded, saved):
-                back.restore([variable, *slots], old)
+            if guarded:
+
+                def restore():
+                    for (variable, back, slots), old in zip(guarded, saved):
+                        back.restore([variable, *slots], old)
+                    return tf.constant(0)
+
+                tf.cond(active, restore, lambda: tf.constant(0))
             distributed.assign(list(zip(others, saved_others)))
             return loss
 

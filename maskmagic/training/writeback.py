@@ -76,6 +76,7 @@ class WriteBack:
         index = np.argwhere(excluded) if mode == GATHER else np.zeros((0, rank))
         self.index.assign(index.astype(np.int64))
         self.mode.assign(mode)
+        self.active = mode != NONE
 
     @tf.autograph.experimental.do_not_convert
     def zero_excluded(self, grad: Any) -> Any:
