@@ -62,7 +62,8 @@ def test_each_mode_keeps_excluded_entries_and_slots_bit_identical(
         np.testing.assert_array_equal(slot.numpy()[~allowed], old[~allowed])
 
 
-def test_mask_change_switches_mode_without_retracing():
+def test_mask_change_switches_mode_without_retracing(monkeypatch):
+    monkeypatch.setattr(wb, "GATHER_FRACTION", 0.1)  # 1 of 30 excluded -> GATHER
     model, layer = _model()
     op = TrainOp(model, optimizer="adam")
     back = op._write_backs[layer.kernel.path]

@@ -365,22 +365,24 @@ class TrainOp:
             if guarded:  # one cond around all write-backs: nothing to run when none is active
                 active = self._writing_back
                 backs = {id(v): back for v, back, _ in guarded}
-                grads = tf.cond(
-                    active,
-                    lambda: [
+                cleared = list(grads)  # the inactive branch: gradients as they are, no copies
+
+                def prepare():
+                    zeroed = [
                         backs[id(v)].zero_excluded(g) if id(v) in backs else g
                         for g, v in zip(grads, variables)
-                    ],
-                    lambda: list(grads),
-                )
-                saved = tf.cond(
-                    active,
-                    lambda: [back.save([variable, *slots]) for variable, back, slots in guarded],
-                    lambda: [
+                    ]
+                    saved = [back.save([variable, *slots]) for variable, back, slots in guarded]
+                    return zeroed, saved
+
+                def skip():
+                    empty = [
                         [tf.zeros([0], v.dtype) for v in [variable, *slots]]
                         for variable, _, slots in guarded
-                    ],
-                )
+                    ]
+                    return cleared, empty
+
+                grads, saved = tf.cond(active, prepare, skip)
             optimizer.apply(grads, variables)
             if guarded:
 
