@@ -119,3 +119,21 @@ def test_no_private_tf_keras_access_outside_compat():
     assert not offenders, "private TF/Keras access outside maskmagic/_compat.py:\n" + "\n".join(
         offenders
     )
+
+
+def test_run_graph_calls_the_substitute_of_each_layer():
+    model = _model()
+    x = np.random.default_rng(0).normal(size=(5, int(model.inputs[0].shape[-1]))).astype("float32")
+    same = _compat.run_graph(model, x, lambda op: op)
+    np.testing.assert_array_equal(np.asarray(same), model(x).numpy())
+    seen = []
+
+    def doubled(op):
+        seen.append(op.name)
+        if op.name != "out":
+            return op
+        return lambda *args, **kwargs: 2 * op(*args, **kwargs)
+
+    twice = _compat.run_graph(model, x, doubled)
+    np.testing.assert_allclose(np.asarray(twice), 2 * model(x).numpy(), rtol=1e-6)
+    assert "out" in seen, "Functional._run_through_graph no longer calls operation_fn per layer"

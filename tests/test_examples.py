@@ -52,3 +52,18 @@ def test_quickstart_answers_the_three_questions():
 def test_pathways_trains_a_connectivity_defined_net():
     text = outputs(execute("pathways.ipynb"))
     assert "held-out accuracy" in text and "immune_response" in text
+
+
+@pytest.mark.slow
+def test_hold_output_compares_masked_loss_freeze_and_hold():
+    notebook = execute("hold_output.ipynb")
+    text = outputs(notebook)
+    assert "hold=out[0] kept output 0 on x_ref within 1e-5 under both optimizers" in text
+    assert "largest output-0 drift under hold" in text and "HoldReport(" in text
+    figures = [
+        output
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(figures) == 2  # the matplotlib plots of both nets were drawn

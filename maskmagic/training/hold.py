@@ -14,10 +14,10 @@ A step with a hold, inside the op's compiled step:
    space);
 3. Gauss-Newton corrections ``delta = -J^T (J J^T)^+ r`` on the allowed entries bring the held
    values back to their values before the step, until the largest change is within
-   ``tol * max|held values|``.
+   ``tol * max|held values|`` (chord iterations: ``J`` from before the step, factored once).
 
-``(J J^T)^+`` is a pseudo-inverse from an eigendecomposition in float64; the rank it keeps is
-the number of independent constraints. When that rank reaches the number of parameters the op
+``(J J^T)^+`` is applied through a float64 Cholesky factorisation (with a tiny ridge, so
+dependent constraints are allowed); the rank reported counts its pivots above ``RCOND``. When that rank reaches the number of parameters the op
 may change, no step can move anything without moving the held units: the op raises a
 :class:`~maskmagic.errors.MaskMagicError` when it is built (fixed ``hold_on``), or warns with
 :class:`HoldWarning` and leaves the parameters as they were (reference = each batch).
@@ -25,7 +25,7 @@ may change, no step can move anything without moving the held units: the op rais
 Entries outside the op (masked connections, unselected or frozen entries) are written back
 with ``tf.where``, so they stay bit-identical.
 
-The Jacobian is never materialised for Dense-like layers (see :mod:`maskmagic.training.jacobian`).
+For Dense-like layers the Jacobian is never materialised (:mod:`maskmagic.training.jacobian`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from maskmagic.training import jacobian, selectors
 __all__ = ["Hold", "HoldReport", "HoldWarning", "DEFAULT_TOL"]
 
 DEFAULT_TOL = 1e-6
-MAX_CORRECTIONS = 12  # Gauss-Newton converges in one to three; more means it cannot
+MAX_CORRECTIONS = 12  # chord Gauss-Newton: usually one or two; more means it cannot
 
 
 class HoldWarning(UserWarning):
@@ -195,15 +195,25 @@ class Hold:
         self._indices = [tf.constant(np.flatnonzero(v), tf.int32) for v in units.values()]
         self._variables = list(variables)
         self._masks = [masks.get(v.path) for v in self._variables]
-        self._factor = jacobian.Factorizer(model, self._held_model, self._indices, self._variables)
+        self._jacobian = jacobian.make_jacobian(model, self._held_model, self._variables)
         self._context: dict[str, Any] = {}
         self._stats = tf.Variable(tf.zeros([6], tf.float64), trainable=False, name="hold_report")
         self.steps = 0
 
     # ------------------------------------------------------------------ values
+    def _select(self, outputs: Any) -> tf.Tensor:
+        """(samples, held units) from the held model's outputs."""
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        parts = [tf.gather(out, idx, axis=-1) for out, idx in zip(outputs, self._indices)]
+        return tf.concat(parts, axis=-1)
+
     def held(self, x: tf.Tensor) -> tf.Tensor:
         """The held values on ``x`` (inference mode), flattened sample-major."""
-        return self._factor.held(x)
+        return tf.reshape(self._select(self._held_model(x, training=False)), [-1])
+
+    def solver(self, x: tf.Tensor, allowed: list) -> jacobian.Solver:
+        """The least-squares solver of the held values on ``x`` at the current parameters."""
+        return jacobian.Solver(self._jacobian(self._select, x, allowed))
 
     def _allowed(self) -> list:
         return [
@@ -225,7 +235,7 @@ class Hold:
         allowed = self._allowed()
         old = [tf.identity(v.value) for v in self._variables]
         before = self.held(reference)
-        solver = self._factor.solver(reference, allowed)
+        solver = self.solver(reference, allowed)
         room = self.parameter_count() - tf.cast(solver.rank, tf.float64)
         self._context = dict(
             reference=reference, allowed=allowed, old=old, before=before, solver=solver, room=room
@@ -245,22 +255,30 @@ class Hold:
         scale = tf.maximum(tf.reduce_max(tf.abs(before)), tf.constant(1e-30, before.dtype))
         limit = tf.cast(self.tol, before.dtype) * scale
 
-        def drift():
-            return tf.reduce_max(tf.abs(self.held(reference) - before))
+        def residual():
+            return self.held(reference) - before
 
-        def keep_going(i, d):
-            return tf.logical_and(i < MAX_CORRECTIONS, d > limit)
+        def keep_going(i, r, previous):
+            d = tf.reduce_max(tf.abs(r))
+            # Past the tolerance, keep going while it still pays (to limit/4): stopping just
+            # under the limit every step lets the drift add up over many steps.
+            useful = tf.logical_and(d > limit / 4, d < previous / 2)
+            return tf.logical_and(i < MAX_CORRECTIONS, tf.logical_or(d > limit, useful))
 
-        def correct(i, d):
+        def correct(i, r, previous):
             current = [tf.identity(v.value) for v in self._variables]
-            residual = self.held(reference) - before
-            step = self._factor.solver(reference, allowed).min_norm(residual)
+            step = solver.min_norm(r)  # chord: J from before the step (factored once)
             self._write([c - s for c, s in zip(current, step)], old, allowed, ctx["room"])
-            return i + 1, drift()
+            return i + 1, residual(), tf.reduce_max(tf.abs(r))
 
-        count, final = tf.while_loop(
-            keep_going, correct, (tf.constant(0), drift()), parallel_iterations=1
+        start = residual()
+        count, last, _ = tf.while_loop(
+            keep_going,
+            correct,
+            (tf.constant(0), start, tf.constant(np.inf, start.dtype)),
+            parallel_iterations=1,
         )
+        final = tf.reduce_max(tf.abs(last))
         self._stats.assign(
             tf.stack(
                 [
@@ -326,7 +344,7 @@ class Hold:
         """Raises when fixed reference inputs leave no room (checked when the op is built)."""
         if self.reference is None:
             return
-        solver = self._factor.solver(self.reference, self._allowed())
+        solver = self.solver(self.reference, self._allowed())
         rank, parameters = int(solver.rank), int(self.parameter_count())
         if rank >= parameters:
             raise MaskMagicError(
