@@ -61,7 +61,9 @@ class HoldReport:
         drift: largest absolute change of a held value on the reference inputs over the step.
         relative_drift: ``drift / max|held values before the step|``.
         tol: the relative tolerance asked for.
-        rank: independent constraints the step respected (rank of ``J J^T``).
+        rank: independent constraints the step respected: the Cholesky pivots of ``J J^T``
+            above ``RCOND`` (an estimate for ill-conditioned constraints), at most
+            ``parameters``.
         constraints: held values (reference inputs x held units).
         parameters: entries the op may change.
         corrections: Gauss-Newton iterations run after the optimizer's update.
@@ -228,21 +230,25 @@ class Hold:
             total += tf.cast(count, tf.float64)
         return total
 
+    def _rank(self, solver: jacobian.Solver) -> tf.Tensor:
+        """The solver's rank estimate (Cholesky pivots), never above the parameter count."""
+        return tf.minimum(tf.cast(solver.rank, tf.float64), self.parameter_count())
+
     # ------------------------------------------------------------------ step hooks
     def project_gradient(self, grads: list, x: Any) -> list:
         """Hook before the optimizer: saves the state and returns the projected gradient."""
         reference = self.reference if self.reference is not None else x
         allowed = self._allowed()
         old = [tf.identity(v.value) for v in self._variables]
-        before = self.held(reference)
         solver = self.solver(reference, allowed)
-        room = self.parameter_count() - tf.cast(solver.rank, tf.float64)
+        before = solver.values if solver.values is not None else self.held(reference)
+        room = self.parameter_count() - self._rank(solver)
         self._context = dict(
             reference=reference, allowed=allowed, old=old, before=before, solver=solver, room=room
         )
         projected = solver.project(grads)
         # No room: nothing may move (the projection is already ~0; make it exactly 0).
-        return [tf.where(room > 0, g, tf.zeros_like(g)) for g in projected]
+        return [tf.cond(room > 0, lambda g=g: g, lambda g=g: tf.zeros_like(g)) for g in projected]
 
     def restore(self) -> None:
         """Hook after the optimizer's update: projects it, then corrects the held values."""
@@ -284,7 +290,7 @@ class Hold:
                 [
                     tf.cast(final, tf.float64),
                     tf.cast(final / scale, tf.float64),
-                    tf.cast(solver.rank, tf.float64),
+                    self._rank(solver),
                     tf.cast(tf.size(before), tf.float64),
                     self.parameter_count(),
                     tf.cast(count, tf.float64),
@@ -295,10 +301,9 @@ class Hold:
     def _write(self, values: list, old: list, allowed: list, room: tf.Tensor) -> None:
         """Assigns ``values`` on allowed entries; every other entry gets back its old value."""
         for variable, value, before, mask in zip(self._variables, values, old, allowed):
-            keep = room > 0
             if mask is not None:
-                keep = tf.logical_and(keep, tf.cast(mask, tf.bool))
-            variable.assign(tf.where(keep, value, before))
+                value = tf.where(tf.cast(mask, tf.bool), value, before)
+            variable.assign(tf.cond(room > 0, lambda v=value: v, lambda b=before: b))
 
     # ------------------------------------------------------------------ report
     def report(self) -> HoldReport | None:
@@ -345,7 +350,7 @@ class Hold:
         if self.reference is None:
             return
         solver = self.solver(self.reference, self._allowed())
-        rank, parameters = int(solver.rank), int(self.parameter_count())
+        rank, parameters = int(self._rank(solver)), int(self.parameter_count())
         if rank >= parameters:
             raise MaskMagicError(
                 f"train op {self.name!r}: hold leaves no room to train: the "

@@ -29,14 +29,16 @@ from maskmagic import _compat
 
 __all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "Solver", "make_jacobian"]
 
-# A constraint whose Cholesky pivot (its squared distance to the span of the previous rows of J)
-# is below RCOND * the largest diagonal entry of G counts as dependent. J is float32 (relative
-# error ~1e-7 per entry) and G is formed in float64, so a dependency shows up near
-# (1e-7)^2 = 1e-14, far below 1e-10; a real constraint that weak would need corrections 1e5
-# times larger than the drift they remove. RIDGE keeps the factorisation of a rank-deficient G
-# defined (the solve is then the ridge approximation of the least-norm one).
-RCOND = 1e-10
-RIDGE = 1e-13
+# G = J J^T is formed in float64 from float32 factors and factored by Cholesky with a ridge
+# RIDGE * max(diag G): J v for kernels runs in float32 (error e ~ 1e-7 relative), and the
+# solve turns e into a change of at most e / (2 sqrt(RIDGE * max diag G)) along directions that
+# barely move the held values (the change in held values stays <= e). RIDGE = 1e-8 keeps that
+# ~1e-3 of the vector; directions weaker than the ridge are only partly projected, and the
+# Gauss-Newton corrections remove what is left. A constraint whose pivot (squared distance of its
+# row of J to the span of the previous rows) is below RCOND * max(diag G), 100 times the ridge,
+# counts as dependent in the reported rank (a distance under 1e-3 of the largest row).
+RCOND = 1e-6
+RIDGE = 1e-8
 
 
 def _f64(x: Any) -> tf.Tensor:
@@ -52,6 +54,7 @@ class Solver:
 
     def __init__(self, jacobian: Any) -> None:
         self._jacobian = jacobian
+        self.values = getattr(jacobian, "values", None)  # the held values, when computed
         gram = jacobian.gram()
         top = tf.reduce_max(tf.linalg.diag_part(gram))
         top = tf.maximum(top, tf.constant(1e-300, tf.float64))
@@ -107,12 +110,20 @@ class ExplicitJacobian:
 
 
 def _dense_like(layer: Any) -> bool:
-    """Layers whose call is ``activation(x @ kernel_eff + bias_eff)`` on a 2-D input."""
+    """Layers whose call is ``activation(x @ kernel_eff + bias_eff)`` on a 2-D input (no LoRA,
+    no quantization, float32; MaskedDense on its dense implementation, or exactly Dense)."""
     if getattr(layer, "compute_dtype", None) != "float32":
         return False
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        return False
     if hasattr(layer, "get_mask"):
-        return not getattr(layer, "is_sparse", False) and hasattr(layer, "kernel_mask")
-    return type(layer) is keras.layers.Dense and not getattr(layer, "lora_enabled", False)
+        return not getattr(layer, "is_sparse", False) and _mask_of(layer, "kernel") is not None
+    return type(layer) is keras.layers.Dense
+
+
+def _mask_of(layer: Any, kind: str) -> Any:
+    """The layer's ``kernel_mask`` / ``bias_mask`` variable, or None."""
+    return getattr(layer, f"{kind}_mask", None)
 
 
 class _Layer:
@@ -123,26 +134,30 @@ class _Layer:
         self.kernel = self.bias = None  # indices into the op's variables
 
     def kernel_eff(self) -> tf.Tensor:
-        kernel = self.layer.kernel.value
-        if hasattr(self.layer, "kernel_mask"):
-            return tf.where(self.layer.kernel_mask.value, kernel, tf.zeros_like(kernel))
-        return kernel
+        kernel = tf.convert_to_tensor(self.layer.kernel)
+        mask = self.connected("kernel")
+        return kernel if mask is None else tf.where(mask, kernel, tf.zeros_like(kernel))
 
     def bias_eff(self) -> tf.Tensor | None:
         if getattr(self.layer, "bias", None) is None:
             return None
-        bias = self.layer.bias.value
-        if hasattr(self.layer, "bias_mask"):
-            bias = bias * tf.cast(self.layer.bias_mask, bias.dtype)
-        return bias
+        bias = tf.convert_to_tensor(self.layer.bias)
+        mask = self.connected("bias")
+        return bias if mask is None else bias * tf.cast(mask, bias.dtype)
 
     def connected(self, kind: str) -> tf.Tensor | None:
         """Bool entries the network uses (None: all)."""
-        if kind == "kernel" and hasattr(self.layer, "kernel_mask"):
-            return tf.convert_to_tensor(self.layer.kernel_mask.value)
-        if kind == "bias" and hasattr(self.layer, "bias_mask"):
-            return tf.cast(self.layer.bias_mask, tf.bool)
-        return None
+        mask = _mask_of(self.layer, kind)
+        return None if mask is None else tf.cast(tf.convert_to_tensor(mask), tf.bool)
+
+
+def _restrict(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """``x`` with entries outside ``mask`` zeroed (a full mask skips the kernel-sized select)."""
+    return tf.cond(
+        tf.reduce_all(mask),
+        lambda: tf.identity(x),
+        lambda: tf.where(mask, x, tf.zeros([], x.dtype)),
+    )
 
 
 def _and(a: tf.Tensor | None, b: tf.Tensor | None) -> tf.Tensor | None:
@@ -192,6 +207,7 @@ class DenseJacobian:
         self._n = tf.shape(held)[0]
         self._u = tf.shape(held)[1]
         self._parts = []  # (entry, A (N, in) f64, D (N, U, out) f64, kernel W, bias W)
+        self._inputs32 = {}  # kernel-sized products run in float32 (see apply/transpose)
         for key, d in zip(order, grads):
             entry = layers[key]
             kernel_w = bias_w = None
@@ -208,6 +224,7 @@ class DenseJacobian:
                     tf.ones(tf.shape(entry.layer.bias.value), tf.bool) if bias_w is None else bias_w
                 )
             d = _f64(tf.transpose(d, [1, 0, 2]))  # (N, U, out)
+            self._inputs32[id(entry)] = inputs[key]
             self._parts.append((entry, _f64(inputs[key]), d, kernel_w, bias_w))
 
     def gram(self) -> tf.Tensor:
@@ -215,17 +232,34 @@ class DenseJacobian:
         gram = tf.zeros([m, m], tf.float64)
         for _, a, d, kernel_w, bias_w in self._parts:
             flat = tf.reshape(d, [m, -1])
-            if kernel_w is not None:
-                gram += tf.cond(
-                    tf.reduce_all(kernel_w),
-                    lambda a=a, flat=flat: (
-                        self._expand(tf.matmul(a, a, transpose_b=True))
-                        * tf.matmul(flat, flat, transpose_b=True)
-                    ),
-                    lambda a=a, d=d, w=kernel_w: self._masked_gram(a, d, w),
-                )
-            if bias_w is not None:
-                gram += tf.matmul(flat * _f64(bias_w)[None], flat, transpose_b=True)
+            full = tf.constant(True)
+            for w in (kernel_w, bias_w):
+                if w is not None:
+                    full = tf.logical_and(full, tf.reduce_all(w))
+            gram += tf.cond(
+                full,
+                lambda a=a, flat=flat, k=kernel_w, b=bias_w: self._full_gram(a, flat, k, b),
+                lambda a=a, d=d, flat=flat, k=kernel_w, b=bias_w: self._partial_gram(
+                    a, d, flat, k, b
+                ),
+            )
+        return gram
+
+    def _full_gram(self, a, flat, kernel_w, bias_w) -> tf.Tensor:
+        """Every entry allowed: ``(expand(A A^T) + 1) * (D D^T)``, one product of D."""
+        factor = tf.zeros([], tf.float64)
+        if kernel_w is not None:
+            factor = factor + self._expand(tf.matmul(a, a, transpose_b=True))
+        if bias_w is not None:
+            factor = factor + 1.0
+        return factor * tf.matmul(flat, flat, transpose_b=True)
+
+    def _partial_gram(self, a, d, flat, kernel_w, bias_w) -> tf.Tensor:
+        gram = tf.zeros([tf.shape(flat)[0]] * 2, tf.float64)
+        if kernel_w is not None:
+            gram += self._masked_gram(a, d, kernel_w)
+        if bias_w is not None:
+            gram += tf.matmul(flat * _f64(bias_w)[None], flat, transpose_b=True)
         return gram
 
     def _expand(self, samples: tf.Tensor) -> tf.Tensor:
@@ -233,19 +267,23 @@ class DenseJacobian:
         return tf.repeat(tf.repeat(samples, self._u, axis=0), self._u, axis=1)
 
     def _masked_gram(self, a: tf.Tensor, d: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
-        # B[j, n, m] = sum_i a_ni W_ij a_mi; G[nu, mv] = sum_j d_nuj d_mvj B[j, n, m]
-        b = tf.einsum("ni,ij,mi->jnm", a, _f64(w), a)
-        t = tf.einsum("nuj,jnm->mnuj", d, b)  # batch over m
+        # B[n, m, j] = sum_i a_ni a_mi W_ij; G[nu, mv] = sum_j d_nuj d_mvj B[n, m, j]
+        pairs = tf.reshape(a[:, None, :] * a[None, :, :], [self._n * self._n, -1])
+        b = tf.reshape(tf.matmul(pairs, _f64(w)), [self._n, self._n, -1])
+        t = tf.einsum("nuj,nmj->mnuj", d, b)  # batched over m below
         g = tf.einsum("mnuj,mvj->numv", t, d)
         m = self._n * self._u
         return tf.reshape(g, [m, m])
 
     def apply(self, vectors: list) -> tf.Tensor:
         total = tf.zeros([self._n, self._u], tf.float64)
-        for entry, a, d, kernel_w, bias_w in self._parts:
+        for entry, _, d, kernel_w, bias_w in self._parts:
             if kernel_w is not None:
-                v = tf.where(kernel_w, _f64(vectors[entry.kernel]), tf.zeros([], tf.float64))
-                total += tf.einsum("nj,nuj->nu", tf.matmul(a, v), d)
+                # The (N, in) x (in, out) product in float32 like the forward pass: J v is then
+                # exact to float32 rounding (the corrections remove what is left).
+                v = _restrict(vectors[entry.kernel], kernel_w)
+                z = _f64(tf.matmul(self._inputs32[id(entry)], tf.cast(v, tf.float32)))
+                total += tf.einsum("nj,nuj->nu", z, d)
             if bias_w is not None:
                 v = tf.where(bias_w, _f64(vectors[entry.bias]), tf.zeros([], tf.float64))
                 total += tf.einsum("j,nuj->nu", v, d)
@@ -254,11 +292,11 @@ class DenseJacobian:
     def transpose(self, alpha: tf.Tensor) -> list:
         out = [tf.zeros_like(v.value) for v in self._variables]
         alpha = tf.reshape(alpha, [self._n, self._u])
-        for entry, a, d, kernel_w, bias_w in self._parts:
+        for entry, _, d, kernel_w, bias_w in self._parts:
             e = tf.einsum("nu,nuj->nj", alpha, d)
-            if kernel_w is not None:
-                k = tf.matmul(a, e, transpose_a=True)
-                k = tf.where(kernel_w, k, tf.zeros([], tf.float64))
+            if kernel_w is not None:  # kernel-sized: float32, like a gradient
+                k = tf.matmul(self._inputs32[id(entry)], tf.cast(e, tf.float32), transpose_a=True)
+                k = _restrict(k, kernel_w)
                 out[entry.kernel] += tf.cast(k, out[entry.kernel].dtype)
             if bias_w is not None:
                 b = tf.where(bias_w, tf.reduce_sum(e, axis=0), tf.zeros([], tf.float64))
