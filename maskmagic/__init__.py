@@ -20,11 +20,14 @@ __all__ = [
     "GradientInspector",
     "MaskEditor",
     "MaskMagicError",
+    "MaskedConv1D",
+    "MaskedConv2D",
     "MaskedDense",
     "TrainOp",
     "build",
     "deploy",
     "load_ipython_extension",
+    "masked",
     "masks",
     "strip",
 ]
@@ -33,9 +36,12 @@ _LAZY = {
     "GradientInspector": "maskmagic.widgets.inspector",
     "MaskEditor": "maskmagic.widgets.editor",
     "MaskMagicError": "maskmagic.errors",
+    "MaskedConv1D": "maskmagic.layers",
+    "MaskedConv2D": "maskmagic.layers",
     "MaskedDense": "maskmagic.layers",
     "TrainOp": "maskmagic.training",
     "build": "maskmagic.builder",
+    "masked": "maskmagic.deploy",
     "strip": "maskmagic.deploy",
 }
 

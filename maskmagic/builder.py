@@ -19,7 +19,9 @@ import numpy as np
 
 from maskmagic import lang, masks
 from maskmagic.errors import CellError, MaskMagicError
-from maskmagic.layers import MaskedDense
+from maskmagic.expressions import evaluate
+from maskmagic.layers import MaskedConv1D, MaskedConv2D, MaskedDense
+from maskmagic.layers.conv import validate_conv_mask
 from maskmagic.training import TrainOp, make_loss, make_optimizer
 from maskmagic.training.hold import check_reference
 
@@ -77,8 +79,7 @@ def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
 
 def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
     with _at(loc, f"{key}={expression}", f"a Python expression giving a 0/1 {key}"):
-        # One globals dict, so comprehensions and lambdas in the expression see the constructors.
-        return eval(expression, {**namespace, **mask_scope()})  # noqa: S307 - the user's cell
+        return evaluate(expression, namespace, mask_scope())
 
 
 def _initializer(name: str | None, seed: int | None, default: str) -> Any:
@@ -149,9 +150,117 @@ def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | N
             impl=spec.impl,
             kernel_initializer=initializer,
             name=spec.name,
-            **dict(spec.options),
+            **dict[str, Any](spec.options),
         )
         return layer(x)
+
+
+def _spatial(spec: Any, x: Any, rank: int | None, what: str) -> int:
+    """Checks that ``x`` has spatial axes and channels; returns its number of spatial axes."""
+    dims = len(x.shape) - 2
+    if dims < 1 or (rank is not None and dims != rank):
+        need = {1: "(length, channels)", 2: "(height, width, channels)"}
+        expected = need[rank] if rank else "(length, channels) or (height, width, channels)"
+        source = ", ".join(spec.sources)
+        raise CellError(
+            f"{what} '{spec.name}' needs an input of shape {expected} per sample; "
+            f"'{source}' gives {tuple(x.shape[1:])}",
+            spec.loc.line,
+            spec.loc.column,
+            spec.loc.source,
+        )
+    return dims
+
+
+def _conv_layer(spec: lang.ConvSpec, x: Any, namespace: Mapping, seed: int | None) -> Any:
+    _spatial(spec, x, spec.rank, f"conv{spec.rank}d layer")
+    kernel_shape = (*spec.kernel, int(x.shape[-1]), spec.filters)
+    mask = bias_mask = None
+    if spec.mask is not None:
+        value = _evaluate(spec.mask, namespace, spec.loc_of("mask"), "mask")
+        with _at(spec.loc_of("mask"), f"mask of layer '{spec.name}'"):
+            mask = validate_conv_mask(value, kernel_shape)
+    if spec.bias_mask is not None:
+        value = _evaluate(spec.bias_mask, namespace, spec.loc_of("bias_mask"), "bias_mask")
+        with _at(spec.loc_of("bias_mask"), f"bias_mask of layer '{spec.name}'"):
+            bias_mask = masks.validate(value, (spec.filters,), name="bias_mask")
+    _check_names(spec)
+    initializer = _initializer(spec.kernel_initializer, seed, "glorot_uniform")
+    layer_class = MaskedConv2D if spec.rank == 2 else MaskedConv1D
+    with _at(spec.loc, f"conv{spec.rank}d layer '{spec.name}'"):
+        layer = layer_class(
+            spec.filters,
+            spec.kernel,
+            strides=spec.strides,
+            padding=spec.padding,
+            mask=mask,
+            bias_mask=bias_mask,
+            activation=spec.activation,
+            use_bias=spec.use_bias,
+            impl=spec.impl,
+            kernel_initializer=initializer,
+            name=spec.name,
+            **dict(spec.options),
+        )
+        out = layer.compute_output_shape(tuple(x.shape))
+        if any(d is not None and d < 1 for d in out[1:-1]):
+            raise MaskMagicError(
+                f"kernel {spec.kernel} does not fit the input of spatial shape "
+                f"{tuple(x.shape[1:-1])} with padding={spec.padding}; expected a kernel no "
+                "larger than the input, or padding=same"
+            )
+        return layer(x)
+
+
+def _check_names(spec: Any) -> None:
+    """Checks the activation and kernel_initializer names of a layer spec."""
+    if spec.activation is not None:
+        with _at(
+            spec.loc_of("activation"),
+            f"activation={spec.activation}",
+            "a Keras activation name such as relu, sigmoid, tanh, softmax, linear",
+        ):
+            keras.activations.get(spec.activation)
+    if spec.kernel_initializer is not None:
+        with _at(
+            spec.loc_of("kernel_initializer"),
+            f"kernel_initializer={spec.kernel_initializer}",
+            "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros",
+        ):
+            keras.initializers.get(spec.kernel_initializer)
+
+
+_POOLS = {
+    ("max", 1): keras.layers.MaxPooling1D,
+    ("max", 2): keras.layers.MaxPooling2D,
+    ("avg", 1): keras.layers.AveragePooling1D,
+    ("avg", 2): keras.layers.AveragePooling2D,
+}
+
+
+def _pool_layer(spec: lang.PoolSpec, x: Any) -> Any:
+    what = f"{spec.kind}pool layer"
+    dims = _spatial(spec, x, None, what)
+    if dims > 2:
+        raise CellError(
+            f"{what} '{spec.name}' pools 1-D or 2-D maps; its input has {dims} spatial axes",
+            spec.loc.line,
+            spec.loc.column,
+            spec.loc.source,
+        )
+    size = spec.size * dims if len(spec.size) == 1 else spec.size
+    spatial = tuple(x.shape[1:-1])
+    if len(size) != dims or any(d is not None and s > d for s, d in zip(size, spatial)):
+        raise CellError(
+            f"{what} '{spec.name}': pool size {spec.size[0] if len(spec.size) == 1 else spec.size} does not "
+            f"fit its input of spatial shape {spatial}; expected {dims} size(s), each at most "
+            "the input's",
+            spec.loc.line,
+            spec.loc.column,
+            spec.loc.source,
+        )
+    with _at(spec.loc, f"{what} '{spec.name}'"):
+        return _POOLS[spec.kind, dims](size, name=spec.name)(x)
 
 
 def build_spec(
@@ -162,6 +271,8 @@ def build_spec(
 ) -> Built:
     """Builds the model and TrainOps of a parsed cell (see :func:`build`)."""
     namespace = namespace if namespace is not None else {}
+    if spec.base is not None:
+        return _with_ops(spec, _from_model(spec.base, namespace), namespace)
     if not spec.layers:
         first = spec.inputs[0].loc
         raise CellError(
@@ -171,14 +282,26 @@ def build_spec(
             first.source,
         )
     tensors: dict[str, Any] = {}
-    for item in spec.inputs:
-        with _at(item.loc, f"input '{item.name}'"):
-            tensors[item.name] = keras.Input(item.shape, name=item.name)
+    for given in spec.inputs:
+        with _at(given.loc, f"input '{given.name}'"):
+            tensors[given.name] = keras.Input(given.shape, name=given.name)
     for index, item in enumerate(spec.layers):
         layer_seed = None if seed is None else seed + index
         if isinstance(item, lang.DenseSpec):
             x = _source(item, tensors, dense=True)
             tensors[item.name] = _dense_layer(item, x, namespace, layer_seed)
+        elif isinstance(item, lang.ConvSpec):
+            with _at(item.loc, f"conv{item.rank}d layer '{item.name}'"):
+                x = _source(item, tensors, dense=False)
+            tensors[item.name] = _conv_layer(item, x, namespace, layer_seed)
+        elif isinstance(item, lang.PoolSpec):
+            with _at(item.loc, f"{item.kind}pool layer '{item.name}'"):
+                x = _source(item, tensors, dense=False)
+            tensors[item.name] = _pool_layer(item, x)
+        elif isinstance(item, lang.FlattenSpec):
+            with _at(item.loc, f"flatten layer '{item.name}'"):
+                x = _source(item, tensors, dense=False)
+                tensors[item.name] = keras.layers.Flatten(name=item.name)(x)
         else:
             with _at(item.loc, f"dropout layer '{item.name}'"):
                 x = _source(item, tensors, dense=False)
@@ -194,11 +317,56 @@ def build_spec(
             outputs[0] if len(outputs) == 1 else outputs,
             name=name,
         )
+    return _with_ops(spec, model, namespace)
+
+
+def _from_model(base: lang.ModelSpec, namespace: Mapping[str, Any]) -> keras.Model:
+    """``from_model EXPR [masks=EXPR]``: the model with its Dense layers made MaskedDense."""
+    from maskmagic.deploy import masked
+
+    model = _evaluate_value(base.expression, namespace, base.loc, "from_model", "a Keras model")
+    if not isinstance(model, keras.Model):
+        raise CellError(
+            f"from_model {base.expression}: expected a built functional or Sequential "
+            f"keras.Model; received {type(model).__name__}",
+            base.loc.line,
+            base.loc.column,
+            base.loc.source,
+        )
+    found = {}
+    for key in ("masks", "bias_masks"):
+        text = getattr(base, key)
+        if text is None:
+            continue
+        value = _evaluate_value(text, namespace, base.loc, f"{key}=", "a dict {layer name: mask}")
+        if not isinstance(value, Mapping):
+            raise CellError(
+                f"{key}={text}: expected a dict {{layer name: mask}}; received "
+                f"{type(value).__name__}",
+                base.loc.line,
+                base.loc.column,
+                base.loc.source,
+            )
+        found[key] = dict(value)
+    with _at(base.loc, f"from_model {base.expression}"):
+        return masked(model, **found)
+
+
+def _evaluate_value(
+    expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str, expected: str
+) -> Any:
+    with _at(loc, f"{key} {expression}", f"a Python expression giving {expected}"):
+        return evaluate(expression, namespace, mask_scope())
+
+
+def _with_ops(spec: lang.NetSpec, model: keras.Model, namespace: Mapping[str, Any]) -> Built:
+    """Adds the loss, optimizer and train ops of ``spec`` to ``model`` and compiles it."""
+    last = spec.layers[-1].loc if spec.layers else spec.base.loc
     loss = _loss(spec.loss)
     optimizer = _optimizer(spec.optimizer)
     ops = {}
     for op in spec.train:
-        op_loss = dict(op.options).get("loss")
+        op_loss: Any = dict(op.options).get("loss")  # a LossSpec, or None
         with _at(op.loc, f"train op '{op.name}'"):
             ops[op.name] = TrainOp(
                 model,
@@ -223,7 +391,7 @@ def _hold_options(
     options: dict[str, Any] = {"hold": list(op.hold)}
     if op.hold_on is not None:
         with _at(op.loc_of("hold_on"), f"hold_on={op.hold_on}", "an array of reference inputs"):
-            value = eval(op.hold_on, dict(namespace))  # noqa: S307 - the user's cell
+            value = evaluate(op.hold_on, namespace)
             check_reference(model, value)  # a shape error points at hold_on=, not the statement
             options["hold_on"] = value
     if op.hold_tol is not None:

@@ -12,13 +12,17 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
+from maskmagic import lang
 from maskmagic.display.svg import mask_svg, net_svg
 from maskmagic.training import selectors
+
+if TYPE_CHECKING:
+    from maskmagic.builder import Built
 
 __all__ = [
     "LayerInfo",
@@ -160,12 +164,12 @@ def _impl(layer: keras.layers.Layer, mask: Any) -> str:
     return f"auto ({actual})" if impl == "auto" else str(impl)
 
 
-def layer_infos(built: Any) -> list[LayerInfo]:
+def layer_infos(built: Built) -> list[LayerInfo]:
     """The rows of the layer table of a :class:`~maskmagic.builder.Built`: inputs, then layers."""
     model = built.model
     rows = []
-    for spec in built.spec.inputs:
-        rows.append(LayerInfo(spec.name, "Input", (), None, tuple(spec.shape)))
+    for given in built.spec.inputs:
+        rows.append(LayerInfo(given.name, "Input", (), None, tuple(given.shape)))
     for spec in built.spec.layers:
         layer = model.get_layer(spec.name)
         out_shape = _shape(layer.output)
@@ -175,6 +179,9 @@ def layer_infos(built: Any) -> list[LayerInfo]:
             rows.append(
                 LayerInfo(spec.name, type(layer).__name__, spec.sources, in_shape, out_shape)
             )
+            continue
+        if hasattr(layer, "get_channel_table"):
+            rows.append(_conv_info(spec, layer, out_shape))
             continue
         mask = layer.get_mask()
         bias_ones = bias_size = None
@@ -200,6 +207,32 @@ def layer_infos(built: Any) -> list[LayerInfo]:
     return rows
 
 
+def _conv_info(spec: Any, layer: keras.layers.Layer, out_shape: tuple[int, ...]) -> LayerInfo:
+    """A MaskedConv1D/2D row: the mask column shows its (in_channels, filters) channel table."""
+    table = layer.get_channel_table()
+    bias_ones = bias_size = None
+    if layer.use_bias:
+        bias_ones, bias_size = _count(layer.get_bias_mask()), int(layer.filters)
+    impl = f"auto ({layer.kernel_format})" if layer.impl == "auto" else str(layer.impl)
+    if layer.kernel_format == "grouped":
+        impl += f", {len(layer.blocks)} blocks"
+    return LayerInfo(
+        name=spec.name,
+        kind=type(layer).__name__,
+        sources=spec.sources,
+        in_shape=_shape(layer.input),
+        out_shape=out_shape,
+        activation=_activation(layer),
+        mask_shape=(int(table.shape[0]), int(table.shape[1])),
+        mask_ones=_count(table),
+        bias_ones=bias_ones,
+        bias_size=bias_size,
+        impl=impl,
+        connected=connected_parameters(layer),
+        stored=_stored(layer),
+    )
+
+
 def _learning_rate(optimizer: Any) -> str:
     try:
         rate = float(np.asarray(keras.ops.convert_to_numpy(optimizer.learning_rate)))
@@ -213,7 +246,7 @@ def _variable_label(path: str) -> str:
     return ".".join(path.split("/")[-2:])
 
 
-def op_infos(built: Any) -> list[OpInfo]:
+def op_infos(built: Built) -> list[OpInfo]:
     """The rows of the train-op table of a :class:`~maskmagic.builder.Built`."""
     total = sum(connected_parameters(layer) for layer in built.model.layers)
     rows = []
@@ -249,7 +282,7 @@ def _hold_text(op: Any) -> str:
     return f"{', '.join(_label(s) for s in spec)} on {where}, tol {held.tol:g}"
 
 
-def frozen_units(built: Any) -> dict[str, dict[int, list[str]]]:
+def frozen_units(built: Built) -> dict[str, dict[int, list[str]]]:
     """{layer name: {unit index: names of the ops that freeze it}} (``freeze=`` of every op)."""
     found: dict[str, dict[int, list[str]]] = {}
     for name, op in built.ops.items():
@@ -349,7 +382,7 @@ class NetSummary:
         frozen: {layer: {unit: op names}} of the units that some op freezes.
     """
 
-    def __init__(self, built: Any, max_units: int = MAX_DRAWN_UNITS) -> None:
+    def __init__(self, built: Built, max_units: int = MAX_DRAWN_UNITS) -> None:
         self.built = built
         self.max_units = max_units
         self.layers = layer_infos(built)
@@ -373,7 +406,14 @@ class NetSummary:
         )
 
     def svg(self) -> str | None:
-        """The drawing of the neurons, or None when a layer or input is too wide."""
+        """The drawing of the neurons, or None when a layer or input is too wide.
+
+        Nets with convolution, pooling or flatten statements are not drawn (their units are
+        feature maps; the layer table shows each conv's channel table instead).
+        """
+        feature_maps = (lang.ConvSpec, lang.PoolSpec, lang.FlattenSpec)
+        if any(isinstance(spec, feature_maps) for spec in self.built.spec.layers):
+            return None
         widths = [int(np.prod(r.out_shape)) for r in self.layers]
         if max(widths, default=0) > self.max_units:
             return None

@@ -24,13 +24,16 @@ from maskmagic.lang.parser import Parser
 from maskmagic.lang.specs import (
     KEYWORDS,
     PASSTHROUGH_OPTIONS,
+    ConvSpec,
     DenseSpec,
     DropoutSpec,
+    FlattenSpec,
     InputSpec,
     Location,
     LossSpec,
     NetSpec,
     OptimizerSpec,
+    PoolSpec,
     SelectorSpec,
     TrainSpec,
 )
@@ -39,13 +42,16 @@ __all__ = [
     "HELP",
     "KEYWORDS",
     "PASSTHROUGH_OPTIONS",
+    "ConvSpec",
     "DenseSpec",
     "DropoutSpec",
+    "FlattenSpec",
     "InputSpec",
     "Location",
     "LossSpec",
     "NetSpec",
     "OptimizerSpec",
+    "PoolSpec",
     "SelectorSpec",
     "TrainSpec",
     "parse",
@@ -66,7 +72,16 @@ One statement per line; `#` starts a comment; a line ending in `\\` continues on
                                   eye(10), banded(2), blocks(3), ones, from_csv("a.csv")
       also kernel_regularizer=, bias_regularizer=, activity_regularizer=, bias_initializer=,
       kernel_constraint=, bias_constraint=, dtype=, trainable=
+  conv2d NAME FILTERS kernel=K [OPTIONS]   a MaskedConv2D layer (input: height, width, channels)
+      kernel=5 or kernel=(5, 3)  stride=1  padding=valid|same  impl=auto|dense|grouped
+      mask=EXPR   a channel table (in_channels, filters) or a kernel-shaped mask
+      also from=, activation=, bias_mask=, use_bias=, kernel_initializer= as for dense
+  conv1d NAME FILTERS kernel=K [OPTIONS]   a MaskedConv1D layer (input: length, channels)
+  maxpool NAME SIZE [from=SRC]  avgpool NAME SIZE [from=SRC]   pooling over each channel
+  flatten NAME [from=SRC]      one vector per sample (dense flattens its input anyway)
   dropout NAME RATE [from=SRC]  RATE in [0, 1)
+  from_model EXPR [masks=EXPR] [bias_masks=EXPR]   start from a built Keras model (its Dense
+                               layers become MaskedDense with their weights; masks: {name: A})
   loss LOSS [OPTIONS]          mse, binary_crossentropy(from_logits=true), ...
   optimizer OPT [OPTIONS]      sgd learning_rate=0.1, adam(learning_rate=1e-3), ...
   train OPNAME [SELECTOR ...] [freeze=UNITS] [optimizer=OPT] [loss=LOSS]
@@ -74,10 +89,11 @@ One statement per line; `#` starts a comment; a line ending in `\\` continues on
 
 Selectors (what a train op may change):
   (none) or *          every trainable variable
-  out                  all variables of dense layer out
+  out                  all variables of layer out (dense or conv)
   out.kernel out.bias  one variable
   out[1] out[0:2]      unit(s): their incoming kernel column(s) and bias entries
   out.kernel[2, 1]     exactly those kernel entries (numpy indexing, e.g. out.kernel[:, 1])
+  c3[5]  c3.kernel[:, :, 2, 5]   a conv's filter(s), or kernel entries (kh, kw, in, filter)
 freeze=out[0],h[3] keeps those output units bit-identical: every parameter with a path to them
 is left out of the op.
 hold=out[0],h[3] lets every selected parameter train but projects and corrects each step so those

@@ -26,13 +26,17 @@ from maskmagic.lang.lexer import (
 from maskmagic.lang.specs import (
     KEYWORDS,
     PASSTHROUGH_OPTIONS,
+    ConvSpec,
     DenseSpec,
     DropoutSpec,
+    FlattenSpec,
     InputSpec,
     Location,
     LossSpec,
+    ModelSpec,
     NetSpec,
     OptimizerSpec,
+    PoolSpec,
     SelectorSpec,
     TrainSpec,
 )
@@ -57,6 +61,20 @@ _DENSE_VALUES = {  # option: (default, check, what is expected)
 _OPTIMIZER = "an optimizer name such as sgd or adam"
 _TRAIN_KEYS = ("freeze", "optimizer", "loss", "hold", "hold_on", "hold_tol")
 
+# conv1d / conv2d: options besides the dense ones that also apply (from, activation, ...).
+_CONV_KEYS = (
+    "kernel", "stride", "padding", "from", "activation", "mask", "bias_mask", "use_bias",
+    "kernel_initializer", "impl",
+)  # fmt: skip
+_CONV_IMPLS = ("auto", "dense", "grouped")
+_CONV_VALUES = {  # option: (default, check, what is expected)
+    "activation": _DENSE_VALUES["activation"],
+    "use_bias": _DENSE_VALUES["use_bias"],
+    "kernel_initializer": _DENSE_VALUES["kernel_initializer"],
+    "impl": ("auto", lambda value: value in _CONV_IMPLS, "auto, dense or grouped"),
+    "padding": ("valid", lambda value: value in ("valid", "same"), "valid or same"),
+}
+
 
 def _loc(line: Logical, offset: int) -> Location:
     return Location(line.line, offset + 1, line.text)
@@ -80,13 +98,20 @@ class Parser:
         self.width: dict[str, int | None] = {}  # output width of 1-D inputs and layers
         self.rows: dict[str, int | None] = {}  # kernel rows of each dense layer, if known
         self.dense: dict[str, DenseSpec] = {}
+        self.convs: dict[str, ConvSpec] = {}
         self.loss: LossSpec | None = None
         self.optimizer: OptimizerSpec | None = None
         self.train: list[TrainSpec] = []
         self.selectors: list[tuple[Logical, Token, SelectorSpec]] = []
+        self.base: ModelSpec | None = None
+        self.structure: tuple[Logical, Token] | None = None  # the first input/dense/dropout
 
     def statement(self, line: Logical) -> None:
         keyword, *rest = tokenize(line)
+        if keyword.text.startswith("from_model="):  # `from_model=EXPR`: same as `from_model EXPR`
+            expression = keyword.text[len("from_model=") :]
+            start = keyword.offset + len("from_model=")
+            keyword, rest = Token("from_model", keyword.offset), [Token(expression, start), *rest]
         if keyword.text not in KEYWORDS:
             hint = _suggest(keyword.text, KEYWORDS)
             if keyword.text.startswith("%"):
@@ -121,7 +146,48 @@ class Parser:
                     tok.offset,
                 )
             options[key] = (Token(key, tok.offset), value)
+        if keyword.text in ("input", "dense", "dropout", "from_model"):
+            self._one_source_of_layers(line, keyword)
         getattr(self, "_" + keyword.text)(line, keyword, positional, options)
+
+    def _one_source_of_layers(self, line: Logical, keyword: Token) -> None:
+        """A cell either defines its layers or takes them from_model, not both."""
+        if keyword.text == "from_model" and self.base is not None:
+            raise line.error(
+                f"a second `from_model` statement; the model is already set on line "
+                f"{self.base.loc.line}",
+                keyword.offset,
+            )
+        first = self.structure
+        if keyword.text == "from_model" and first is not None:
+            raise line.error(
+                f"`from_model` takes the inputs and layers from the model, but line "
+                f"{first[0].line} already has `{first[1].text}`; expected either from_model or "
+                "input/dense/dropout statements",
+                keyword.offset,
+            )
+        if keyword.text != "from_model" and self.base is not None:
+            raise line.error(
+                f"`{keyword.text}` in a from_model cell (line {self.base.loc.line}); the layers "
+                "come from the model: expected only loss, optimizer and train statements after "
+                "from_model",
+                keyword.offset,
+            )
+        if keyword.text != "from_model" and first is None:
+            self.structure = (line, keyword)
+
+    def _from_model(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        what = "a Python expression giving a Keras model after 'from_model'"
+        tok = self._arg(line, positional, 0, what)
+        self._extra(line, positional, 1, "from_model EXPR [masks=EXPR] [bias_masks=EXPR]")
+        self._keys(line, keyword, options, ("masks", "bias_masks"))
+        expression = self._expression(line, {"model": (tok, tok)}, "model")
+        self.base = ModelSpec(
+            expression,
+            self._expression(line, options, "masks"),
+            self._expression(line, options, "bias_masks"),
+            _loc(line, keyword.offset),
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -209,7 +275,7 @@ class Parser:
 
     def _in_width(self, sources: tuple[str, ...]) -> int | None:
         widths = [self.width[s] for s in sources]
-        return None if None in widths else sum(widths)
+        return None if None in widths else sum(w for w in widths if w is not None)
 
     def _value(self, line: Logical, options: _Options, key: str, default, check, what: str):
         if key not in options:
@@ -255,7 +321,7 @@ class Parser:
             units=units,
             sources=sources,
             **{key: self._value(line, options, key, *rule) for key, rule in _DENSE_VALUES.items()},
-            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},
+            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},  # type: ignore[arg-type]
             options=tuple(
                 (key, convert(line, value, f"{key}="))
                 for key, (_, value) in options.items()
@@ -285,6 +351,95 @@ class Parser:
             ) from None
         return tok.text
 
+    def _sizes(self, line: Logical, tok: Token, rank: int | None, what: str) -> tuple[int, ...]:
+        """A positive int, or a tuple of ``rank`` positive ints (any length if rank is None)."""
+        try:
+            value = convert(line, tok, what)
+        except CellError:
+            value = None
+        values = value if isinstance(value, tuple) else (value,)
+        ok = values and all(type(v) is int and v > 0 for v in values)
+        if not ok or (isinstance(value, tuple) and rank is not None and len(values) != rank):
+            shape = "an int" if rank is None else f"an int or a tuple of {rank} ints"
+            raise line.error(
+                f"expected a positive size for {what} ({shape}), found '{show(tok.text)}'",
+                tok.offset,
+            )
+        return tuple(values)
+
+    def _conv(self, line: Logical, keyword: Token, positional, options: _Options, rank: int):
+        name = self._name(line, keyword, positional, "a layer name")
+        what = f"a positive integer number of filters after '{keyword.text} {name.text}'"
+        tok = self._arg(line, positional, 1, what)
+        filters = to_int(line, tok) if INT_RE.fullmatch(tok.text) and tok.text[0] not in "+-" else 0
+        if filters <= 0:
+            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        usage = f"{keyword.text} NAME FILTERS kernel=K [mask=... key=value ...]"
+        self._extra(line, positional, 2, usage)
+        self._keys(line, keyword, options, _CONV_KEYS + PASSTHROUGH_OPTIONS)
+        if "kernel" not in options:
+            raise line.error(
+                f"`{keyword.text} {name.text}` needs kernel=K (the kernel size, such as kernel=5 "
+                f"or kernel={(3,) * rank if rank > 1 else 3}); found no kernel=",
+                len(line.text),
+            )
+        kernel = self._sizes(line, options["kernel"][1], rank, "kernel=")
+        strides = (1,)
+        if "stride" in options:
+            strides = self._sizes(line, options["stride"][1], rank, "stride=")
+        sources = self._sources(line, keyword, name, options)
+        spec = ConvSpec(
+            name=name.text,
+            rank=rank,
+            filters=filters,
+            kernel=kernel * rank if len(kernel) == 1 else kernel,
+            strides=strides * rank if len(strides) == 1 else strides,
+            sources=sources,
+            **{key: self._value(line, options, key, *rule) for key, rule in _CONV_VALUES.items()},
+            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},
+            options=tuple(
+                (key, convert(line, value, f"{key}="))
+                for key, (_, value) in options.items()
+                if key in PASSTHROUGH_OPTIONS
+            ),
+            loc=_loc(line, keyword.offset),
+            option_locs=tuple((key, _loc(line, val.offset)) for key, (_, val) in options.items()),
+        )
+        self.layers.append(spec)
+        self.convs[spec.name] = spec
+        self._register(line, spec, None)
+
+    def _conv1d(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        self._conv(line, keyword, positional, options, 1)
+
+    def _conv2d(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        self._conv(line, keyword, positional, options, 2)
+
+    def _pool(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        name = self._name(line, keyword, positional, "a layer name")
+        what = f"a pool size after '{keyword.text} {name.text}'"
+        tok = self._arg(line, positional, 1, what)
+        size = self._sizes(line, tok, None, "the pool size")
+        self._extra(line, positional, 2, f"{keyword.text} NAME SIZE [from=SRC]")
+        self._keys(line, keyword, options, ("from",))
+        sources = self._sources(line, keyword, name, options)
+        kind = "max" if keyword.text == "maxpool" else "avg"
+        spec = PoolSpec(name.text, kind, size, sources, _loc(line, keyword.offset))
+        self.layers.append(spec)
+        self._register(line, spec, None)
+
+    _maxpool = _pool
+    _avgpool = _pool
+
+    def _flatten(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        name = self._name(line, keyword, positional, "a layer name")
+        self._extra(line, positional, 1, "flatten NAME [from=SRC]")
+        self._keys(line, keyword, options, ("from",))
+        sources = self._sources(line, keyword, name, options)
+        spec = FlattenSpec(name.text, sources, _loc(line, keyword.offset))
+        self.layers.append(spec)
+        self._register(line, spec, None)
+
     def _dropout(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
         name = self._name(line, keyword, positional, "a layer name")
         what = f"a dropout rate in [0, 1) after 'dropout {name.text}'"
@@ -293,7 +448,7 @@ class Parser:
             rate = convert(line, tok, "the rate")
         except CellError:
             rate = None
-        if type(rate) not in (int, float) or not 0 <= rate < 1:
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
             raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
         self._extra(line, positional, 2, "dropout NAME RATE [from=SRC]")
         self._keys(line, keyword, options, ("from",))
@@ -350,7 +505,8 @@ class Parser:
         select = () if stars else tuple(self._selector(line, tok, "") for tok in chosen)
         freeze, hold = (self._units(line, options, key) for key in ("freeze", "hold"))
         hold_on, hold_tol = self._hold_options(line, options, hold)
-        optimizer, extra = None, ()
+        optimizer = None
+        extra: tuple[tuple[str, object], ...] = ()
         if "optimizer" in options:
             value = options["optimizer"][1]
             optimizer = OptimizerSpec(
@@ -425,14 +581,50 @@ class Parser:
         self.selectors.append((line, tok, spec))
         return spec
 
+    def _check_conv_selector(self, line: Logical, tok: Token, spec: SelectorSpec) -> None:
+        """``c3``, ``c3[5]``, ``c3.kernel[:, :, 2, 5]``: filters and kernel entries of a conv."""
+        layer = self.convs[spec.layer]
+        if spec.variable == "bias" and not layer.use_bias:
+            raise line.error(f"layer '{layer.name}' has no bias (use_bias=false)", tok.offset)
+        if spec.index is None:
+            return
+        bracket = tok.offset + tok.text.find("[")
+        axes = layer.rank + 2 if spec.variable == "kernel" else 1
+        if len(spec.index) > axes:
+            shape = "(kh, kw, in_channels, filters)" if layer.rank == 2 else "(k, in, filters)"
+            expected = f"at most {axes} indices {shape}" if axes > 1 else "1 index (filters)"
+            raise line.error(
+                f"expected {expected} for a {'.kernel' if axes > 1 else 'filter'} selector of "
+                f"{layer.name}, found {len(spec.index)} in '{show(spec.text)}'",
+                bracket,
+            )
+        sizes = {0: (layer.filters, "filters")} if axes == 1 else {}
+        if spec.variable == "kernel":
+            sizes = {i: (k, "kernel taps") for i, k in enumerate(layer.kernel)}
+            if len(spec.index) == axes:
+                sizes[axes - 1] = (layer.filters, "filters")
+        for axis, (size, noun) in sizes.items():
+            entry = spec.index[axis] if axis < len(spec.index) else None
+            if isinstance(entry, int) and not -size <= entry < size:
+                raise line.error(
+                    f"index {entry} is out of range in '{show(spec.text)}': layer "
+                    f"'{layer.name}' has {size} {noun} on that axis (valid: {-size} to "
+                    f"{size - 1})",
+                    bracket,
+                )
+
     def _check_selector(self, line: Logical, tok: Token, spec: SelectorSpec) -> None:
+        if spec.layer in self.convs:
+            self._check_conv_selector(line, tok, spec)
+            return
         layer = self.dense.get(spec.layer)
         if layer is None:
             kind = self.defined.get(spec.layer, ("",))[0]
             what = f"names the {kind} '{spec.layer}'" if kind else f"names no layer '{spec.layer}'"
             raise line.error(
-                f"selector '{show(spec.text)}' {what}; selectors name dense layers: "
-                f"{', '.join(self.dense) or 'none'}{_suggest(spec.layer, self.dense)}",
+                f"selector '{show(spec.text)}' {what}; selectors name dense or conv layers: "
+                f"{', '.join([*self.dense, *self.convs]) or 'none'}"
+                f"{_suggest(spec.layer, [*self.dense, *self.convs])}",
                 tok.offset,
             )
         if spec.variable == "bias" and not layer.use_bias:
@@ -449,7 +641,10 @@ class Parser:
                 bracket,
             )
         if spec.variable == "kernel":
-            sizes = ((self.rows[layer.name], "inputs (kernel rows)"), (layer.units, "units"))
+            sizes: tuple[tuple[int | None, str], ...] = (
+                (self.rows[layer.name], "inputs (kernel rows)"),
+                (layer.units, "units"),
+            )
         else:
             sizes = ((layer.units, "units"),)
         for entry, (size, noun) in zip(spec.index, sizes, strict=False):
@@ -461,6 +656,8 @@ class Parser:
                 )
 
     def finish(self, lines: list[Logical]) -> NetSpec:
+        if self.base is not None:  # selectors are checked against the model when it is built
+            return NetSpec((), (), self.loss, self.optimizer, tuple(self.train), self.base)
         if not self.inputs:
             raise lines[0].error(
                 "the cell has no `input` statement; expected `input NAME SIZE` (for example "
@@ -470,8 +667,8 @@ class Parser:
         if not self.layers:
             last = lines[-1]
             raise last.error(
-                "the cell defines no layers; expected at least one `dense NAME UNITS` statement "
-                "after the inputs",
+                "the cell defines no layers; expected at least one `dense NAME UNITS` (or "
+                "`conv2d NAME FILTERS kernel=K`) statement after the inputs",
                 len(last.text),
             )
         for args in self.selectors:

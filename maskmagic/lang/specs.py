@@ -14,18 +14,35 @@ from dataclasses import dataclass
 __all__ = [
     "KEYWORDS",
     "PASSTHROUGH_OPTIONS",
+    "ConvSpec",
+    "FlattenSpec",
+    "PoolSpec",
     "DenseSpec",
     "DropoutSpec",
     "InputSpec",
     "Location",
     "LossSpec",
+    "ModelSpec",
     "NetSpec",
     "OptimizerSpec",
     "SelectorSpec",
     "TrainSpec",
 ]
 
-KEYWORDS = ("input", "dense", "dropout", "loss", "optimizer", "train")
+KEYWORDS = (
+    "input",
+    "dense",
+    "conv1d",
+    "conv2d",
+    "maxpool",
+    "avgpool",
+    "flatten",
+    "dropout",
+    "from_model",
+    "loss",
+    "optimizer",
+    "train",
+)
 """The statement keywords, in the order the help lists them."""
 PASSTHROUGH_OPTIONS = (
     "activity_regularizer",
@@ -86,6 +103,61 @@ class DenseSpec:
     def loc_of(self, key: str) -> Location:
         """The Location of option ``key``'s value (``"mask"``), else of the statement."""
         return dict(self.option_locs).get(key, self.loc)
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """``conv1d|conv2d NAME FILTERS kernel=K [OPTIONS]``: one MaskedConv1D/MaskedConv2D layer.
+
+    Attributes:
+        rank: 1 for ``conv1d``, 2 for ``conv2d``.
+        kernel, strides: one int per spatial axis.
+        padding: ``"valid"`` or ``"same"``.
+        mask, bias_mask: the raw Python expression text, or None.
+        impl: ``"auto"``, ``"dense"`` or ``"grouped"``.
+        options: other keyword arguments for the Keras layer (see PASSTHROUGH_OPTIONS).
+    """
+
+    name: str
+    rank: int
+    filters: int
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: str
+    sources: tuple[str, ...]
+    activation: str | None
+    mask: str | None
+    bias_mask: str | None
+    use_bias: bool
+    kernel_initializer: str | None
+    impl: str
+    options: tuple[tuple[str, object], ...]
+    loc: Location
+    option_locs: tuple[tuple[str, Location], ...] = ()
+
+    def loc_of(self, key: str) -> Location:
+        """The Location of option ``key``'s value (``"mask"``), else of the statement."""
+        return dict(self.option_locs).get(key, self.loc)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """``maxpool|avgpool NAME SIZE [from=SRC]``: pooling over each channel (1-D or 2-D by input)."""
+
+    name: str
+    kind: str  # "max" or "avg"
+    size: tuple[int, ...]  # one int (every spatial axis) or one per spatial axis
+    sources: tuple[str, ...]
+    loc: Location
+
+
+@dataclass(frozen=True)
+class FlattenSpec:
+    """``flatten NAME [from=SRC]``: one vector per sample (channels last)."""
+
+    name: str
+    sources: tuple[str, ...]
+    loc: Location
 
 
 @dataclass(frozen=True)
@@ -164,17 +236,34 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """``from_model EXPR [masks=EXPR] [bias_masks=EXPR]``: start from an existing Keras model.
+
+    Attributes:
+        expression: Python expression text giving a built functional or Sequential model.
+        masks, bias_masks: Python expression text giving ``{layer name: mask}``, or None.
+    """
+
+    expression: str
+    masks: str | None
+    bias_masks: str | None
+    loc: Location
+
+
+@dataclass(frozen=True)
 class NetSpec:
     """A parsed cell: inputs, layers (in statement order), loss, optimizer and train ops."""
 
     inputs: tuple[InputSpec, ...]
-    layers: tuple[DenseSpec | DropoutSpec, ...]
+    layers: tuple[DenseSpec | ConvSpec | PoolSpec | FlattenSpec | DropoutSpec, ...]
     loss: LossSpec | None
     optimizer: OptimizerSpec | None
     train: tuple[TrainSpec, ...]
+    base: ModelSpec | None = None
+    """The model a ``from_model`` cell starts from (then ``inputs`` and ``layers`` are empty)."""
 
     def layer_names(self) -> tuple[str, ...]:
-        """Names of the dense and dropout layers (not the inputs), in order."""
+        """Names of the layers (not the inputs), in order."""
         return tuple(layer.name for layer in self.layers)
 
     @property
@@ -183,7 +272,9 @@ class NetSpec:
         used = {source for layer in self.layers for source in layer.sources}
         return tuple(layer.name for layer in self.layers if layer.name not in used)
 
-    def find(self, name: str) -> InputSpec | DenseSpec | DropoutSpec:
+    def find(
+        self, name: str
+    ) -> InputSpec | DenseSpec | ConvSpec | PoolSpec | FlattenSpec | DropoutSpec:
         """The input or layer called ``name``; raises KeyError if there is none."""
         for spec in (*self.inputs, *self.layers):
             if spec.name == name:

@@ -133,6 +133,7 @@ class TrainOp:
             }
             self._versions = self._mask_versions()
             self._ensure_optimizer_built()
+            self._check_restorable()
             self._sparse_slots = {
                 path: _compat.optimizer_slots(self.optimizer, layer.kernel, any_length=True)
                 for path, layer in self._sparse_kernels.items()
@@ -229,6 +230,28 @@ class TrainOp:
                 f"and does not track {', '.join(missing)}; expected an optimizer that is new or "
                 "was built with this model's trainable variables"
             )
+
+    def _check_restorable(self) -> None:
+        """Refuses an optimizer whose state for the guarded variables cannot be written back.
+
+        Entries outside the op stay exact because their values and their optimizer slots are
+        restored after each update; state that is not one slot entry per variable entry
+        (Adafactor's factored moments) would be silently changed for them.
+        """
+        for path in self._mask_vars:
+            variable = self._variables[path]
+            problems = _compat.optimizer_unrestorable(
+                self.optimizer, variable, any_length=path in self._sparse_kernels
+            )
+            if problems:
+                raise MaskMagicError(
+                    f"train op {self.name!r}: optimizer {type(self.optimizer).__name__} keeps "
+                    f"state for {path} that cannot be restored entry by entry "
+                    f"({'; '.join(problems)}), so the entries this op must leave unchanged "
+                    "would not keep their optimizer state exactly; expected an optimizer with "
+                    "per-entry state such as sgd, adam, adamw, rmsprop, adagrad or lion (or an "
+                    "op that may change every entry of the variables it selects)"
+                )
 
     def _held_state(self) -> list:
         """Non-trainable float state a step would change (BatchNorm moving statistics).
