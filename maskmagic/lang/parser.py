@@ -59,7 +59,7 @@ _DENSE_VALUES = {  # option: (default, check, what is expected)
     "impl": ("auto", lambda value: value in _IMPLS, "auto, dense or sparse"),
 }
 _OPTIMIZER = "an optimizer name such as sgd or adam"
-_TRAIN_KEYS = ("freeze", "optimizer", "loss", "hold", "hold_on", "hold_tol")
+_TRAIN_KEYS = ("freeze", "hold", "hold_on", "hold_tol", "optimizer", "loss")
 
 # conv1d / conv2d: options besides the dense ones that also apply (from, activation, ...).
 _CONV_KEYS = (
