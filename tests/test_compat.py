@@ -178,3 +178,21 @@ def test_dense_quantized_kernel_matches_dense_calibrated_call(mode):
     rows = keras.ops.convert_to_numpy(layer(np.eye(8, dtype="float32")))  # e_i @ W = row i
     # A failure: Dense._gptq_call / _awq_call dequantize differently now.
     np.testing.assert_array_equal(rows, kernel)
+
+
+def test_run_graph_calls_the_substitute_of_each_layer():
+    model = _model()
+    x = np.random.default_rng(0).normal(size=(5, int(model.inputs[0].shape[-1]))).astype("float32")
+    same = _compat.run_graph(model, x, lambda op: op)
+    np.testing.assert_array_equal(np.asarray(same), model(x).numpy())
+    seen = []
+
+    def doubled(op):
+        seen.append(op.name)
+        if op.name != "out":
+            return op
+        return lambda *args, **kwargs: 2 * op(*args, **kwargs)
+
+    twice = _compat.run_graph(model, x, doubled)
+    np.testing.assert_allclose(np.asarray(twice), 2 * model(x).numpy(), rtol=1e-6)
+    assert "out" in seen, "Functional._run_through_graph no longer calls operation_fn per layer"

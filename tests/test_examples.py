@@ -80,3 +80,18 @@ def test_prune_trained_converts_cuts_inspects_and_retrains_a_keras_model():
     assert "other logits changed: True" in text
     assert "stripped model gives the same outputs: True" in text
     assert "accuracy: trained" in text
+
+
+@pytest.mark.slow
+def test_hold_output_compares_masked_loss_freeze_and_hold():
+    notebook = execute("hold_output.ipynb")
+    text = outputs(notebook)
+    assert "hold=out[0] kept output 0 on x_ref within 1e-5 under both optimizers" in text
+    assert "largest output-0 drift under hold" in text and "HoldReport(" in text
+    figures = [
+        output
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(figures) == 2  # the matplotlib plots of both nets were drawn
