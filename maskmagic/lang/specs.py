@@ -31,15 +31,15 @@ __all__ = [
 KEYWORDS = (
     "input",
     "dense",
+    "dropout",
+    "loss",
+    "optimizer",
+    "train",
     "conv1d",
     "conv2d",
     "maxpool",
     "avgpool",
     "flatten",
-    "dropout",
-    "loss",
-    "optimizer",
-    "train",
 )
 """The statement keywords, in the order the help lists them."""
 PASSTHROUGH_OPTIONS = (
