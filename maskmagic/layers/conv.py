@@ -420,7 +420,9 @@ class _MaskedConv(keras.layers.Layer):
                 "k_in": None if identity_in else in_order,
                 "k_out": None if identity_out else out_order,
                 # the concatenated outputs come in out_order: put filter j back at j
-                "out_perm": None if identity_out else _selection(np.argsort(out_order), self.filters),
+                "out_perm": None
+                if identity_out
+                else _selection(np.argsort(out_order), self.filters),
             }
         return self._plan_cache
 
