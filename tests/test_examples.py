@@ -52,3 +52,19 @@ def test_quickstart_answers_the_three_questions():
 def test_pathways_trains_a_connectivity_defined_net():
     text = outputs(execute("pathways.ipynb"))
     assert "held-out accuracy" in text and "immune_response" in text
+
+
+@pytest.mark.slow
+def test_lenet5_trains_the_c3_table_and_compares_it_with_a_full_c3():
+    text = outputs(execute("lenet5.ipynb"))
+    assert "C3 table connections: 60 of 96" in text
+    rows = {}
+    for line in text.splitlines():
+        for name in ("LeNet-5 C3 table", "fully connected C3"):
+            if line.startswith(name):
+                rows[name] = line[len(name) :].split()
+    assert rows["LeNet-5 C3 table"][0] == "1516" and rows["fully connected C3"][0] == "2416"
+    # Both nets learn the digits (chance is 0.1); the table costs little accuracy.
+    assert float(rows["LeNet-5 C3 table"][2]) > 0.85 and float(rows["fully connected C3"][2]) > 0.85
+    assert "masked C3 kernel entries still exactly zero in effect: True" in text
+    assert "Traceback" not in text
