@@ -27,6 +27,7 @@ __all__ = [
     "build",
     "deploy",
     "load_ipython_extension",
+    "masked",
     "masks",
     "strip",
 ]
@@ -40,6 +41,7 @@ _LAZY = {
     "MaskedDense": "maskmagic.layers",
     "TrainOp": "maskmagic.training",
     "build": "maskmagic.builder",
+    "masked": "maskmagic.deploy",
     "strip": "maskmagic.deploy",
 }
 

@@ -8,6 +8,8 @@ instead of silently breaking exactness somewhere else.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -16,12 +18,16 @@ import tensorflow as tf
 
 __all__ = [
     "csr_matrix_ops",
+    "dense_attributes",
+    "dense_kernel",
+    "dense_quantized_kernel",
     "functional_graph",
     "inbound_nodes",
     "make_resizable",
     "nodes_by_depth",
     "optimizer_slots",
     "optimizer_tracks",
+    "optimizer_unrestorable",
     "producing_layer",
     "resize_variable",
     "variable_storage",
@@ -71,6 +77,52 @@ def optimizer_slots(
             if same or (any_length and len(slot.shape) == 1):
                 found.append(slot)
     return found
+
+
+def _per_variable_lists(inner: Any) -> dict[str, list]:
+    """The optimizer's per-variable state lists, by attribute name."""
+    tracked = inner._trainable_variables
+    return {
+        attr: value
+        for attr, value in vars(inner).items()
+        if attr != "_trainable_variables" and isinstance(value, list) and len(value) == len(tracked)
+    }
+
+
+def optimizer_unrestorable(
+    optimizer: keras.optimizers.Optimizer, variable: Any, any_length: bool = False
+) -> list[str]:
+    """What keeps state for ``variable`` that :func:`optimizer_slots` cannot restore entry by entry.
+
+    An allow-list: state is restorable only if it is a per-variable slot shaped like the
+    variable (see :func:`optimizer_slots`) or a scalar shared by every variable (the
+    iteration count, the learning rate, Nadam's momentum product). Anything else is named here:
+    a per-variable slot of another shape (Adafactor's factored row and column moments), or an
+    optimizer variable that is in no per-variable list and not a scalar (unknown state).
+
+    Relies on: the same private attributes as :func:`optimizer_slots`.
+    """
+    inner = _inner(optimizer)
+    index = inner._get_variable_index(variable)
+    lists = _per_variable_lists(inner)
+    problems = []
+    listed = set()
+    for attr, value in lists.items():
+        listed.update(id(v) for v in value if v is not None)
+        slot = value[index]
+        if slot is None or not hasattr(slot, "assign") or attr == "_variables":
+            continue
+        same = tuple(slot.shape) == tuple(variable.shape)
+        if not (same or (any_length and len(slot.shape) == 1 and len(variable.shape) == 1)):
+            problems.append(
+                f"{attr} (shape {tuple(slot.shape)}, the variable's {tuple(variable.shape)})"
+            )
+    tracked = {id(v) for v in inner._trainable_variables}
+    for state in optimizer.variables:
+        if id(state) in listed or id(state) in tracked or len(state.shape) == 0:
+            continue
+        problems.append(f"{state.path} (shape {tuple(state.shape)}, not per variable)")
+    return problems
 
 
 # ----------------------------------------------------------------------------- model graphs
@@ -166,3 +218,61 @@ def csr_matrix_ops() -> Any:
     from tensorflow.python.ops.linalg.sparse import sparse_csr_matrix_ops
 
     return sparse_csr_matrix_ops
+
+
+# ----------------------------------------------------------------------------- keras.layers.Dense
+
+
+def dense_kernel(layer: keras.layers.Dense) -> Any:
+    """The variable that stores a Dense layer's kernel (float, or int8/packed int4 when quantized).
+
+    Relies on: ``Dense._kernel``, created by ``Dense.build`` / ``Dense.quantized_build`` (the
+    public ``Dense.kernel`` is a property that merges LoRA and unpacks int4).
+    """
+    return layer._kernel
+
+
+@contextlib.contextmanager
+def dense_attributes(layer: keras.layers.Dense, **values: Any) -> Iterator[None]:
+    """Temporarily replaces attributes that ``Dense``'s quantized calls read, bypassing tracking.
+
+    Used to run ``Dense.quantized_call`` with a masked float kernel (``_kernel``), without the
+    bias, activation or LoRA term (which the masked layer adds itself, masked). Relies on:
+    ``Dense._float8_call`` / ``_gptq_call`` / ``_awq_call`` reading ``self._kernel``, and every
+    quantized call reading ``self.bias``, ``self.activation`` and ``self.lora_enabled``.
+    """
+    saved = {name: layer.__dict__[name] for name in values if name in layer.__dict__}
+    try:
+        for name, value in values.items():
+            object.__setattr__(layer, name, value)
+        yield
+    finally:
+        for name in values:
+            if name in saved:
+                object.__setattr__(layer, name, saved[name])
+            else:
+                object.__delattr__(layer, name)
+
+
+def dense_quantized_kernel(layer: keras.layers.Dense) -> Any:
+    """The float kernel that a calibrated GPTQ/AWQ Dense layer multiplies by, shape (in, units).
+
+    Relies on: ``Dense.quantized_kernel`` (uint8, (units or ceil(units/2), in)),
+    ``kernel_scale``/``kernel_zero``/``g_idx`` and ``awq_scales``, dequantized as
+    ``Dense._gptq_call`` / ``_awq_call`` do (``keras.src.quantizers.dequantize_with_sz_map``,
+    ``gptq_core.get_weight_bits_for_layer``).
+    """
+    from keras.src.quantizers import gptq_core
+    from keras.src.quantizers.quantizers import dequantize_with_sz_map
+
+    mode = layer.quantization_mode
+    packed = mode == "awq" or gptq_core.get_weight_bits_for_layer(layer, None) == 4
+    w = layer.quantized_kernel
+    if packed:
+        w = keras.quantizers.unpack_int4(w, orig_len=layer.units, axis=0, dtype="uint8")
+    w = keras.ops.transpose(
+        dequantize_with_sz_map(w, layer.kernel_scale, layer.kernel_zero, layer.g_idx)
+    )
+    if mode == "awq":
+        w = keras.ops.divide(w, keras.ops.expand_dims(layer.awq_scales, -1))
+    return w

@@ -19,9 +19,11 @@ import numpy as np
 
 from maskmagic import lang, masks
 from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.expressions import evaluate
 from maskmagic.layers import MaskedConv1D, MaskedConv2D, MaskedDense
 from maskmagic.layers.conv import validate_conv_mask
 from maskmagic.training import TrainOp, make_loss, make_optimizer
+from maskmagic.training.hold import check_reference
 
 __all__ = ["Built", "build", "build_spec", "mask_scope"]
 
@@ -77,8 +79,7 @@ def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
 
 def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
     with _at(loc, f"{key}={expression}", f"a Python expression giving a 0/1 {key}"):
-        # One globals dict, so comprehensions and lambdas in the expression see the constructors.
-        return eval(expression, {**namespace, **mask_scope()})  # noqa: S307 - the user's cell
+        return evaluate(expression, namespace, mask_scope())
 
 
 def _initializer(name: str | None, seed: int | None, default: str) -> Any:
@@ -149,7 +150,7 @@ def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | N
             impl=spec.impl,
             kernel_initializer=initializer,
             name=spec.name,
-            **dict(spec.options),
+            **dict[str, Any](spec.options),
         )
         return layer(x)
 
@@ -270,6 +271,8 @@ def build_spec(
 ) -> Built:
     """Builds the model and TrainOps of a parsed cell (see :func:`build`)."""
     namespace = namespace if namespace is not None else {}
+    if spec.base is not None:
+        return _with_ops(spec, _from_model(spec.base, namespace), namespace)
     if not spec.layers:
         first = spec.inputs[0].loc
         raise CellError(
@@ -279,9 +282,9 @@ def build_spec(
             first.source,
         )
     tensors: dict[str, Any] = {}
-    for item in spec.inputs:
-        with _at(item.loc, f"input '{item.name}'"):
-            tensors[item.name] = keras.Input(item.shape, name=item.name)
+    for given in spec.inputs:
+        with _at(given.loc, f"input '{given.name}'"):
+            tensors[given.name] = keras.Input(given.shape, name=given.name)
     for index, item in enumerate(spec.layers):
         layer_seed = None if seed is None else seed + index
         if isinstance(item, lang.DenseSpec):
@@ -314,11 +317,56 @@ def build_spec(
             outputs[0] if len(outputs) == 1 else outputs,
             name=name,
         )
+    return _with_ops(spec, model, namespace)
+
+
+def _from_model(base: lang.ModelSpec, namespace: Mapping[str, Any]) -> keras.Model:
+    """``from_model EXPR [masks=EXPR]``: the model with its Dense layers made MaskedDense."""
+    from maskmagic.deploy import masked
+
+    model = _evaluate_value(base.expression, namespace, base.loc, "from_model", "a Keras model")
+    if not isinstance(model, keras.Model):
+        raise CellError(
+            f"from_model {base.expression}: expected a built functional or Sequential "
+            f"keras.Model; received {type(model).__name__}",
+            base.loc.line,
+            base.loc.column,
+            base.loc.source,
+        )
+    found = {}
+    for key in ("masks", "bias_masks"):
+        text = getattr(base, key)
+        if text is None:
+            continue
+        value = _evaluate_value(text, namespace, base.loc, f"{key}=", "a dict {layer name: mask}")
+        if not isinstance(value, Mapping):
+            raise CellError(
+                f"{key}={text}: expected a dict {{layer name: mask}}; received "
+                f"{type(value).__name__}",
+                base.loc.line,
+                base.loc.column,
+                base.loc.source,
+            )
+        found[key] = dict(value)
+    with _at(base.loc, f"from_model {base.expression}"):
+        return masked(model, **found)
+
+
+def _evaluate_value(
+    expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str, expected: str
+) -> Any:
+    with _at(loc, f"{key} {expression}", f"a Python expression giving {expected}"):
+        return eval(expression, {**namespace, **mask_scope()})  # noqa: S307 - the user's cell
+
+
+def _with_ops(spec: lang.NetSpec, model: keras.Model, namespace: Mapping[str, Any]) -> Built:
+    """Adds the loss, optimizer and train ops of ``spec`` to ``model`` and compiles it."""
+    last = spec.layers[-1].loc if spec.layers else spec.base.loc
     loss = _loss(spec.loss)
     optimizer = _optimizer(spec.optimizer)
     ops = {}
     for op in spec.train:
-        op_loss = dict(op.options).get("loss")
+        op_loss: Any = dict(op.options).get("loss")  # a LossSpec, or None
         with _at(op.loc, f"train op '{op.name}'"):
             ops[op.name] = TrainOp(
                 model,
@@ -327,10 +375,28 @@ def build_spec(
                 select=list(op.select) or None,
                 freeze=list(op.freeze) or None,
                 name=op.name,
+                **_hold_options(op, namespace, model),
             )
     with _at(last, "compiling the model"):
         model.compile(optimizer=optimizer, loss=loss)
     return Built(spec, model, ops)
+
+
+def _hold_options(
+    op: lang.TrainSpec, namespace: Mapping[str, Any], model: keras.Model
+) -> dict[str, Any]:
+    """``hold=``, ``hold_on=`` (evaluated in the namespace) and ``hold_tol=`` of a train op."""
+    if not op.hold:
+        return {}
+    options: dict[str, Any] = {"hold": list(op.hold)}
+    if op.hold_on is not None:
+        with _at(op.loc_of("hold_on"), f"hold_on={op.hold_on}", "an array of reference inputs"):
+            value = eval(op.hold_on, dict(namespace))  # noqa: S307 - the user's cell
+            check_reference(model, value)  # a shape error points at hold_on=, not the statement
+            options["hold_on"] = value
+    if op.hold_tol is not None:
+        options["hold_tol"] = op.hold_tol
+    return options
 
 
 def _loss(spec: lang.LossSpec | None) -> keras.losses.Loss:

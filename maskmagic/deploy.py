@@ -5,6 +5,10 @@
   ``MaskedConv1D`` into ``keras.layers.Conv2D`` / ``Conv1D``) that hold the effective weights
   (``kernel * mask``, ``bias * bias_mask``). Its ``.keras`` file loads where maskmagic is not
   installed, and its outputs equal the masked model's (bit-identical for dense layers).
+* :func:`masked` is its inverse, for models people already have: the same model with its
+  ``keras.layers.Dense`` layers replaced by MaskedDense layers that hold the trained weights
+  (full masks unless given), so train ops, ``freeze``, the editor and the inspector work on it.
+  ``strip(masked(m))`` computes exactly what ``m`` does.
 * :func:`export` writes a TensorFlow SavedModel (``model.export``), stripped or not;
   :func:`serve` loads one and returns its serving signature as a numpy function.
 * :func:`load_model` loads a masked model's ``.keras`` file with Keras' safe mode on (it
@@ -25,7 +29,15 @@ from maskmagic import _compat
 from maskmagic.errors import MaskMagicError
 from maskmagic.training.selectors import all_layers
 
-__all__ = ["DENSE_LIMIT_BYTES", "export", "load_model", "serve", "strip"]
+__all__ = [
+    "DENSE_LIMIT_BYTES",
+    "export",
+    "load_dense_weights",
+    "load_model",
+    "masked",
+    "serve",
+    "strip",
+]
 
 # A sparse layer is stripped to a dense kernel of at most this many bytes (and at most half of
 # the memory available now).
@@ -116,17 +128,7 @@ def strip(model: keras.Model, *, max_dense_bytes: int | None = None) -> keras.Mo
         MaskMagicError: not a built functional/Sequential model, or a sparse layer too large to
             hold as a dense kernel.
     """
-    if not isinstance(model, keras.Model):
-        raise MaskMagicError(f"strip expects a keras.Model; received {type(model).__name__}")
-    if not model.built:
-        raise MaskMagicError(
-            f"strip expects a built model; model {model.name!r} is not built yet (call it once)"
-        )
-    if not isinstance(model, keras.Sequential) and _compat.functional_graph(model) is None:
-        raise MaskMagicError(
-            f"strip expects a functional or Sequential model; received a subclassed model of "
-            f"type {type(model).__name__}, whose graph cannot be copied from its config"
-        )
+    _check_model(model, "strip")
     limit = _dense_limit(max_dense_bytes)
     kernels = {
         id(layer): (_effective_kernel(layer, limit), layer.effective_bias())
@@ -161,6 +163,122 @@ def strip(model: keras.Model, *, max_dense_bytes: int | None = None) -> keras.Mo
         elif old.weights:
             new.set_weights(old.get_weights())
     return stripped
+
+
+def _check_model(model: Any, what: str) -> None:
+    if not isinstance(model, keras.Model):
+        raise MaskMagicError(f"{what} expects a keras.Model; received {type(model).__name__}")
+    if not model.built:
+        raise MaskMagicError(
+            f"{what} expects a built model; model {model.name!r} is not built yet (call it once)"
+        )
+    if not isinstance(model, keras.Sequential) and _compat.functional_graph(model) is None:
+        raise MaskMagicError(
+            f"{what} expects a functional or Sequential model; received a subclassed model of "
+            f"type {type(model).__name__}, whose graph cannot be copied from its config"
+        )
+
+
+def masked(
+    model: keras.Model,
+    masks: dict[str, Any] | None = None,
+    bias_masks: dict[str, Any] | None = None,
+) -> keras.Model:
+    """The same model with every ``keras.layers.Dense`` replaced by a MaskedDense.
+
+    The graph, the layer names and every other layer (with its weights) are kept; each Dense
+    layer (exactly that class: subclasses of Dense are copied unchanged) becomes a
+    :class:`~maskmagic.layers.MaskedDense` (dense implementation) with the same config and
+    weights, and a full mask unless ``masks`` names it. Layers that already are MaskedDense keep
+    their masks unless named. With full masks the outputs are bit-identical to ``model``'s.
+    The copy is compiled like ``model`` (same loss and metrics, a fresh optimizer) when
+    ``model`` was compiled.
+
+    Args:
+        model: a built functional or Sequential Keras model (nested models are walked).
+        masks: ``{layer name: mask}``; a mask is anything ``MaskedDense(mask=...)`` accepts
+            (a 0/1 array of shape (inputs, units), a ``scipy.sparse`` matrix, a constructor
+            such as ``maskmagic.masks.random(0.5, seed=0)``).
+        bias_masks: ``{layer name: (units,) 0/1 vector}``.
+
+    Returns:
+        A new ``keras.Model``; ``model`` itself is left unchanged.
+
+    Raises:
+        MaskMagicError: not a built functional/Sequential model, a name that is not a Dense or
+            MaskedDense layer of the model, or a bad mask (naming its layer).
+    """
+    from maskmagic.layers import MaskedDense
+
+    _check_model(model, "masked")
+    masks, bias_masks = dict(masks or {}), dict(bias_masks or {})
+    layers = list(all_layers(model))
+    convertible = {
+        layer.name for layer in layers if type(layer) is keras.layers.Dense or _is_masked(layer)
+    }
+    for what, given in (("masks", masks), ("bias_masks", bias_masks)):
+        for name in given:
+            if name not in convertible:
+                raise MaskMagicError(
+                    f"masked: {what} names {name!r}, expected one of the model's Dense layers: "
+                    f"{', '.join(sorted(convertible)) or 'none'}"
+                )
+    pairs: list[tuple[Any, Any]] = []
+
+    def clone(layer: Any) -> Any:
+        if type(layer) is keras.layers.Dense:
+            new = MaskedDense.from_config({**layer.get_config(), "impl": "dense"})
+        else:
+            new = layer.__class__.from_config(layer.get_config())
+        pairs.append((layer, new))
+        return new
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    except MaskMagicError:
+        raise
+    except Exception as exc:  # a layer whose config does not rebuild it
+        raise MaskMagicError(
+            f"masked could not copy model {model.name!r} through its config: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    for old, new in pairs:
+        if old.weights:
+            new.set_weights(old.get_weights())
+        if _is_masked(old) and old.built and not old.is_sparse:
+            new.set_mask(old.get_mask())
+            if old.use_bias:
+                new.set_bias_mask(old.get_bias_mask())
+        if new.name in masks:
+            try:
+                new.set_mask(masks[new.name])  # constructors are called with the shape
+            except MaskMagicError as exc:
+                raise MaskMagicError(f"masked: mask of layer {new.name!r}: {exc}") from None
+        if new.name in bias_masks:
+            try:
+                new.set_bias_mask(bias_masks[new.name])
+            except MaskMagicError as exc:
+                raise MaskMagicError(f"masked: bias mask of layer {new.name!r}: {exc}") from None
+    if model.compiled:
+        copy.compile_from_config(model.get_compile_config())
+    return copy
+
+
+def load_dense_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """Loads a ``.weights.h5`` file written by the same model made of ``keras.layers.Dense``.
+
+    Keras keys weight files by layer class (``dense``, ``dense_1``, ...), so such a file does not
+    load into MaskedDense layers directly. This loads it into ``strip(model)`` (the same graph
+    with Dense layers) and copies every layer's weights back; masks are kept.
+
+    Raises:
+        MaskMagicError: what :func:`strip` refuses.
+    """
+    plain = strip(model)
+    plain.load_weights(path)
+    for layer, twin in zip(all_layers(model), all_layers(plain), strict=True):
+        if layer.weights:
+            layer.set_weights(twin.get_weights())
 
 
 def export(model: keras.Model, path: str | os.PathLike, *, stripped: bool = False) -> str:
@@ -245,7 +363,7 @@ def serve(path: str | os.PathLike) -> Callable[..., Any]:
         arrays = [result[k].numpy() for k in outputs]
         return arrays[0] if len(arrays) == 1 else arrays
 
-    call.loaded = loaded  # keeps the variables alive
+    call.loaded = loaded  # type: ignore[attr-defined]  # keeps the variables alive
     return call
 
 

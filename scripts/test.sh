@@ -1,22 +1,51 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (lint, unit, notebook and real-browser tests) on a fresh machine:
-# installs what it needs first (Debian's chromium for the browser tests, the package with its
-# dev extra). Usage: bash scripts/test.sh [extra pytest arguments]
+# Runs the whole test suite on a fresh machine (a bare Debian 12 is enough), in clear steps:
+#   install  Debian's chromium for the browser tests; the project virtual environment .venv
+#            (created with `python3 -m venv` on first use, reused afterwards; the system Python
+#            is never touched) with the package and its dev extra
+#   lint     ruff
+#   types    (to come: the type checker)
+#   tests    the whole pytest suite on the newest supported TensorFlow (browser tests included)
+#   mutants  (to come: mutation testing)
+#   oldest   the core tests again on the oldest supported TensorFlow/Keras, in .venv-oldest
+#            (versions: scripts/oldest-constraints.txt); MASKMAGIC_SKIP_OLDEST=1 leaves it out
+# Usage: bash scripts/test.sh [extra pytest arguments for the "tests" step]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/venv.sh
 
+# The modules whose tests must pass on every supported TensorFlow.
+CORE_TESTS=(tests/test_compat.py tests/test_layers.py tests/test_training.py tests/test_reach.py tests/test_deploy.py)
+
+echo "== install"
 if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-liberation >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-liberation >/dev/null
-  fi
+  as_root_apt_get update -qq
+  as_root_apt_get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-liberation >/dev/null
 fi
-python -m pip install -q --disable-pip-version-check -e ".[dev]"
+make_venv .venv
+"$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[dev]"
+export PATH="$PWD/.venv/bin:$PATH"  # ruff, jupyter and the kernels' python come from .venv
 
 echo "== lint"
 ruff check maskmagic tests bench examples
 ruff format --check maskmagic tests bench
+
+# == types: the type checker's command goes here.
+
 echo "== tests"
 export MASKMAGIC_REQUIRE_UI=1  # the real-browser tests must run here, not skip
-python -m pytest -q -p no:cacheprovider "$@"
+"$VENV_PY" -m pytest -q -p no:cacheprovider "$@"
+
+# == mutants: the mutation-testing command goes here.
+
+echo "== oldest: core tests on the oldest supported TensorFlow"
+if [ "${MASKMAGIC_SKIP_OLDEST:-}" = 1 ]; then
+  echo "skipped (MASKMAGIC_SKIP_OLDEST=1)"
+else
+  make_venv .venv-oldest
+  OLDEST_PY=$VENV_PY
+  "$OLDEST_PY" -m pip install -q --disable-pip-version-check -c scripts/oldest-constraints.txt \
+    -e . pytest pytest-timeout hypothesis
+  "$OLDEST_PY" -c 'import keras, tensorflow as tf; print("TensorFlow", tf.__version__, "Keras", keras.__version__)'
+  "$OLDEST_PY" -m pytest -q -p no:cacheprovider "${CORE_TESTS[@]}"
+fi

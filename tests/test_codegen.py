@@ -106,6 +106,8 @@ def run(case):
         if hasattr(layer, "kernel_mask"):
             connected += int(np.asarray(layer.kernel_mask).sum())
             connected += int(np.asarray(layer.bias_mask).sum()) if layer.use_bias else 0
+        elif isinstance(layer, keras.layers.Dense):  # written without a mask: all connected
+            connected += sum(int(np.prod(v.shape)) for v in layer.trainable_variables)
     result["connected"] = connected
     result["stored"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     result["same_init"] = all(
@@ -282,10 +284,10 @@ def test_frozen_output_stays_bit_identical(generated, case):
 
 
 def _runtime_namespace() -> dict:
-    from maskmagic.codegen import source as codegen
+    from maskmagic.codegen.source import runtime
 
     namespace: dict = {}
-    exec(codegen._runtime(), namespace)
+    exec("import base64\nimport numpy as np\n" + runtime("unpack", "ones_at"), namespace)
     return namespace
 
 
@@ -348,3 +350,69 @@ def test_layer_names_that_shadow_helpers_get_safe_locals(tmp_path):
     assert [layer.name for layer in model.layers] == ["np", "keras"]
     x = np.ones((1, 2), "float32")
     assert np.allclose(np.asarray(model(x)), np.asarray(built.model(x)))
+
+
+# ------------------------------------------------------------------ only what the cell uses
+
+QUICKSTART_OP2 = """
+input x 3
+dense hidden 4 activation=sigmoid
+dense out 2
+loss mse
+optimizer sgd learning_rate=0.1
+train train_op2 out[1]
+"""
+
+
+def test_quickstart_op_is_a_short_plain_program():
+    # Catches a general runtime (masked layers, slot restoring, mask decoders) pasted into a
+    # program that needs none of it: unmasked layers are plain Dense, SGD needs no restoring.
+    built = build_spec(lang.parse(QUICKSTART_OP2), {}, "net", seed=None)
+    source = to_source(built, "net", cell=QUICKSTART_OP2)
+    assert len(source.splitlines()) <= 80, source
+    assert source.count("keras.layers.Dense(") == 2
+    for absent in ("MaskedDense", "RestoringTrainOp", "_slots", "_MASKS", "base64", "_unpack"):
+        assert absent not in source, absent
+    assert "train_op2 = MaskedTrainOp(" in source
+    assert '"out/kernel": np.array([[0, 1], [0, 1], [0, 1], [0, 1]], dtype=bool)' in source
+
+
+def test_helpers_are_pasted_only_when_the_cell_needs_them_and_say_why():
+    q2 = to_source(build_spec(lang.parse(CELL_QUESTION2), {}, "net", seed=0), "net")
+    assert "class MaskedDense" in q2 and "layers with a mask: y." in q2.replace("\n# ", " ")
+    assert "MaskedTrainOp" not in q2 and "import tensorflow" not in q2  # no ops: no step
+    opt = to_source(build_spec(lang.parse(CELL_OPTIMIZERS), {}, "net", seed=0), "net")
+    assert "class RestoringTrainOp" in opt
+    why = "RestoringTrainOp, for keep_first (Adam), mom (SGD), decay (AdamW)"
+    assert why in opt.replace("\n# ", " ")
+    for op in ("keep_first", "mom", "decay"):
+        assert f"{op} = RestoringTrainOp(" in opt
+
+
+def test_only_plain_sgd_skips_the_restoring_step():
+    import keras
+
+    from maskmagic.codegen.source import only_by_gradient
+
+    class MySGD(keras.optimizers.SGD):
+        pass
+
+    assert only_by_gradient(keras.optimizers.SGD(0.1))
+    assert not only_by_gradient(keras.optimizers.SGD(0.1, momentum=0.9))
+    assert not only_by_gradient(keras.optimizers.SGD(0.1, weight_decay=0.01))
+    assert not only_by_gradient(keras.optimizers.SGD(0.1, use_ema=True))
+    assert not only_by_gradient(MySGD(0.1))  # an allow-list: a subclass may add state
+    assert not only_by_gradient(keras.optimizers.Adam())
+
+
+def test_generated_sources_pass_ruff(generated):
+    # Catches unused imports or helpers and undefined names in what --code prints.
+    _, _, root = generated
+    paths = [str(root / f"{case}.py") for case, _ in CASES]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", *paths],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -147,10 +147,13 @@ def test_code_defines_the_same_model_and_ops_without_maskmagic():
     x = np.random.default_rng(1).normal(size=(4, 16, 16, 1)).astype("float32")
     # The same convolutions of the same effective kernels: bit-identical.
     np.testing.assert_array_equal(generated(x).numpy(), built.model(x).numpy())
+    generated_variables = {v.path: v for v in generated.trainable_variables}
     for name, op in built.ops.items():
         for variable in op.var_list:
             np.testing.assert_array_equal(
-                namespace[name].update_mask(variable.path), op.update_mask(variable)
+                namespace[name].update_mask(generated_variables[variable.path]),
+                op.update_mask(variable),
             )
+    assert "class MaskedConv" in source and "keras.layers.Conv2D(" in source  # c1 has no mask
     dense_only = build_spec(lang.parse("input x 3\ndense out 2"), {}, name="d")
     assert "class MaskedConv" not in to_source(dense_only, "d")  # only what the cell uses

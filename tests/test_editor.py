@@ -16,8 +16,9 @@ from maskmagic.errors import MaskError, MaskMagicError, SelectorError
 from maskmagic.masks import NamedMask
 from maskmagic.training import TrainOp
 from maskmagic.widgets.codec import unpack_bits
-from maskmagic.widgets.editor import MaskEditor, from_magic, mask_image, state
+from maskmagic.widgets.editor import MaskEditor, mask_image, state
 from tests.conftest import make_342
+from tests.magics import line_magic
 
 EYE34 = np.eye(3, 4, dtype=bool)
 
@@ -496,23 +497,23 @@ def test_weight_readout_from_the_layer():
 def test_from_magic_finds_layers_and_lists_what_exists():
     net = make_342()
     ns = {"net": net, "A": EYE34, "n": 3}
-    ed = from_magic(" net.hidden ", ns)
+    ed = line_magic("mask_editor", " net.hidden ", ns)
     assert ed.layer is net.get_layer("hidden")
-    assert from_magic("A", ns).count == 3
+    assert line_magic("mask_editor", "A", ns).count == 3
     with pytest.raises(SelectorError, match=r"no masked layer 'hiden'.*hidden, out"):
-        from_magic("net.hiden", ns)
+        line_magic("mask_editor", "net.hiden", ns)
     with pytest.raises(SelectorError, match=r"2 masked layers; name one: net.hidden, net.out"):
-        from_magic("net", ns)
+        line_magic("mask_editor", "net", ns)
     with pytest.raises(MaskMagicError, match=r"no variable 'nett'.*nets defined: net"):
-        from_magic("nett.hidden", ns)
+        line_magic("mask_editor", "nett.hidden", ns)
     with pytest.raises(MaskMagicError, match=r"'A' is a ndarray, not a Keras model"):
-        from_magic("A.hidden", ns)
-    with pytest.raises(MaskMagicError, match=r"takes one target; received nothing"):
-        from_magic("", ns)
-    with pytest.raises(MaskMagicError, match=r"received 'net hidden'"):
-        from_magic("net hidden", ns)
+        line_magic("mask_editor", "A.hidden", ns)
+    with pytest.raises(MaskMagicError, match=r"required: TARGET"):
+        line_magic("mask_editor", "", ns)
+    with pytest.raises(MaskMagicError, match=r"unrecognized arguments: hidden"):
+        line_magic("mask_editor", "net hidden", ns)
     with pytest.raises(MaskMagicError, match=r"no nets are defined"):
-        from_magic("x", {})
+        line_magic("mask_editor", "x", {})
 
 
 def test_line_magic_in_ipython():

@@ -19,8 +19,9 @@ from maskmagic import build
 from maskmagic.errors import MaskMagicError
 from maskmagic.layers import MaskedDense
 from maskmagic.training import TrainOp
-from maskmagic.widgets.inspector import GradientInspector, from_magic, tiles
+from maskmagic.widgets.inspector import GradientInspector, tiles
 from tests.conftest import make_342
+from tests.magics import line_magic
 
 REPO = Path(__file__).resolve().parents[1]
 MSE = keras.losses.MeanSquaredError()
@@ -439,12 +440,14 @@ def test_an_oversized_message_is_a_maskmagic_error_and_nothing_is_sent(
 def test_from_magic_builds_an_inspector(question1):
     model, ops, (x, y) = question1
     namespace = {"net": model, "x": x, "y": y, "keep": ops["keep_first"]}
-    inspector = from_magic("net x y --op keep --target out[1]", namespace)
+    inspector = line_magic("grad_inspector", "net x y --op keep --target out[1]", namespace)
     assert inspector.op_name == "keep_first" and inspector.target == ("out", 1)
-    inspector = from_magic("net x[:8] y[:8]", namespace)
+    inspector = line_magic("grad_inspector", "net x[:8] y[:8]", namespace)
     assert inspector.target == "loss" and inspector._x.shape[0] == 8
     # Nested scopes (comprehensions, lambdas) see the notebook's names too.
-    inspector = from_magic("net '[x[i] for i in range(8)]' (lambda:y[:8])()", namespace)
+    inspector = line_magic(
+        "grad_inspector", "net '[x[i] for i in range(8)]' (lambda:y[:8])()", namespace
+    )
     assert inspector._x.shape == (8, 3)
     np.testing.assert_array_equal(inspector._x.numpy(), x[:8])
 
@@ -452,13 +455,13 @@ def test_from_magic_builds_an_inspector(question1):
 @pytest.mark.parametrize(
     ("line", "words"),
     [
-        ("net x", ["3 arguments", "received 2", "NET X Y"]),
-        ("net x y z", ["3 arguments", "received 4"]),
+        ("net x", ["required: Y", "NET X Y"]),
+        ("net x y z", ["unrecognized arguments: z", "NET X Y"]),
         ("net x nope", ["'nope' is not defined", "targets"]),
         ("x x y", ["NET 'x'", "ndarray", "Keras model"]),
         ("net x y --op x", ["--op 'x'", "ndarray", "TrainOp"]),
-        ("net x y --op", ["--op needs a value"]),
-        ("net x y --fast", ["unknown option '--fast'"]),
+        ("net x y --op", ["argument --op: expected one argument"]),
+        ("net x y --fast", ["unrecognized arguments: --fast"]),
         ("net x[:: y", ["cannot evaluate", "SyntaxError"]),
         ("net 'x y", ["No closing quotation"]),
         ("net x y --target out[7]", ["target", "0..1"]),
@@ -468,7 +471,7 @@ def test_from_magic_errors(question1, line, words):
     model, ops, (x, y) = question1
     namespace = {"net": model, "x": x, "y": y, "keep": ops["keep_first"]}
     with pytest.raises(MaskMagicError) as info:
-        from_magic(line, namespace)
+        line_magic("grad_inspector", line, namespace)
     for word in words:
         assert word in str(info.value)
 

@@ -806,3 +806,49 @@ def test_parse_returns_a_netspec_or_raises_cell_error(text):
         assert set(layer.sources) <= seen
         seen.add(layer.name)
     assert set(net.outputs) <= set(net.layer_names())
+
+
+# -- hold= ---------------------------------------------------------------------------------------
+
+
+def test_train_hold_options():
+    net = parse(
+        BASE
+        + "train refine out[1] hold=out[0]\n"
+        + "train tune hold=out[0],h[3] hold_on=x_ref[:4] hold_tol=1e-7 freeze=out[1]"
+    )
+    refine, tune = net.train
+    assert [(s.layer, s.index) for s in refine.hold] == [("out", (0,))]
+    assert (refine.hold_on, refine.hold_tol, refine.freeze) == (None, None, ())
+    assert [s.text for s in tune.hold] == ["out[0]", "h[3]"]
+    assert tune.hold[1].loc.column == len("train tune hold=out[0],") + 1
+    assert tune.hold_on == "x_ref[:4]" and tune.hold_tol == 1e-7
+    assert tune.loc_of("hold_on").column == len("train tune hold=out[0],h[3] hold_on=") + 1
+    assert [s.text for s in tune.freeze] == ["out[1]"]
+
+
+@pytest.mark.parametrize(
+    ("statement", "column", "words"),
+    [
+        ("train t hold=out.kernel", 14, ["unit selectors", "hold=", "out.kernel"]),
+        ("train t hold=out[0],", 21, ["no spaces in hold="]),
+        ("train t hold=nope[0]", 14, ["names no layer 'nope'"]),
+        ("train t hold=out[7]", 17, ["out of range", "2 units"]),
+        ("train t hold_on=x_ref", 9, ["hold_on= needs hold="]),
+        ("train t hold_tol=1e-7", 9, ["hold_tol= needs hold="]),
+        ("train t hold=out[0] hold_tol=0", 30, ["between 0 and 1", "'0'"]),
+        ("train t hold=out[0] hold_tol=big", 30, ["between 0 and 1", "'big'"]),
+        ("train t hold=out[0] hold_on=x+", 31, ["Python expression for hold_on="]),
+        ("train t hold=out[0] holds=x", 21, ["unknown option 'holds='", "hold"]),
+    ],
+)
+def test_train_hold_errors_point_at_the_option(statement, column, words):
+    exc = error(BASE + statement)
+    assert exc.line == 4 and exc.column == column, exc.short()
+    for word in words:
+        assert word in exc.message
+
+
+def test_help_documents_hold():
+    assert "hold=UNITS [hold_on=EXPR] [hold_tol=X]" in lang.HELP
+    assert "freeze is exact on every input; hold is to tolerance" in lang.HELP

@@ -48,12 +48,17 @@ def test_question2_masked_connections_get_exactly_zero_gradient():
     assert g_bias.numpy()[1] == 0 and np.all(g_bias.numpy()[[0, 2]] != 0)
 
 
-def test_masks_are_non_trainable_variables_and_default_to_ones():
+def test_masks_are_untracked_variables_default_to_ones_and_weights_are_dense_s():
+    # Catches: masks showing up in layer.weights / get_weights (a Dense's [kernel, bias] would
+    # not load), or masks that are not variables (set_mask would then re-trace).
     layer = _layer_on(np.zeros((2, 4), "float32"), units=2)
     assert layer.get_mask().all() and layer.get_mask().shape == (4, 2)
     assert layer.get_bias_mask().all()
-    assert {v.path for v in layer.trainable_variables} == {layer.kernel.path, layer.bias.path}
-    assert len(layer.non_trainable_variables) == 2
+    assert [v.path for v in layer.weights] == [layer.kernel.path, layer.bias.path]
+    assert layer.non_trainable_variables == []
+    assert [w.shape for w in layer.get_weights()] == [(4, 2), (2,)]
+    assert isinstance(layer.kernel_mask, keras.Variable) and not layer.kernel_mask.trainable
+    assert layer.kernel_mask.path == f"{layer.name}/mask"
 
 
 def test_mask_forms_lists_sparse_named_and_callables():

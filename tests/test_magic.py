@@ -131,3 +131,68 @@ def test_mask_expressions_may_use_constructors_inside_comprehensions(shell):
     np.testing.assert_array_equal(
         shell.user_ns["comp"].get_layer("h").get_bias_mask(), [True, False]
     )
+
+
+HOLD_CELL = """\
+input x 3
+dense hidden 4 activation=sigmoid
+dense out 2
+loss mse
+optimizer sgd learning_rate=0.1 momentum=0.9
+train refine hold=out[0]
+train tune hold=out[0],hidden[3] hold_on=x_ref hold_tol=1e-5
+"""
+
+
+def test_hold_cell_binds_ops_that_hold(shell):
+    from .cells import SEED_X, SEED_Y
+
+    x, y = np.array(SEED_X, "float32"), np.array(SEED_Y, "float32")
+    shell.user_ns["x_ref"] = x[:3]
+    assert run(shell, "held --quiet", HOLD_CELL).success
+    net, refine, tune = (shell.user_ns[k] for k in ("held", "refine", "tune"))
+    assert tune.hold.tol == 1e-5 and tune.hold.reference.shape == (3, 3)
+    assert refine.hold.reference is None and refine.hold.tol == 1e-6
+    before = net(x).numpy()[:, 0]
+    for _ in range(5):
+        refine(x, y)
+    assert np.abs(net(x).numpy()[:, 0] - before).max() <= 1e-5
+    assert tune.hold_report is None and refine.hold_report.constraints == 8
+
+
+@pytest.mark.parametrize(
+    ("hold_on", "words"),
+    [
+        ("NOPE", ["line 7", "column 42", "hold_on=NOPE", "NameError"]),
+        ("x_ref[:, :2]", ["line 7", "column 42", "shape (samples, 3)", "(8, 2)"]),
+    ],
+)
+def test_bad_hold_on_is_a_short_message_and_binds_nothing(shell, capsys, hold_on, words):
+    from .cells import SEED_X
+
+    shell.user_ns["x_ref"] = np.array(SEED_X, "float32")
+    shell.user_ns.pop("badhold", None)
+    result = run(shell, "badhold", HOLD_CELL.replace("hold_on=x_ref", f"hold_on={hold_on}"))
+    assert not result.success
+    shown = "".join(capsys.readouterr())
+    for word in words:
+        assert word in shown
+    assert "Traceback" not in shown and "badhold" not in shell.user_ns
+
+
+def test_hold_shows_in_summary_and_refuses_code(shell, capsys):
+    shell.user_ns["x_ref"] = np.zeros((4, 3), "float32")
+    assert run(shell, "shown", HOLD_CELL).success
+    text = capsys.readouterr().out
+    assert "holds" in text and "out[0] on each batch, tol 1e-06" in text
+    assert "out[0], hidden[3] on 4 inputs, tol 1e-05" in text
+    shell.user_ns.pop("coded_hold", None)
+    assert not run(shell, "coded_hold --code --quiet", HOLD_CELL).success
+    shown = "".join(capsys.readouterr())
+    assert "line 6" in shown and "--code cannot write train op 'refine': hold=" in shown
+    assert "coded_hold" not in shell.user_ns
+
+
+def test_help_shows_hold(shell):
+    info = shell.object_inspect("%%masked_net")
+    assert "hold=UNITS [hold_on=EXPR] [hold_tol=X]" in info["docstring"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -20,6 +20,9 @@ import numpy as np
 from maskmagic import lang
 from maskmagic.display.svg import mask_svg, net_svg
 from maskmagic.training import selectors
+
+if TYPE_CHECKING:
+    from maskmagic.builder import Built
 
 __all__ = [
     "LayerInfo",
@@ -88,6 +91,8 @@ class OpInfo:
         may_change: parameter entries the op may change.
         total: connected trainable parameters of the whole net.
         variables: ``(label, may change, size)`` for each variable the op may change.
+        hold: the held units, their reference inputs and tolerance (``""`` for no hold):
+            ``"out[0] on 8 inputs, tol 1e-06"`` or ``"out[0] on each batch, tol 1e-06"``.
     """
 
     name: str
@@ -97,6 +102,7 @@ class OpInfo:
     may_change: int
     total: int
     variables: tuple[tuple[str, int, int], ...]
+    hold: str = ""
 
 
 def _count(mask: Any) -> int:
@@ -158,12 +164,12 @@ def _impl(layer: keras.layers.Layer, mask: Any) -> str:
     return f"auto ({actual})" if impl == "auto" else str(impl)
 
 
-def layer_infos(built: Any) -> list[LayerInfo]:
+def layer_infos(built: Built) -> list[LayerInfo]:
     """The rows of the layer table of a :class:`~maskmagic.builder.Built`: inputs, then layers."""
     model = built.model
     rows = []
-    for spec in built.spec.inputs:
-        rows.append(LayerInfo(spec.name, "Input", (), None, tuple(spec.shape)))
+    for given in built.spec.inputs:
+        rows.append(LayerInfo(given.name, "Input", (), None, tuple(given.shape)))
     for spec in built.spec.layers:
         layer = model.get_layer(spec.name)
         out_shape = _shape(layer.output)
@@ -240,7 +246,7 @@ def _variable_label(path: str) -> str:
     return ".".join(path.split("/")[-2:])
 
 
-def op_infos(built: Any) -> list[OpInfo]:
+def op_infos(built: Built) -> list[OpInfo]:
     """The rows of the train-op table of a :class:`~maskmagic.builder.Built`."""
     total = sum(connected_parameters(layer) for layer in built.model.layers)
     rows = []
@@ -261,12 +267,22 @@ def op_infos(built: Any) -> list[OpInfo]:
                 may_change=sum(v[1] for v in variables),
                 total=total,
                 variables=tuple(variables),
+                hold=_hold_text(op),
             )
         )
     return rows
 
 
-def frozen_units(built: Any) -> dict[str, dict[int, list[str]]]:
+def _hold_text(op: Any) -> str:
+    held = getattr(op, "hold", None)
+    if held is None:
+        return ""
+    spec = op.hold_spec if isinstance(op.hold_spec, (list, tuple)) else [op.hold_spec]
+    where = "each batch" if held.reference is None else f"{int(held.reference.shape[0])} inputs"
+    return f"{', '.join(_label(s) for s in spec)} on {where}, tol {held.tol:g}"
+
+
+def frozen_units(built: Built) -> dict[str, dict[int, list[str]]]:
     """{layer name: {unit index: names of the ops that freeze it}} (``freeze=`` of every op)."""
     found: dict[str, dict[int, list[str]]] = {}
     for name, op in built.ops.items():
@@ -314,10 +330,23 @@ _LAYER_HEAD = ["layer", "type", "from", "shape", "activation", "mask", "connecti
 _OP_HEAD = ["op", "selects", "freezes", "optimizer", "may change", "variables"]
 
 
-def _op_cells(row: OpInfo) -> list[str]:
+def _op_head(rows: Sequence[OpInfo]) -> list[str]:
+    """The op table's columns; ``holds`` only when some op has ``hold=``."""
+    if any(row.hold for row in rows):
+        return [*_OP_HEAD[:3], "holds", *_OP_HEAD[3:]]
+    return list(_OP_HEAD)
+
+
+def _op_cells(row: OpInfo, holds: bool = False) -> list[str]:
     variables = ", ".join(f"{label} {n}/{size}" for label, n, size in row.variables)
-    return [row.name, row.select, row.freeze or "-", row.optimizer,
-            _fraction(row.may_change, row.total), variables]  # fmt: skip
+    cells = [row.name, row.select, row.freeze or "-", row.optimizer,
+             _fraction(row.may_change, row.total), variables]  # fmt: skip
+    return [*cells[:3], row.hold or "-", *cells[3:]] if holds else cells
+
+
+def _op_rows(rows: Sequence[OpInfo]) -> tuple[list[str], list[list[str]]]:
+    head = _op_head(rows)
+    return head, [_op_cells(r, "holds" in head) for r in rows]
 
 
 def _text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -353,7 +382,7 @@ class NetSummary:
         frozen: {layer: {unit: op names}} of the units that some op freezes.
     """
 
-    def __init__(self, built: Any, max_units: int = MAX_DRAWN_UNITS) -> None:
+    def __init__(self, built: Built, max_units: int = MAX_DRAWN_UNITS) -> None:
         self.built = built
         self.max_units = max_units
         self.layers = layer_infos(built)
@@ -398,7 +427,7 @@ class NetSummary:
             _text_table(_LAYER_HEAD, [_layer_cells(r) for r in self.layers]),
         ]
         if self.ops:
-            parts += ["", _text_table(_OP_HEAD, [_op_cells(r) for r in self.ops])]
+            parts += ["", _text_table(*_op_rows(self.ops))]
         else:
             parts += ["", "no train ops (add `train NAME [SELECTOR ...]` lines)"]
         if self.frozen:
@@ -412,7 +441,7 @@ class NetSummary:
         parts = [f'<div class="maskmagic-summary"><p><b>{html.escape(self.headline())}</b></p>']
         parts.append(_html_table(_LAYER_HEAD, [_layer_cells(r) for r in self.layers], "mm-layers"))
         if self.ops:
-            parts.append(_html_table(_OP_HEAD, [_op_cells(r) for r in self.ops], "mm-ops"))
+            parts.append(_html_table(*_op_rows(self.ops), "mm-ops"))
         else:
             parts.append("<p><i>no train ops</i></p>")
         drawing = self.svg()

@@ -13,11 +13,14 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from maskmagic.masks.check import dense_bool
+
+if TYPE_CHECKING:
+    from maskmagic.builder import Built
 
 __all__ = ["mask_svg", "net_svg"]
 
@@ -47,10 +50,10 @@ class _Group:
     y0: float = 0.0
 
 
-def _groups(built: Any) -> dict[str, _Group]:
+def _groups(built: Built) -> dict[str, _Group]:
     groups = {}
-    for spec in built.spec.inputs:
-        groups[spec.name] = _Group(spec.name, "input", int(np.prod(spec.shape)), ())
+    for given in built.spec.inputs:
+        groups[given.name] = _Group(given.name, "input", int(np.prod(given.shape)), ())
     for spec in built.spec.layers:
         layer = built.model.get_layer(spec.name)
         kind = "dense" if hasattr(layer, "get_mask") else "dropout"
@@ -168,7 +171,7 @@ def _nodes(
     return out
 
 
-def _legend(y: float, colours: dict, built: Any, has_dropout: bool) -> list[str]:
+def _legend(y: float, colours: dict, built: Built, has_dropout: bool) -> list[str]:
     items = [
         (f'<line x1="0" y1="0" x2="18" y2="0" stroke="{POSITIVE}" stroke-width="2"/>', "positive weight"),
         (f'<line x1="0" y1="0" x2="18" y2="0" stroke="{NEGATIVE}" stroke-width="2"/>', "negative weight"),
@@ -189,7 +192,7 @@ def _legend(y: float, colours: dict, built: Any, has_dropout: bool) -> list[str]
     return out
 
 
-def net_svg(built: Any, frozen: dict[str, dict[int, list[str]]] | None = None) -> str:
+def net_svg(built: Built, frozen: dict[str, dict[int, list[str]]] | None = None) -> str:
     """Draws the neurons of a built cell as circles in columns, inputs left, outputs right.
 
     Args:

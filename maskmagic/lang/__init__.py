@@ -83,6 +83,7 @@ One statement per line; `#` starts a comment; a line ending in `\\` continues on
   loss LOSS [OPTIONS]          mse, binary_crossentropy(from_logits=true), ...
   optimizer OPT [OPTIONS]      sgd learning_rate=0.1, adam(learning_rate=1e-3), ...
   train OPNAME [SELECTOR ...] [freeze=UNITS] [optimizer=OPT] [loss=LOSS]
+        [hold=UNITS [hold_on=EXPR] [hold_tol=X]]
 
 Selectors (what a train op may change):
   (none) or *          every trainable variable
@@ -93,6 +94,10 @@ Selectors (what a train op may change):
   c3[5]  c3.kernel[:, :, 2, 5]   a conv's filter(s), or kernel entries (kh, kw, in, filter)
 freeze=out[0],h[3] keeps those output units bit-identical: every parameter with a path to them
 is left out of the op.
+hold=out[0],h[3] lets every selected parameter train but projects and corrects each step so those
+units keep their values on the reference inputs (hold_on=EXPR, a Python expression giving an
+array of inputs; default: each batch) to a relative tolerance (hold_tol=, default 1e-6).
+freeze is exact on every input; hold is to tolerance on the reference inputs.
 
 Example:
   input x 3
@@ -101,6 +106,7 @@ Example:
   loss mse
   optimizer sgd learning_rate=0.1
   train keep_first freeze=out[0]
+  train refine out[1] hold=out[0]
 """
 
 

@@ -255,11 +255,11 @@ def convert(line: Logical, tok: Token, what: str, depth: int = 0) -> object:
         raise line.error(f"expected a finite number for {what}, found '{show(text)}'", tok.offset)
     if text[:1] in ("'", '"'):
         try:
-            value = ast.literal_eval(text)
+            literal = ast.literal_eval(text)
         except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
-            value = None
-        if isinstance(value, str):
-            return value
+            literal = None
+        if isinstance(literal, str):
+            return literal
         raise line.error(f"expected one quoted string for {what}, found {show(text)}", tok.offset)
     if text[:1] in ("(", "[") and text[-1:] == _OPEN[text[0]] and len(text) > 1:
         if depth >= _MAX_NESTING:

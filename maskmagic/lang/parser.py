@@ -33,6 +33,7 @@ from maskmagic.lang.specs import (
     InputSpec,
     Location,
     LossSpec,
+    ModelSpec,
     NetSpec,
     OptimizerSpec,
     PoolSpec,
@@ -58,6 +59,7 @@ _DENSE_VALUES = {  # option: (default, check, what is expected)
     "impl": ("auto", lambda value: value in _IMPLS, "auto, dense or sparse"),
 }
 _OPTIMIZER = "an optimizer name such as sgd or adam"
+_TRAIN_KEYS = ("freeze", "hold", "hold_on", "hold_tol", "optimizer", "loss")
 
 # conv1d / conv2d: options besides the dense ones that also apply (from, activation, ...).
 _CONV_KEYS = (
@@ -101,9 +103,15 @@ class Parser:
         self.optimizer: OptimizerSpec | None = None
         self.train: list[TrainSpec] = []
         self.selectors: list[tuple[Logical, Token, SelectorSpec]] = []
+        self.base: ModelSpec | None = None
+        self.structure: tuple[Logical, Token] | None = None  # the first input/dense/dropout
 
     def statement(self, line: Logical) -> None:
         keyword, *rest = tokenize(line)
+        if keyword.text.startswith("from_model="):  # `from_model=EXPR`: same as `from_model EXPR`
+            expression = keyword.text[len("from_model=") :]
+            start = keyword.offset + len("from_model=")
+            keyword, rest = Token("from_model", keyword.offset), [Token(expression, start), *rest]
         if keyword.text not in KEYWORDS:
             hint = _suggest(keyword.text, KEYWORDS)
             if keyword.text.startswith("%"):
@@ -138,7 +146,48 @@ class Parser:
                     tok.offset,
                 )
             options[key] = (Token(key, tok.offset), value)
+        if keyword.text in ("input", "dense", "dropout", "from_model"):
+            self._one_source_of_layers(line, keyword)
         getattr(self, "_" + keyword.text)(line, keyword, positional, options)
+
+    def _one_source_of_layers(self, line: Logical, keyword: Token) -> None:
+        """A cell either defines its layers or takes them from_model, not both."""
+        if keyword.text == "from_model" and self.base is not None:
+            raise line.error(
+                f"a second `from_model` statement; the model is already set on line "
+                f"{self.base.loc.line}",
+                keyword.offset,
+            )
+        first = self.structure
+        if keyword.text == "from_model" and first is not None:
+            raise line.error(
+                f"`from_model` takes the inputs and layers from the model, but line "
+                f"{first[0].line} already has `{first[1].text}`; expected either from_model or "
+                "input/dense/dropout statements",
+                keyword.offset,
+            )
+        if keyword.text != "from_model" and self.base is not None:
+            raise line.error(
+                f"`{keyword.text}` in a from_model cell (line {self.base.loc.line}); the layers "
+                "come from the model: expected only loss, optimizer and train statements after "
+                "from_model",
+                keyword.offset,
+            )
+        if keyword.text != "from_model" and first is None:
+            self.structure = (line, keyword)
+
+    def _from_model(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
+        what = "a Python expression giving a Keras model after 'from_model'"
+        tok = self._arg(line, positional, 0, what)
+        self._extra(line, positional, 1, "from_model EXPR [masks=EXPR] [bias_masks=EXPR]")
+        self._keys(line, keyword, options, ("masks", "bias_masks"))
+        expression = self._expression(line, {"model": (tok, tok)}, "model")
+        self.base = ModelSpec(
+            expression,
+            self._expression(line, options, "masks"),
+            self._expression(line, options, "bias_masks"),
+            _loc(line, keyword.offset),
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -226,7 +275,7 @@ class Parser:
 
     def _in_width(self, sources: tuple[str, ...]) -> int | None:
         widths = [self.width[s] for s in sources]
-        return None if None in widths else sum(widths)
+        return None if None in widths else sum(w for w in widths if w is not None)
 
     def _value(self, line: Logical, options: _Options, key: str, default, check, what: str):
         if key not in options:
@@ -272,7 +321,7 @@ class Parser:
             units=units,
             sources=sources,
             **{key: self._value(line, options, key, *rule) for key, rule in _DENSE_VALUES.items()},
-            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},
+            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},  # type: ignore[arg-type]
             options=tuple(
                 (key, convert(line, value, f"{key}="))
                 for key, (_, value) in options.items()
@@ -399,7 +448,7 @@ class Parser:
             rate = convert(line, tok, "the rate")
         except CellError:
             rate = None
-        if type(rate) not in (int, float) or not 0 <= rate < 1:
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
             raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
         self._extra(line, positional, 2, "dropout NAME RATE [from=SRC]")
         self._keys(line, keyword, options, ("from",))
@@ -443,7 +492,7 @@ class Parser:
                     "every train op needs its own name",
                     name.offset,
                 )
-        self._keys(line, keyword, options, ("freeze", "optimizer", "loss"))
+        self._keys(line, keyword, options, _TRAIN_KEYS)
         chosen = positional[1:]
         stars = [tok for tok in chosen if tok.text == "*"]
         if stars and len(chosen) > 1:
@@ -453,15 +502,11 @@ class Parser:
                 f"'{show(tok.text)}'",
                 tok.offset,
             )
-        select = () if stars else tuple(self._selector(line, tok, False) for tok in chosen)
-        freeze = ()
-        if "freeze" in options:
-            value = options["freeze"][1]
-            freeze = tuple(
-                self._selector(line, Token(part.text, value.offset + part.offset), True)
-                for part in split_top(value.text, ",")
-            )
-        optimizer, extra = None, ()
+        select = () if stars else tuple(self._selector(line, tok, "") for tok in chosen)
+        freeze, hold = (self._units(line, options, key) for key in ("freeze", "hold"))
+        hold_on, hold_tol = self._hold_options(line, options, hold)
+        optimizer = None
+        extra: tuple[tuple[str, object], ...] = ()
         if "optimizer" in options:
             value = options["optimizer"][1]
             optimizer = OptimizerSpec(
@@ -471,21 +516,65 @@ class Parser:
             value = options["loss"][1]
             extra = (("loss", LossSpec(*parse_call(line, value, _LOSS), _loc(line, value.offset))),)
         self.train.append(
-            TrainSpec(name.text, select, freeze, optimizer, extra, _loc(line, keyword.offset))
+            TrainSpec(
+                name.text,
+                select,
+                freeze,
+                optimizer,
+                extra,
+                _loc(line, keyword.offset),
+                hold=hold,
+                hold_on=hold_on,
+                hold_tol=hold_tol,
+                option_locs=tuple((k, _loc(line, v.offset)) for k, (_, v) in options.items()),
+            )
         )
 
-    def _selector(self, line: Logical, tok: Token, freeze: bool) -> SelectorSpec:
+    def _units(self, line: Logical, options: _Options, key: str) -> tuple[SelectorSpec, ...]:
+        """The unit selectors of ``freeze=`` or ``hold=`` (``out[0],h[3]``)."""
+        if key not in options:
+            return ()
+        value = options[key][1]
+        return tuple(
+            self._selector(line, Token(part.text, value.offset + part.offset), key)
+            for part in split_top(value.text, ",")
+        )
+
+    def _hold_options(self, line: Logical, options: _Options, hold) -> tuple:
+        """``hold_on=`` (an expression) and ``hold_tol=`` (a number in (0, 1)), with hold=."""
+        for key in ("hold_on", "hold_tol"):
+            if key in options and not hold:
+                raise line.error(
+                    f"{key}= needs hold=; expected hold=UNITS (such as hold=out[0]) in this "
+                    "statement",
+                    options[key][0].offset,
+                )
+        tol = None
+        if "hold_tol" in options:
+            tok = options["hold_tol"][1]
+            tol = convert(line, tok, "hold_tol=")
+            if type(tol) not in (int, float) or not 0 < tol < 1:
+                raise line.error(
+                    f"expected a number between 0 and 1 (exclusive) such as 1e-7 for hold_tol=, "
+                    f"found '{show(tok.text)}'",
+                    tok.offset,
+                )
+            tol = float(tol)
+        return self._expression(line, options, "hold_on"), tol
+
+    def _selector(self, line: Logical, tok: Token, units: str) -> SelectorSpec:
+        """One selector; ``units`` names the option (``"freeze"``, ``"hold"``) of unit selectors."""
         if not tok.text:
             raise line.error(
-                "expected a unit selector such as out[0] after ',' (no spaces in freeze=), "
+                f"expected a unit selector such as out[0] after ',' (no spaces in {units}=), "
                 "found nothing",
                 tok.offset,
             )
         layer, variable, index = parse_selector(line, tok)
-        if freeze and (variable is not None or (index is not None and len(index) != 1)):
+        if units and (variable is not None or (index is not None and len(index) != 1)):
             raise line.error(
                 "expected unit selectors such as out[0], out[0:2] or out (all its units) in "
-                f"freeze=, found '{show(tok.text)}'",
+                f"{units}=, found '{show(tok.text)}'",
                 tok.offset,
             )
         spec = SelectorSpec(tok.text, layer, variable, index, _loc(line, tok.offset))
@@ -553,7 +642,10 @@ class Parser:
                 bracket,
             )
         if spec.variable == "kernel":
-            sizes = ((self.rows[layer.name], "inputs (kernel rows)"), (layer.units, "units"))
+            sizes: tuple[tuple[int | None, str], ...] = (
+                (self.rows[layer.name], "inputs (kernel rows)"),
+                (layer.units, "units"),
+            )
         else:
             sizes = ((layer.units, "units"),)
         for entry, (size, noun) in zip(spec.index, sizes, strict=False):
@@ -565,6 +657,8 @@ class Parser:
                 )
 
     def finish(self, lines: list[Logical]) -> NetSpec:
+        if self.base is not None:  # selectors are checked against the model when it is built
+            return NetSpec((), (), self.loss, self.optimizer, tuple(self.train), self.base)
         if not self.inputs:
             raise lines[0].error(
                 "the cell has no `input` statement; expected `input NAME SIZE` (for example "

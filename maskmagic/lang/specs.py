@@ -22,6 +22,7 @@ __all__ = [
     "InputSpec",
     "Location",
     "LossSpec",
+    "ModelSpec",
     "NetSpec",
     "OptimizerSpec",
     "SelectorSpec",
@@ -32,6 +33,7 @@ KEYWORDS = (
     "input",
     "dense",
     "dropout",
+    "from_model",
     "loss",
     "optimizer",
     "train",
@@ -203,13 +205,18 @@ class SelectorSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """``train OPNAME [SELECTOR ...] [freeze=UNITS] [optimizer=OPT] [loss=LOSS]``.
+    """``train OPNAME [SELECTOR ...] [freeze=UNITS] [hold=UNITS [hold_on=EXPR] [hold_tol=X]]
+    [optimizer=OPT] [loss=LOSS]``.
 
     Attributes:
         select: the selectors; ``()`` means every trainable variable.
         freeze: unit selectors (``out[0]``, or ``out`` for all its units) to keep fixed.
         optimizer: this op's optimizer, or None for the net's.
         options: ``(("loss", LossSpec),)`` when ``loss=`` is given, else ``()``.
+        hold: unit selectors whose values each step keeps on the reference inputs.
+        hold_on: the reference inputs as a raw Python expression, or None (each batch).
+        hold_tol: the relative tolerance of the hold, or None (the default, 1e-6).
+        option_locs: the Location of each option's value, for the builder's error messages.
     """
 
     name: str
@@ -217,6 +224,29 @@ class TrainSpec:
     freeze: tuple[SelectorSpec, ...]
     optimizer: OptimizerSpec | None
     options: tuple[tuple[str, object], ...]
+    loc: Location
+    hold: tuple[SelectorSpec, ...] = ()
+    hold_on: str | None = None
+    hold_tol: float | None = None
+    option_locs: tuple[tuple[str, Location], ...] = ()
+
+    def loc_of(self, key: str) -> Location:
+        """The Location of option ``key``'s value (``"hold_on"``), else of the statement."""
+        return dict(self.option_locs).get(key, self.loc)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``from_model EXPR [masks=EXPR] [bias_masks=EXPR]``: start from an existing Keras model.
+
+    Attributes:
+        expression: Python expression text giving a built functional or Sequential model.
+        masks, bias_masks: Python expression text giving ``{layer name: mask}``, or None.
+    """
+
+    expression: str
+    masks: str | None
+    bias_masks: str | None
     loc: Location
 
 
@@ -229,6 +259,8 @@ class NetSpec:
     loss: LossSpec | None
     optimizer: OptimizerSpec | None
     train: tuple[TrainSpec, ...]
+    base: ModelSpec | None = None
+    """The model a ``from_model`` cell starts from (then ``inputs`` and ``layers`` are empty)."""
 
     def layer_names(self) -> tuple[str, ...]:
         """Names of the layers (not the inputs), in order."""

@@ -49,6 +49,18 @@ class SparseKernelMixin:
     ``kernel_regularizer``, ``kernel_constraint``, ``mask_version`` and ``add_weight``.
     """
 
+    # What the host layer provides (declared for the type checker; Keras objects are Any).
+    input_dim: int
+    units: int
+    mask_version: int
+    _saved_nnz: int | None
+    kernel_mask: Any
+    kernel_initializer: Any
+    kernel_regularizer: Any
+    kernel_constraint: Any
+    compute_dtype: Any
+    add_weight: Any
+
     def _build_sparse(self, mask: Any) -> None:
         if mask is None:  # from_config without the mask: placeholder, replaced on load
             count = self._saved_nnz or 0
@@ -57,7 +69,7 @@ class SparseKernelMixin:
         else:
             rows, cols = sparse.structure_of(mask)
         nnz = int(rows.size)
-        self.kernel = self.add_weight(
+        self._kernel = self.add_weight(  # read back through the host's ``kernel`` property
             name="kernel",
             shape=(nnz,),
             initializer="zeros",
@@ -83,7 +95,6 @@ class SparseKernelMixin:
         self.kernel_order.assign(sparse.column_order(rows, cols))
         for variable in (self.kernel, self.kernel_rows, self.kernel_cols, self.kernel_order):
             sparse.make_resizable(variable)
-        self.kernel_mask = None
         self.supports_jit = False  # the CSR kernels and resizable variables have no XLA form
         self._remaps: dict[int, np.ndarray] = {}  # mask_version -> new-to-old positions
         self._remap_floor = self.mask_version  # history is complete from this version on

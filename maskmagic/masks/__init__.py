@@ -28,12 +28,12 @@ __all__ = ["Matrix", "NamedMask", "banded", "blocks", "density", "eye", "from_cs
 class _Deferred:
     """A constructor waiting for its shape; ``f(shape)`` builds the mask."""
 
-    fn: Callable[..., np.ndarray]
+    fn: Callable[..., Any]
     args: tuple = ()
     kwargs: tuple = ()  # (name, value) pairs
 
     def __call__(self, shape: Shape) -> np.ndarray:
-        return self.fn(*self.args, shape=shape, **dict(self.kwargs))
+        return np.asarray(self.fn(*self.args, shape=shape, **dict(self.kwargs)))
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]

@@ -13,7 +13,7 @@ import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 Shape = int | tuple[int, ...]
-Matrix = np.ndarray | sp.csr_array
+Matrix: TypeAlias = Any  # np.ndarray | sp.csr_array (scipy has no type information)
 PathLike = str | os.PathLike
 
 
@@ -221,7 +221,7 @@ def _check_dense(obj: Any, want: tuple[int, ...] | None, name: str) -> np.ndarra
         bad = (arr != 0) & (arr != 1)  # NaN compares unequal to both
         if bad.any():
             index = np.unravel_index(int(np.argmax(bad)), arr.shape)
-            raise MaskError(_value_message(name, arr[index], index))
+            raise MaskError(_value_message(name, arr[index], [int(i) for i in index]))
     return arr.astype(bool)
 
 
@@ -253,7 +253,7 @@ def _names(names: Any, what: str) -> tuple[str, ...]:
         raise MaskError(f"{what} must be a sequence of names; got {names!r}") from None
     if len(set(out)) != len(out):
         seen: set[str] = set()
-        dup = next(n for n in out if n in seen or seen.add(n))
+        dup = next(n for n in out if n in seen or seen.add(n))  # type: ignore[func-returns-value]
         raise MaskError(f"names in {what} must be unique; {dup!r} appears more than once")
     return out
 

@@ -25,6 +25,7 @@ from maskmagic import _compat
 from maskmagic.errors import MaskMagicError, SelectorError
 from maskmagic.layers import csr as sparse
 from maskmagic.training import batches, distributed, reach, selectors
+from maskmagic.training import hold as holds
 from maskmagic.training.objectives import make_loss, make_optimizer
 
 __all__ = ["TrainOp", "make_loss", "make_optimizer"]
@@ -61,6 +62,11 @@ class TrainOp:
         freeze: a unit selector (``"out[0]"``) or a list of them: every parameter with a path
             to those units is left out, so they stay bit-identical on every input.
         name: the op's name (shown in summaries).
+        hold: a unit selector or a list of them: every selected parameter may move, but each
+            step is projected and corrected so these units keep their values on the
+            reference inputs, to ``hold_tol`` (see :mod:`maskmagic.training.hold`).
+        hold_on: the reference inputs of ``hold`` (an array); None: each step's batch.
+        hold_tol: the relative tolerance of ``hold`` (default 1e-6).
 
     Raises:
         SelectorError: a selector names something the model does not have, or the op is left
@@ -75,6 +81,9 @@ class TrainOp:
         select: Any = None,
         freeze: Any = None,
         name: str | None = None,
+        hold: Any = None,
+        hold_on: Any = None,
+        hold_tol: float = holds.DEFAULT_TOL,
     ) -> None:
         if not model.built:
             raise MaskMagicError(
@@ -90,6 +99,7 @@ class TrainOp:
         distributed.check_optimizer(self.optimizer, self._strategy, self.name)
         self.select = _as_list(select)
         self.freeze = _as_list(freeze)
+        self.hold_spec = hold
         self.trace_count = 0
         self._variables = {v.path: v for v in model.trainable_variables}
         self._selection = self._resolve_selection()
@@ -123,6 +133,7 @@ class TrainOp:
             }
             self._versions = self._mask_versions()
             self._ensure_optimizer_built()
+            self._check_restorable()
             self._sparse_slots = {
                 path: _compat.optimizer_slots(self.optimizer, layer.kernel, any_length=True)
                 for path, layer in self._sparse_kernels.items()
@@ -130,6 +141,7 @@ class TrainOp:
             }
             for path, slots in self._sparse_slots.items():
                 sparse.track_slots(self._sparse_kernels[path], slots)  # resizable, mirrored
+        self.hold = holds.attach(self, hold, hold_on, hold_tol)  # None without hold=
         self._step = self._make_step()
 
     # ------------------------------------------------------------------ selection
@@ -219,6 +231,28 @@ class TrainOp:
                 "was built with this model's trainable variables"
             )
 
+    def _check_restorable(self) -> None:
+        """Refuses an optimizer whose state for the guarded variables cannot be written back.
+
+        Entries outside the op stay exact because their values and their optimizer slots are
+        restored after each update; state that is not one slot entry per variable entry
+        (Adafactor's factored moments) would be silently changed for them.
+        """
+        for path in self._mask_vars:
+            variable = self._variables[path]
+            problems = _compat.optimizer_unrestorable(
+                self.optimizer, variable, any_length=path in self._sparse_kernels
+            )
+            if problems:
+                raise MaskMagicError(
+                    f"train op {self.name!r}: optimizer {type(self.optimizer).__name__} keeps "
+                    f"state for {path} that cannot be restored entry by entry "
+                    f"({'; '.join(problems)}), so the entries this op must leave unchanged "
+                    "would not keep their optimizer state exactly; expected an optimizer with "
+                    "per-entry state such as sgd, adam, adamw, rmsprop, adagrad or lion (or an "
+                    "op that may change every entry of the variables it selects)"
+                )
+
     def _held_state(self) -> list:
         """Non-trainable float state a step would change (BatchNorm moving statistics).
 
@@ -269,6 +303,8 @@ class TrainOp:
                 tf.where(masks[id(v)], g, tf.zeros_like(g)) if id(v) in masks else g
                 for g, v in zip(grads, variables)
             ]
+            if self.hold is not None:  # projected before the optimizer sees it
+                grads = self.hold.project_gradient(grads, x)
             saved = [
                 (tf.identity(v.value), [tf.identity(s.value) for s in slots])
                 for v, _, slots in guarded
@@ -281,6 +317,8 @@ class TrainOp:
                     writes.append((slot, tf.where(mask, slot.value, old_slot)))
             writes.extend(zip(others, saved_others))
             distributed.assign(writes)
+            if self.hold is not None:  # the update projected, then the held values corrected
+                self.hold.restore()
             return loss
 
         return distributed.wrap_step(self._strategy, step, self)
@@ -289,7 +327,10 @@ class TrainOp:
         """Runs one step on ``(x, y)`` and returns the loss (before the update) as a float."""
         self._refresh_masks()
         x, y = distributed.feed(self._strategy, batches.as_tensors(x), batches.as_tensors(y))
-        return float(self._step(x, y))
+        loss = float(self._step(x, y))
+        if self.hold is not None:
+            self.hold.after_step()
+        return loss
 
     def fit(
         self,
@@ -354,6 +395,11 @@ class TrainOp:
         return np.ones(shape, dtype=bool)
 
     @property
+    def hold_report(self) -> holds.HoldReport | None:
+        """What the last step achieved for ``hold=`` (drift, rank, ...); None without a hold."""
+        return None if self.hold is None else self.hold.report()
+
+    @property
     def var_list(self) -> list:
         """The variables this op may change now (at least one entry of each)."""
         return [v for v in self._step_variables if self.update_mask(v).any()]
@@ -365,6 +411,7 @@ class TrainOp:
     def __repr__(self) -> str:
         picked = _labels(self.select) or "*"
         frozen = f" freeze={_labels(self.freeze)}" if self.freeze else ""
+        frozen += f" hold={_labels(_as_list(self.hold_spec))}" if self.hold is not None else ""
         return (
             f"<TrainOp {self.name}: {picked}{frozen}, {self.parameter_count()} parameters, "
             f"{type(self.optimizer).__name__}>"

@@ -1,17 +1,22 @@
 """Reachability: which parameters have a path, through the masks, to which units.
 
 The walk goes backwards through a functional (or Sequential) Keras model, from the named units
-to the inputs. It is exact for masked and plain Dense layers, dropout and element-wise layers,
-concatenation and element-wise merges (Add, Multiply, ...). Any other layer is treated
-conservatively: if one of its outputs can move a named unit, all of its inputs and parameters
-can. A ``softmax`` activation mixes every unit of its layer, and is treated so.
+to the inputs. It is conservative by construction: a layer is walked unit by unit only if its
+exact type is on an allow-list of per-unit layers (:data:`PER_UNIT_LAYERS`: masked and plain
+Dense, dropout and noise layers, element-wise activation layers, BatchNormalization over the last
+axis, concatenation on the last axis, element-wise merges, Flatten/Reshape with an exact index
+map) and its activation, if it has one, is a function object on the allow-list of element-wise
+Keras activations (:data:`PER_UNIT_ACTIVATIONS`). Everything else (softmax, log_softmax,
+sparsemax, glu, any user callable or lambda, LayerNormalization, attention, Lambda, custom or
+subclassed layers, nested models, raw ``keras.ops`` calls) mixes all of its units: if one of its
+outputs can move a named unit, all of its inputs and parameters can.
 
 Convolutions (:class:`~maskmagic.layers.MaskedConv2D`, ``MaskedConv1D`` and plain Keras ``Conv1D``
-/ ``Conv2D`` / ``Conv3D`` without groups) are walked channel by channel: a filter's output channel
-depends on the input channels its channel table connects (spatial mixing stays inside a
-channel, and every position of a channel counts as one unit). Pooling layers act per channel,
-and ``Flatten`` maps each flattened unit back to its channel (channels-last layout), so a walk
-through conv -> pool -> flatten -> dense loses nothing at the channel level.
+/ ``Conv2D`` / ``Conv3D`` without groups, channels last) are walked channel by channel: a filter's
+output channel depends on the input channels its channel table connects (spatial mixing stays
+inside a channel, and every position of a channel counts as one unit). Pooling layers act per
+channel, and ``Flatten`` maps each flattened unit back to its channel (the reshape rule), so a
+walk through conv -> pool -> flatten -> dense loses nothing at the channel level.
 
 Sparse layers (``MaskedDense(impl="sparse")``) are walked on their connection lists (and any
 ``scipy.sparse`` mask stays sparse), so the walk never creates an (inputs, units) array.
@@ -19,16 +24,21 @@ Sparse layers (``MaskedDense(impl="sparse")``) are walked on their connection li
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 import scipy.sparse as sp
 
 from maskmagic import _compat
 from maskmagic.errors import SelectorError
+from maskmagic.layers import MaskedConv1D, MaskedConv2D, MaskedDense
 from maskmagic.masks.check import dense_bool
 from maskmagic.training.selectors import kernel_units
 
 __all__ = [
+    "PER_UNIT_ACTIVATIONS",
+    "PER_UNIT_LAYERS",
     "Units",
     "channel_table",
     "connected_entries",
@@ -41,9 +51,53 @@ __all__ = [
 # {layer name: bool vector over the layer's output units}
 Units = dict[str, np.ndarray]
 
+
+def _activations(*names: str) -> frozenset:
+    """The Keras activation functions of these names that the installed Keras has."""
+    return frozenset(getattr(keras.activations, n) for n in names if hasattr(keras.activations, n))
+
+
+# Element-wise activations: output unit j depends on input unit j only. Identified by the
+# function object (a user function that happens to be called "relu" is not on the list).
+# Not here, so mixing: softmax, log_softmax, sparsemax, glu and anything unknown.
+PER_UNIT_ACTIVATIONS = _activations(
+    "celu",
+    "elu",
+    "exponential",
+    "gelu",
+    "hard_shrink",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "hard_tanh",
+    "leaky_relu",
+    "linear",
+    "log_sigmoid",
+    "mish",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "soft_shrink",
+    "softplus",
+    "softsign",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "squareplus",
+    "swish",
+    "tanh",
+    "tanh_shrink",
+    "threshold",
+)
+
+# Layers (exact types, subclasses excluded: they may override ``call``) whose output unit j
+# depends on input unit j only, with parameters that are per unit or shared by every unit.
 _ELEMENTWISE = (
     keras.layers.Dropout,
-    keras.layers.Activation,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
     keras.layers.PReLU,
@@ -53,6 +107,8 @@ _ELEMENTWISE = (
     keras.layers.AlphaDropout,
     keras.layers.Identity,
 )
+_DENSE = (keras.layers.Dense, MaskedDense)
+_RESHAPES = (keras.layers.Flatten, keras.layers.Reshape)
 _MERGES = (
     keras.layers.Add,
     keras.layers.Subtract,
@@ -61,8 +117,14 @@ _MERGES = (
     keras.layers.Maximum,
     keras.layers.Minimum,
 )
-_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
-_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+# Convolutions and pooling act channel by channel (see _kind_conv_or_pool).
+_CONVOLUTIONS = (
+    MaskedConv1D,
+    MaskedConv2D,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+)
 _PER_CHANNEL_POOLING = (
     keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
@@ -76,6 +138,18 @@ _PER_CHANNEL_POOLING = (
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
     keras.layers.GlobalAveragePooling3D,
+)
+PER_UNIT_LAYERS = (
+    *_CONVOLUTIONS,
+    *_PER_CHANNEL_POOLING,
+    keras.layers.InputLayer,
+    *_DENSE,
+    *_ELEMENTWISE,
+    keras.layers.Activation,
+    keras.layers.BatchNormalization,
+    keras.layers.Concatenate,
+    *_MERGES,
+    *_RESHAPES,
 )
 
 
@@ -131,9 +205,47 @@ def reaching_inputs(mask: np.ndarray | sp.spmatrix, units: np.ndarray) -> np.nda
     return hits[csr.indptr[1:]] > hits[csr.indptr[:-1]]
 
 
-def _is_mixing(layer) -> bool:
-    activation = getattr(layer, "activation", None)
-    return getattr(activation, "__name__", "") in _MIXING_ACTIVATIONS
+def is_per_unit_activation(activation: Any) -> bool:
+    """True if ``activation`` (a function object) is on the element-wise allow-list."""
+    try:
+        return activation is None or activation in PER_UNIT_ACTIVATIONS
+    except TypeError:  # unhashable callable: not a Keras activation
+        return False
+
+
+def _kind(layer: Any, inputs: list) -> str | None:
+    """How the walk treats ``layer``: ``"dense"``, ``"elementwise"``, ... or None (mixing)."""
+    kind = type(layer)
+    if kind not in PER_UNIT_LAYERS:
+        return None
+    if kind is keras.layers.InputLayer:
+        return "input"
+    if kind in _CONVOLUTIONS or kind in _PER_CHANNEL_POOLING:
+        return _kind_conv_or_pool(layer, inputs)
+    if kind in _DENSE:
+        if len(inputs) != 1:
+            return None
+        own = {id(layer.kernel)} | ({id(layer.bias)} if layer.bias is not None else set())
+        if any(id(v) not in own for v in layer.trainable_variables):  # LoRA, quantized, ...
+            return None
+        return "dense" if is_per_unit_activation(layer.activation) else None
+    if len(inputs) != 1 and kind not in (keras.layers.Concatenate, *_MERGES):
+        return None
+    if kind in _ELEMENTWISE:
+        return "elementwise"
+    if kind is keras.layers.Activation:
+        return "elementwise" if is_per_unit_activation(layer.activation) else None
+    if kind is keras.layers.BatchNormalization:
+        return "elementwise" if layer.axis in (-1, len(inputs[0].shape) - 1) else None
+    if kind is keras.layers.Concatenate:
+        return "concat" if layer.axis in (-1, len(inputs[0].shape) - 1) else None
+    if kind in _MERGES:
+        return "merge"
+    if kind in _RESHAPES:
+        fixed = all(d is not None for d in inputs[0].shape[1:])
+        row_major = getattr(layer, "data_format", "channels_last") == "channels_last"
+        return "reshape" if fixed and row_major else None
+    return None
 
 
 def _width(tensor) -> int:
@@ -163,8 +275,8 @@ def influencers(model: keras.Model, units: Units) -> dict[str, np.ndarray]:
     by_depth = _compat.nodes_by_depth(graph)
     for depth in sorted(by_depth):
         for node in by_depth[depth]:
-            outs = [affected.get(id(t)) for t in node.outputs]
-            outs = [o for o in outs if o is not None and o.any()]
+            found = [affected.get(id(t)) for t in node.outputs]
+            outs = [o for o in found if o is not None and o.any()]
             if not outs:
                 continue
             out_units = np.logical_or.reduce([np.resize(o, outs[0].shape) for o in outs])
@@ -182,7 +294,7 @@ def _mark(affected: dict, tensor, vector: np.ndarray) -> None:
         affected[key] = vector
 
 
-def _freeze(frozen: dict, variable, entries: np.ndarray) -> None:
+def _freeze(frozen: dict, variable, entries: np.ndarray | bool) -> None:
     entries = np.broadcast_to(entries, tuple(variable.shape))
     path = variable.path
     frozen[path] = frozen[path] | entries if path in frozen else entries.copy()
@@ -191,104 +303,110 @@ def _freeze(frozen: dict, variable, entries: np.ndarray) -> None:
 def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> None:
     layer = node.operation
     inputs: list = list(node.arguments.keras_tensors)
-    connectivity = None if channel_table(layer) is not None else layer_mask(layer)
-    if isinstance(layer, keras.layers.InputLayer):
+    kind = _kind(layer, inputs)
+    if kind == "input":
         return
-    if _is_mixing(layer):
-        out_units = np.ones_like(out_units)
-    if _propagate_conv(layer, inputs, out_units, affected, frozen):
-        return
-    if _propagate_pool(layer, inputs, out_units, affected):
-        return
-    if _propagate_flatten(layer, inputs, out_units, affected):
-        return
-    if connectivity is not None and len(inputs) == 1:
+    if kind == "dense":
         _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
-        if getattr(layer, "bias", None) is not None:
+        if layer.bias is not None:
             _freeze(frozen, layer.bias, out_units)
-        _mark(affected, inputs[0], reaching_inputs(connectivity, out_units))
+        _mark(affected, inputs[0], reaching_inputs(layer_mask(layer), out_units))
         return
-    if isinstance(layer, _ELEMENTWISE) and len(inputs) == 1:
-        for variable in layer.trainable_variables:  # PReLU's alpha: one per unit
-            _freeze(frozen, variable, out_units if variable.shape[-1] == out_units.size else True)
+    if kind == "conv":
+        _propagate_conv(layer, inputs, out_units, affected, frozen)
+        return
+    if kind == "pool":
+        _propagate_pool(inputs, out_units, affected)
+        return
+    if kind == "elementwise":
+        for variable in layer.trainable_variables:  # PReLU's alpha, BatchNorm's gamma/beta
+            per_unit = len(variable.shape) and variable.shape[-1] == out_units.size
+            _freeze(frozen, variable, out_units if per_unit else True)
         _mark(affected, inputs[0], out_units)
         return
-    if isinstance(layer, keras.layers.Concatenate) and layer.axis in (-1, len(inputs[0].shape) - 1):
+    if kind == "concat":
         start = 0
         for tensor in inputs:
             width = _width(tensor)
             _mark(affected, tensor, out_units[start : start + width])
             start += width
         return
-    if isinstance(layer, _MERGES):
+    if kind == "merge":
         for tensor in inputs:
             same = _width(tensor) == out_units.size
             _mark(affected, tensor, out_units if same else np.ones(_width(tensor), dtype=bool))
         return
-    # Unknown or mixing layer: every input and every parameter may move the units.
+    if kind == "reshape":
+        _mark(affected, inputs[0], _reshaped_units(out_units, inputs[0], node.outputs[0]))
+        return
+    # Not known to act unit by unit: every input and every parameter may move the units.
     for variable in getattr(layer, "trainable_variables", []):
         _freeze(frozen, variable, True)
     for tensor in inputs:
         _mark(affected, tensor, np.ones(_width(tensor), dtype=bool))
 
 
-# ----------------------------------------------------------------- convolutions, pooling, flatten
+def _reshaped_units(out_units: np.ndarray, source, result) -> np.ndarray:
+    """The last-axis units of ``source`` that feed the ``out_units`` of a row-major reshape.
+
+    Units are tracked over the last axis only (every position of a unit at once), so the map
+    goes through the flat index: flat ``f`` is unit ``f % width`` on either side.
+    """
+    size = int(np.prod(source.shape[1:]))
+    flat = np.arange(size)
+    hit = flat[out_units[flat % out_units.size]]
+    units = np.zeros(_width(source), dtype=bool)
+    units[hit % units.size] = True
+    return units
 
 
-def _channels_last(layer) -> bool:
+# ----------------------------------------------------------------- convolutions and pooling
+
+
+def _channels_last(layer: Any) -> bool:
     return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
 
 
-def channel_table(layer) -> np.ndarray | None:
+def _kind_conv_or_pool(layer: Any, inputs: list) -> str | None:
+    """``"conv"``, ``"pool"`` or None (mixing) for a layer whose exact type is a convolution
+    or a pooling layer."""
+    if len(inputs) != 1 or not _channels_last(layer):
+        return None
+    if type(layer) in _PER_CHANNEL_POOLING:
+        return "pool"
+    if channel_table(layer) is None:
+        return None
+    own = {id(layer.kernel)} | ({id(layer.bias)} if layer.bias is not None else set())
+    if any(id(v) not in own for v in layer.trainable_variables):  # LoRA, quantized, ...
+        return None
+    return "conv" if is_per_unit_activation(layer.activation) else None
+
+
+def channel_table(layer: Any) -> np.ndarray | None:
     """The (in_channels, filters) channel table of a convolution, or None for other layers.
 
     A masked convolution reports its own table; a plain Keras ``ConvND`` (channels last, no
     groups) connects every input channel to every filter.
     """
-    if not getattr(layer, "built", False):
+    if not getattr(layer, "built", False) or type(layer) not in _CONVOLUTIONS:
         return None
     if hasattr(layer, "get_channel_table"):
         return np.asarray(layer.get_channel_table(), dtype=bool)
-    if (
-        isinstance(layer, _CONVOLUTIONS)
-        and getattr(layer, "groups", 1) == 1
-        and _channels_last(layer)
-    ):
+    if getattr(layer, "groups", 1) == 1 and _channels_last(layer):
         return np.ones(tuple(layer.kernel.shape)[-2:], dtype=bool)
     return None
 
 
-def _propagate_conv(layer, inputs: list, out_units: np.ndarray, affected: dict, frozen: dict):
-    """A convolution, channel by channel: True when ``layer`` is one and was walked."""
-    table = channel_table(layer)
-    if table is None or len(inputs) != 1 or out_units.size != table.shape[1]:
-        return False
+def _propagate_conv(layer: Any, inputs: list, out_units: np.ndarray, affected: dict,
+                    frozen: dict) -> None:  # fmt: skip
+    """A convolution, channel by channel: filter j reads the input channels its table row
+    connects; its kernel column and bias entry are frozen with it."""
     _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
-    if getattr(layer, "bias", None) is not None:
+    if layer.bias is not None:
         _freeze(frozen, layer.bias, out_units)
-    _mark(affected, inputs[0], reaching_inputs(table, out_units))
-    return True
+    _mark(affected, inputs[0], reaching_inputs(channel_table(layer), out_units))
 
 
-def _propagate_pool(layer, inputs: list, out_units: np.ndarray, affected: dict) -> bool:
+def _propagate_pool(inputs: list, out_units: np.ndarray, affected: dict) -> None:
     """Pooling acts on each channel alone: output channel c reads input channel c only."""
-    if not isinstance(layer, _PER_CHANNEL_POOLING) or not _channels_last(layer):
-        return False
-    if len(inputs) != 1 or _width(inputs[0]) != out_units.size:
-        return False
     _mark(affected, inputs[0], out_units)
-    return True
-
-
-def _propagate_flatten(layer, inputs: list, out_units: np.ndarray, affected: dict) -> bool:
-    """Flatten (channels last): flattened unit k comes from channel ``k % channels``."""
-    if not isinstance(layer, keras.layers.Flatten) or not _channels_last(layer):
-        return False
-    if len(inputs) != 1:
-        return False
-    shape = inputs[0].shape[1:]
-    if any(d is None for d in shape) or int(np.prod(shape)) != out_units.size:
-        return False
-    channels = int(shape[-1]) if shape else 1
-    _mark(affected, inputs[0], out_units.reshape(-1, channels).any(axis=0))
-    return True

@@ -203,8 +203,12 @@ def resolve(model: keras.Model, selector: Any, strict: bool = True) -> Selection
     return chosen
 
 
-def resolve_units(model: keras.Model, selector: Any) -> dict[str, np.ndarray]:
+def resolve_units(
+    model: keras.Model, selector: Any, option: str = "freeze"
+) -> dict[str, np.ndarray]:
     """Resolves a unit selector (``out[0]``, ``out[0:2]`` or ``out``) to a unit vector.
+
+    ``option`` (``"freeze"`` or ``"hold"``) names the argument in error messages.
 
     Returns:
         {layer name: bool vector over the layer's units}.
@@ -213,7 +217,7 @@ def resolve_units(model: keras.Model, selector: Any) -> dict[str, np.ndarray]:
     text = getattr(spec, "text", str(selector))
     if spec.variable is not None:
         raise SelectorError(
-            f"freeze expects units such as 'out[0]' or a whole layer 'out'; received {text!r}, "
+            f"{option} expects units such as 'out[0]' or a whole layer 'out'; received {text!r}, "
             "which names a variable"
         )
     layer = _layer(model, spec.layer, text)

@@ -1,5 +1,5 @@
 """The mask editor widget: paint a layer's connectivity matrix in the notebook."""
 
-from maskmagic.widgets.editor.widget import MaskEditor, from_magic, mask_image
+from maskmagic.widgets.editor.widget import MaskEditor, editor_for, mask_image
 
-__all__ = ["MaskEditor", "from_magic", "mask_image"]
+__all__ = ["MaskEditor", "editor_for", "mask_image"]

@@ -1,11 +1,10 @@
 """What a MaskEditor edits, and how it is named: opening a layer or a matrix, checking cell
-arguments, the static PNG of a mask and the ``%mask_editor`` line magic."""
+arguments and the static PNG of a mask."""
 
 from __future__ import annotations
 
 import contextlib
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,14 +12,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from maskmagic import _compat, masks
-from maskmagic.errors import MaskError, MaskMagicError, SelectorError
+from maskmagic.errors import MaskError, MaskMagicError
 from maskmagic.widgets.codec import png_bytes
 from maskmagic.widgets.editor import state
 
-__all__ = ["Source", "check_cells", "check_index", "fit_names", "from_magic", "layer_matrix",
-           "mask_image", "open_source", "set_layer_matrix"]  # fmt: skip
+__all__ = ["Source", "check_cells", "check_index", "fit_names", "is_net", "layer_matrix",
+           "mask_image", "masked_layers", "open_source", "set_layer_matrix"]  # fmt: skip
 
-USAGE = "%mask_editor NET.LAYER (or the name of a MaskedDense layer or of a 0/1 matrix)"
 _ON, _OFF, _GRID = (37, 99, 235), (241, 243, 246), (214, 218, 224)
 
 
@@ -37,7 +35,7 @@ def mask_image(mask: np.ndarray) -> bytes:
         step = -(-longest // 1024)
         padded = np.zeros((-(-rows // step) * step, -(-cols // step) * step), dtype=bool)
         padded[:rows, :cols] = mask
-        mask = padded.reshape(padded.shape[0] // step, step, -1, step).any(axis=(1, 3))
+        mask = np.asarray(padded.reshape(padded.shape[0] // step, step, -1, step).any(axis=(1, 3)))
         longest = max(mask.shape)
     scale = min(max(256 // longest, 1), 24)
     rgb = np.where(mask[..., None], np.array(_ON, np.uint8), np.array(_OFF, np.uint8))
@@ -93,7 +91,8 @@ def _source_name(layer: Any) -> str:
     with contextlib.suppress(Exception):
         tensors = _compat.inbound_nodes(layer)[0].input_tensors
         if len(tensors) == 1:
-            return str(_compat.producing_layer(tensors[0]).name)
+            source = _compat.producing_layer(tensors[0])
+            return "" if source is None else str(source.name)
     return ""
 
 
@@ -145,7 +144,7 @@ def open_source(obj: Any) -> Source:
         matrix = np.asarray(dense, dtype=bool)
         return Source(obj, matrix, names, obj.name, label, obj.name, sp.issparse(current))
     if is_net(obj):
-        masked = [layer.name for layer in all_layers(obj) if hasattr(layer, "get_mask")]
+        masked = list(masked_layers(obj))
         raise MaskMagicError(
             f"MaskEditor edits one layer, and model '{obj.name}' has several; pass one of its "
             f"masked layers ({', '.join(masked) or 'none'}), e.g. "
@@ -205,62 +204,13 @@ def check_cells(
     return index
 
 
-# ---------------------------------------------------------------------- %mask_editor
-def from_magic(line: str, namespace: dict[str, Any]) -> Any:
-    """``%mask_editor net.hidden``: a MaskEditor bound to layer ``hidden`` of model ``net``.
-
-    ``%mask_editor net`` picks the net's only masked layer; ``%mask_editor NAME`` also takes a
-    MaskedDense layer or a 0/1 matrix bound to NAME.
-
-    Raises:
-        MaskMagicError: a malformed line or an unknown net (listing the nets there are).
-        SelectorError: a layer the net does not have (listing its masked layers).
-    """
-    from maskmagic.widgets.editor import MaskEditor
-
-    target = line.strip()
-    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_][\w-]*)?", target):
-        got = f"received {target!r}" if target else "received nothing"
-        raise MaskMagicError(f"%mask_editor takes one target; {got}; expected {USAGE}")
-    name, _, layer_name = target.partition(".")
-    if name not in namespace:
-        nets = sorted(k for k, v in namespace.items() if is_net(v) and not k.startswith("_"))
-        known = f"nets defined: {', '.join(nets)}" if nets else "no nets are defined yet"
-        raise MaskMagicError(f"%mask_editor: no variable {name!r} in the notebook; {known}")
-    obj = namespace[name]
-    if not is_net(obj):
-        if layer_name:
-            raise MaskMagicError(
-                f"%mask_editor: {name!r} is a {type(obj).__name__}, not a Keras model, so it "
-                f"has no layer {layer_name!r}; expected {USAGE}"
-            )
-        return MaskEditor(obj)
-    layers = {layer.name: layer for layer in all_layers(obj) if hasattr(layer, "get_mask")}
-    if not layer_name:
-        if len(layers) == 1:
-            return MaskEditor(next(iter(layers.values())))
-        raise SelectorError(
-            f"%mask_editor: net {name!r} has {len(layers)} masked layers; name one: "
-            + ", ".join(f"{name}.{k}" for k in layers)
-        )
-    if layer_name not in layers:
-        known = ", ".join(layers) or "(none)"
-        raise SelectorError(
-            f"%mask_editor: net {name!r} has no masked layer {layer_name!r}; its masked "
-            f"layers are: {known}"
-        )
-    return MaskEditor(layers[layer_name])
-
-
 def is_net(obj: Any) -> bool:
     """Whether ``obj`` looks like a Keras model (has ``get_layer`` and ``layers``)."""
     return hasattr(obj, "get_layer") and hasattr(obj, "layers") and not isinstance(obj, type)
 
 
-def all_layers(model: Any) -> Iterator[Any]:
-    """The layers of ``model``, nested models flattened."""
-    for layer in model.layers:
-        if is_net(layer):
-            yield from all_layers(layer)
-        else:
-            yield layer
+def masked_layers(model: Any) -> dict[str, Any]:
+    """The layers of ``model`` that have a mask (nested models flattened), by name."""
+    from maskmagic.training.selectors import all_layers  # a model: Keras is loaded already
+
+    return {layer.name: layer for layer in all_layers(model) if hasattr(layer, "get_mask")}

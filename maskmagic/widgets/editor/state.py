@@ -97,6 +97,8 @@ def apply_edit(flat: np.ndarray, edit: Edit) -> np.ndarray:
     if edit.op == "replace":
         return np.array(edit.bits, dtype=bool, copy=True)
     new = flat.copy()
+    if edit.runs is None:  # set/flip edits always carry runs (checked when decoded)
+        raise AssertionError(f"a {edit.op!r} edit without runs")
     cells = cells_of(edit.runs)
     if edit.op == "set":
         new[cells] = bool(edit.value)
@@ -124,6 +126,7 @@ def _int(content: dict, key: str, low: int, high: int | None = None) -> int:
     value = content.get(key)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise MessageError(f"{key!r} is {value!r}, expected an integer")
+    value = int(value)
     if value < low or (high is not None and value >= high):
         bound = f"in [{low}, {high})" if high is not None else f">= {low}"
         raise MessageError(f"{key!r} is {value}, expected an integer {bound}")

@@ -39,21 +39,22 @@ import scipy.sparse as sp
 import traitlets
 
 from maskmagic import masks
-from maskmagic.errors import MaskError, MaskMagicError
+from maskmagic.errors import MaskError, MaskMagicError, SelectorError
 from maskmagic.widgets.codec import pack_bits
 from maskmagic.widgets.editor import state
 from maskmagic.widgets.editor.source import (
     check_cells,
     check_index,
     fit_names,
-    from_magic,
+    is_net,
     layer_matrix,
     mask_image,
+    masked_layers,
     open_source,
     set_layer_matrix,
 )
 
-__all__ = ["MaskEditor", "from_magic", "mask_image"]
+__all__ = ["MaskEditor", "editor_for", "mask_image"]
 
 _STATIC = Path(__file__).resolve().parent.parent / "static"
 GRAPH_LIMIT = 32  # the graph view is offered up to GRAPH_LIMIT x GRAPH_LIMIT
@@ -241,13 +242,13 @@ class MaskEditor(anywidget.AnyWidget):
     def identity(self) -> None:
         """Input i to unit i only (``masks.eye``)."""
         self._sync_from_layer()
-        self._commit(masks.eye(tuple(self.shape)))
+        self._commit(np.asarray(masks.eye(tuple(self.shape))))
 
     def randomize(self, density: float | None = None, seed: int | None = None) -> None:
         """Each cell on with probability ``density`` (default: :attr:`random_density`)."""
         density = self.random_density if density is None else density
         self._sync_from_layer()
-        self._commit(masks.random(density, tuple(self.shape), seed=seed))
+        self._commit(np.asarray(masks.random(density, tuple(self.shape), seed=seed)))
 
     def undo(self) -> bool:
         """Takes back the last change; returns False when there is nothing to undo."""
@@ -415,3 +416,43 @@ class MaskEditor(anywidget.AnyWidget):
 
             value = float(keras.ops.convert_to_numpy(kernel[i, j]))
         self.send({"type": "weight", "i": i, "j": j, "value": value})
+
+
+def editor_for(name: str, layer: str, namespace: dict[str, Any]) -> MaskEditor:
+    """The editor ``%mask_editor NAME.LAYER`` opens: layer ``layer`` of the net bound to ``name``.
+
+    Without ``layer``, the net's only masked layer, or the MaskedDense layer or 0/1 matrix bound
+    to ``name``.
+
+    Raises:
+        MaskMagicError: an unknown name (listing the nets there are), or a layer asked of
+            something that is not a net.
+        SelectorError: a layer the net does not have (listing its masked layers).
+    """
+    if name not in namespace:
+        nets = sorted(k for k, v in namespace.items() if is_net(v) and not k.startswith("_"))
+        known = f"nets defined: {', '.join(nets)}" if nets else "no nets are defined yet"
+        raise MaskMagicError(f"%mask_editor: no variable {name!r} in the notebook; {known}")
+    obj = namespace[name]
+    if not is_net(obj):
+        if layer:
+            raise MaskMagicError(
+                f"%mask_editor: {name!r} is a {type(obj).__name__}, not a Keras model, so it "
+                f"has no layer {layer!r}"
+            )
+        return MaskEditor(obj)
+    layers = masked_layers(obj)
+    if not layer:
+        if len(layers) == 1:
+            return MaskEditor(next(iter(layers.values())))
+        raise SelectorError(
+            f"%mask_editor: net {name!r} has {len(layers)} masked layers; name one: "
+            + ", ".join(f"{name}.{k}" for k in layers)
+        )
+    if layer not in layers:
+        known = ", ".join(layers) or "(none)"
+        raise SelectorError(
+            f"%mask_editor: net {name!r} has no masked layer {layer!r}; its masked "
+            f"layers are: {known}"
+        )
+    return MaskEditor(layers[layer])

@@ -1,5 +1,5 @@
 """The gradient inspector widget: the gradient every connection receives."""
 
-from maskmagic.widgets.inspector.widget import GradientInspector, from_magic
+from maskmagic.widgets.inspector.widget import GradientInspector, inspector_for
 
-__all__ = ["GradientInspector", "from_magic"]
+__all__ = ["GradientInspector", "inspector_for"]

@@ -31,7 +31,7 @@ def output_layers(model: keras.Model) -> list[tuple[str, int]]:
         outputs = list(model.outputs)
     except (AttributeError, ValueError):
         outputs = []
-    found = []
+    found: list[Any] = []
     for tensor in outputs:
         layer = _compat.producing_layer(tensor)
         name = layer.name if layer is not None else f"output_{len(found)}"

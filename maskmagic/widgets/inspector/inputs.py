@@ -1,9 +1,8 @@
-"""Checking what a GradientInspector is given, and parsing ``%grad_inspector`` lines."""
+"""Checking what a GradientInspector is given, and resolving what ``%grad_inspector`` names."""
 
 from __future__ import annotations
 
 import math
-import shlex
 from typing import Any
 
 import keras
@@ -11,12 +10,12 @@ import numpy as np
 import tensorflow as tf
 
 from maskmagic.errors import MaskMagicError
+from maskmagic.expressions import evaluate
 from maskmagic.training import TrainOp, make_loss, selectors
 from maskmagic.widgets.inspector.probes import Probe, probe_for
 
 __all__ = [
     "MAX_NAMES",
-    "USAGE",
     "batch",
     "check_model",
     "check_targets",
@@ -25,13 +24,12 @@ __all__ = [
     "model_loss",
     "name_of",
     "names",
-    "parse_magic",
     "probes",
+    "resolve",
     "shapes",
 ]
 
 MAX_NAMES = 1 << 16  # input/unit names are sent for layers up to this many inputs/units
-USAGE = "%grad_inspector NET X Y [--op OP] [--target loss|LAYER[UNIT]]"
 _WHAT = ("a Keras model", "the batch's inputs", "the batch's targets")
 
 
@@ -58,8 +56,8 @@ def probes(model: keras.Model) -> list[Probe]:
     Raises:
         MaskMagicError: the model has no such layer (nothing to inspect).
     """
-    found = [probe_for(layer) for layer in selectors.parameter_layers(model).values()]
-    found = [p for p in found if p is not None]
+    candidates = [probe_for(layer) for layer in selectors.parameter_layers(model).values()]
+    found = [p for p in candidates if p is not None]
     if not found:
         raise MaskMagicError(
             f"model {model.name!r} has no layer with a 2-D kernel (MaskedDense or Dense); "
@@ -194,53 +192,29 @@ def shapes(value: Any) -> str:
     return str(tuple(value.shape))
 
 
-def parse_magic(line: str, namespace: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of ``%grad_inspector NET X Y [--op OP] [--target T]`` as values:
-    ``{"model", "x", "y", "op", "target"}``.
+def resolve(net: str, x: str, y: str, op: str | None, namespace: dict[str, Any]) -> dict[str, Any]:
+    """The values ``%grad_inspector NET X Y [--op OP]`` names: ``{"model", "x", "y", "op"}``.
+
+    Each is a name in ``namespace`` or a Python expression evaluated there.
 
     Raises:
-        MaskMagicError: bad arguments, unknown names, or values of the wrong kind.
+        MaskMagicError: unknown names, expressions that fail, or values of the wrong kind.
     """
-    try:
-        words = shlex.split(line)
-    except ValueError as exc:
-        raise MaskMagicError(f"%grad_inspector: {exc}; expected {USAGE}") from None
-    options: dict[str, str] = {}
-    positional = []
-    while words:
-        word = words.pop(0)
-        if word in ("--op", "--target"):
-            if not words:
-                raise MaskMagicError(f"%grad_inspector: {word} needs a value; expected {USAGE}")
-            options[word[2:]] = words.pop(0)
-        elif word.startswith(("--op=", "--target=")):
-            key, value = word[2:].split("=", 1)
-            options[key] = value
-        elif word.startswith("--"):
-            raise MaskMagicError(f"%grad_inspector: unknown option {word!r}; expected {USAGE}")
-        else:
-            positional.append(word)
-    if len(positional) != 3:
-        shown = f": {' '.join(positional)}" if positional else ""
-        raise MaskMagicError(
-            f"%grad_inspector takes 3 arguments (NET X Y); received {len(positional)}{shown}; "
-            f"expected {USAGE}"
-        )
-    model, x, y = (_lookup(text, namespace, what) for text, what in zip(positional, _WHAT))
+    model, xs, ys = (_lookup(text, namespace, what) for text, what in zip((net, x, y), _WHAT))
     if not isinstance(model, keras.Model):
         raise MaskMagicError(
-            f"%grad_inspector: NET {positional[0]!r} is a {type(model).__name__}; expected a "
+            f"%grad_inspector: NET {net!r} is a {type(model).__name__}; expected a "
             "Keras model such as the net a %%masked_net cell defines"
         )
-    op = None
-    if "op" in options:
-        op = _lookup(options["op"], namespace, "a train op")
-        if not isinstance(op, TrainOp):
+    train_op = None
+    if op is not None:
+        train_op = _lookup(op, namespace, "a train op")
+        if not isinstance(train_op, TrainOp):
             raise MaskMagicError(
-                f"%grad_inspector: --op {options['op']!r} is a {type(op).__name__}; expected a "
+                f"%grad_inspector: --op {op!r} is a {type(train_op).__name__}; expected a "
                 "TrainOp such as one a `train` line of a %%masked_net cell defines"
             )
-    return {"model": model, "x": x, "y": y, "op": op, "target": options.get("target", "loss")}
+    return {"model": model, "x": xs, "y": ys, "op": train_op}
 
 
 def _lookup(text: str, namespace: dict[str, Any], what: str) -> Any:
@@ -251,11 +225,8 @@ def _lookup(text: str, namespace: dict[str, Any], what: str) -> Any:
             )
         return namespace[text]
     try:
-        # One globals dict (no separate locals): comprehensions, generator expressions and
-        # lambdas in the expression see the notebook's names too.
-        scope = {"__builtins__": __builtins__, **namespace}
-        return eval(text, scope)  # noqa: S307 - the user's own notebook expression
-    except Exception as exc:
+        return evaluate(text, namespace)
+    except Exception as exc:  # the user's own expression: whatever it raises is its failure
         raise MaskMagicError(
             f"%grad_inspector: cannot evaluate {text!r} ({type(exc).__name__}: {exc}); "
             f"expected {what}"

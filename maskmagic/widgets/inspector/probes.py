@@ -268,7 +268,8 @@ class Probe:
 
     def _shape(self) -> tuple[int, int]:
         """The layer's (inputs, units)."""
-        return tuple(int(s) for s in self.layer.kernel.shape)
+        inputs, units = (int(s) for s in self.layer.kernel.shape)
+        return inputs, units
 
     # graph side -----------------------------------------------------------------------
     def sources(self) -> tuple[list, Any, Any]:
@@ -402,7 +403,9 @@ class SparseProbe(Probe):
             tf.convert_to_tensor(self.layer.kernel),
         )
 
-    def _summarise(self, g: Any, rows: Any, cols: Any, update: Any, values: Any) -> dict:
+    def _summarise(  # type: ignore[override]  # each probe compiles its own body
+        self, g: Any, rows: Any, cols: Any, update: Any, values: Any
+    ) -> dict:
         """The compiled body of :meth:`summary`; ``update`` is the (nnz,) bool update set."""
         grid = self.grid
         block = (rows // grid.bh) * grid.cols + cols // grid.bw  # < 256 * 256: int32 is enough

@@ -20,6 +20,7 @@ from maskmagic.widgets.inspector import tiles
 from maskmagic.widgets.inspector.inputs import finite, name_of, names
 
 __all__ = [
+    "LayerData",
     "Static",
     "arrays_for",
     "layer_info",
@@ -48,14 +49,25 @@ class Static:
     bias_flags: list  # per layer: uint8 flags of the overview's bias cells, or None
 
 
-def update_of(op: Any, variable: Any, shape: tuple | None) -> np.ndarray | None:
+@dataclass(frozen=True)
+class LayerData:
+    """What one layer's tile is drawn from: its probe, its result of the last gradient pass, the
+    static state (masks, update sets) that result was computed with, and its index."""
+
+    probe: Any
+    result: Any
+    shown: Static
+    index: int
+
+
+def update_of(op: Any, variable: Any, shape: tuple[int, ...] | None) -> np.ndarray | None:
     """The op's update set over a variable (None: no op, or no variable)."""
     if op is None or variable is None:
         return None
     try:
         update = op.update_mask(variable)
     except MaskMagicError:  # not a trainable variable: the op cannot change it
-        return np.zeros(shape, dtype=bool)
+        return np.zeros(shape or (), dtype=bool)
     return update if update.shape == shape else None
 
 
@@ -142,10 +154,8 @@ def top_rows(result: Any) -> list[dict]:
     return rows
 
 
-def _overview(widget: Any, index: int) -> tuple[dict, dict]:
-    probe = widget._probes[index]
-    result = widget._result.layers[index]
-    shown = widget._shown
+def _overview(data: LayerData) -> tuple[dict, dict]:
+    probe, result, shown, index = data.probe, data.result, data.shown, data.index
     grid = probe.grid
     g = result.g_pool
     arrays = {
@@ -185,11 +195,9 @@ def _bias(result: Any, shown: Any, index: int, columns: slice, bw: int) -> dict:
     }
 
 
-def _window(widget: Any, index: int, r0: int, c0: int) -> tuple[dict, dict]:
+def _window(data: LayerData, r0: int, c0: int) -> tuple[dict, dict]:
     """A full-resolution window of up to ZOOM x ZOOM connections starting at (r0, c0)."""
-    probe = widget._probes[index]
-    result = widget._result.layers[index]
-    shown = widget._shown
+    probe, result, shown, index = data.probe, data.result, data.shown, data.index
     inputs, units = probe.shape
     r1, c1 = min(r0 + tiles.ZOOM, inputs), min(c0 + tiles.ZOOM, units)
     update = shown.update[index]
@@ -230,30 +238,29 @@ def _window(widget: Any, index: int, r0: int, c0: int) -> tuple[dict, dict]:
     return header, arrays
 
 
-def _whole(widget: Any, index: int) -> tuple[dict, dict]:
-    probe = widget._probes[index]
-    if probe.kind == "sparse" and not probe.grid.pooled:
-        return _window(widget, index, 0, 0)  # exact values, not the pooled keys
-    return _overview(widget, index)
+def _whole(data: LayerData) -> tuple[dict, dict]:
+    if data.probe.kind == "sparse" and not data.probe.grid.pooled:
+        return _window(data, 0, 0)  # exact values, not the pooled keys
+    return _overview(data)
 
 
-def arrays_for(widget: Any, index: int) -> tuple[dict, dict]:
-    """(header, arrays) of the tile of layer ``index`` as the widget shows it now."""
-    zoom = widget._zoom.get(index)
-    if zoom is not None and widget._probes[index].grid.pooled:
-        return _window(widget, index, *zoom)
-    return _whole(widget, index)
+def arrays_for(data: LayerData, zoom: tuple[int, int] | None) -> tuple[dict, dict]:
+    """(header, arrays) of a layer's tile: its overview, or the window at ``zoom`` (r0, c0)."""
+    if zoom is not None and data.probe.grid.pooled:
+        return _window(data, *zoom)
+    return _whole(data)
 
 
-def tile_for(widget: Any, index: int) -> tuple[dict, list[bytes]]:
-    """The custom message (header, buffers) carrying layer ``index``'s tile."""
-    header, arrays = arrays_for(widget, index)
-    probe = widget._probes[index]
+def tile_for(
+    data: LayerData, zoom: tuple[int, int] | None, revision: int
+) -> tuple[dict, list[bytes]]:
+    """The custom message (header, buffers) carrying a layer's tile."""
+    header, arrays = arrays_for(data, zoom)
     header = {
         "type": "tile",
-        "layer": index,
-        "name": probe.name,
-        "revision": widget.revision,
+        "layer": data.index,
+        "name": data.probe.name,
+        "revision": revision,
         **header,
     }
     return tiles.tile(header, arrays)
@@ -266,12 +273,12 @@ _VIEW_KEYS = {
 }
 
 
-def panels(widget: Any) -> list[dict]:
-    """Per layer, the overview values of the current view, for :func:`tiles.render_png`."""
-    key, bias_key = _VIEW_KEYS[widget.view]
+def panels(layers: list[LayerData], view: str) -> list[dict]:
+    """Per layer, the overview values of ``view``, for :func:`tiles.render_png`."""
+    key, bias_key = _VIEW_KEYS[view]
     found = []
-    for index in range(len(widget._probes)):
-        _, arrays = _whole(widget, index)
+    for data in layers:
+        _, arrays = _whole(data)
         found.append(
             {
                 "values": arrays[key],

@@ -33,7 +33,7 @@ from maskmagic import _compat
 from maskmagic.errors import MaskMagicError
 from maskmagic.training import TrainOp
 from maskmagic.widgets.inspector import tiles
-from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass
+from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
 from maskmagic.widgets.inspector.inputs import (
     batch,
     check_model,
@@ -42,11 +42,12 @@ from maskmagic.widgets.inspector.inputs import (
     first_line,
     model_loss,
     names,
-    parse_magic,
     probes,
+    resolve,
     shapes,
 )
 from maskmagic.widgets.inspector.view import (
+    LayerData,
     Static,
     layer_info,
     panels,
@@ -55,7 +56,7 @@ from maskmagic.widgets.inspector.view import (
     top_rows,
 )
 
-__all__ = ["GradientInspector", "from_magic"]
+__all__ = ["GradientInspector", "inspector_for"]
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 VIEWS = ("gradient", "would_be", "update")
@@ -96,17 +97,17 @@ class GradientInspector(anywidget.AnyWidget):
         " | update (the gradient restricted to the op's update set)",
     ).tag(sync=True)
     scale = traitlets.Enum(SCALES, "linear", help="colour scale: linear | symlog").tag(sync=True)
-    layers = traitlets.List(
+    layers: traitlets.List[Any] = traitlets.List(
         help="per layer: {name, kind, inputs, units, grid, block, would_be, norm, zero_share, "
         "masked, masked_nonzero, frozen, bias, bias_norm, bias_masked_nonzero}"
     ).tag(sync=True)
     names = traitlets.Dict(help="{layer: {inputs: [names] | null, units: [names] | null}}").tag(
         sync=True
     )
-    targets = traitlets.List(
+    targets: traitlets.List[Any] = traitlets.List(
         help="[[layer, units], ...]: layers whose units can be the target"
     ).tag(sync=True)
-    top = traitlets.List(
+    top: traitlets.List[Any] = traitlets.List(
         help="the connections of largest |gradient|: {layer, i, j, input, unit, gradient, weight}"
     ).tag(sync=True)
     loss = traitlets.Float(None, allow_none=True, help="the loss on the batch").tag(sync=True)
@@ -152,7 +153,7 @@ class GradientInspector(anywidget.AnyWidget):
         self._pass = GradientPass(model, loss_fn, self._probes)
         self._static: Static | None = None
         self._shown: Static | None = None  # the static state of the shown result
-        self._result = None
+        self._result: PassResult | None = None
         self._cache: dict = {}
         self._zoom: dict[int, tuple[int, int]] = {}
         self._frontend = False
@@ -253,8 +254,8 @@ class GradientInspector(anywidget.AnyWidget):
     def _gradient(self, index: int) -> Any:
         key = ("g", index)
         if key not in self._cache:
-            result, probe = self._result.layers[index], self._probes[index]
-            connected = self._shown.connected[index]
+            result, probe = self._shown_result().layers[index], self._probes[index]
+            connected = self._shown_static().connected[index]
             if probe.kind == "sparse":
                 rows, cols = probe.layer.connections()
                 values = result.g_values.numpy()
@@ -278,13 +279,13 @@ class GradientInspector(anywidget.AnyWidget):
         masked connection would receive were it switched on (None for sparse layers)."""
         return {
             p.name: (np.asarray(r.wb) if r.wb is not None else None)
-            for p, r in zip(self._probes, self._result.layers)
+            for p, r in zip(self._probes, self._shown_result().layers)
         }
 
     @property
     def bias_gradients(self) -> dict[str, np.ndarray | None]:
         """{layer name: (units,) gradient w.r.t. the bias (masked biases 0), None without}."""
-        return {p.name: r.bias_g for p, r in zip(self._probes, self._result.layers)}
+        return {p.name: r.bias_g for p, r in zip(self._probes, self._shown_result().layers)}
 
     @property
     def drift(self) -> dict[str, np.ndarray] | None:
@@ -366,7 +367,7 @@ class GradientInspector(anywidget.AnyWidget):
             self._send_tile(index)
 
     def _send_tile(self, index: int) -> None:
-        header, buffers = tile_for(self, index)
+        header, buffers = tile_for(self._layer_data(index), self._zoom.get(index), self.revision)
         self._post(header, buffers)
 
     def _post(self, content: dict, buffers: list[bytes]) -> None:
@@ -383,7 +384,26 @@ class GradientInspector(anywidget.AnyWidget):
     # ------------------------------------------------------------------ static image
     def png(self) -> bytes:
         """A PNG of the heatmaps as they are now (the static fallback of exported notebooks)."""
-        return tiles.render_png(panels(self), self.scale, overlay=self.view == "would_be")
+        layers = [self._layer_data(index) for index in range(len(self._probes))]
+        return tiles.render_png(
+            panels(layers, self.view), self.scale, overlay=self.view == "would_be"
+        )
+
+    def _layer_data(self, index: int) -> LayerData:
+        """What layer ``index``'s tile is drawn from (the shown result and its static state)."""
+        return LayerData(
+            self._probes[index], self._shown_result().layers[index], self._shown_static(), index
+        )
+
+    def _shown_result(self) -> PassResult:
+        if self._result is None:  # refresh() runs in __init__
+            raise AssertionError("the inspector has no gradient pass to show yet")
+        return self._result
+
+    def _shown_static(self) -> Static:
+        if self._shown is None:  # set with the first result
+            raise AssertionError("the inspector has no gradient pass to show yet")
+        return self._shown
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -399,14 +419,20 @@ class GradientInspector(anywidget.AnyWidget):
         return f"<GradientInspector of {name}: {layers}; target {self.target!r}; loss {loss}>"
 
 
-def from_magic(line: str, namespace: dict[str, Any]) -> GradientInspector:
+def inspector_for(
+    net: str,
+    x: str,
+    y: str,
+    namespace: dict[str, Any],
+    op: str | None = None,
+    target: str = "loss",
+) -> GradientInspector:
     """``%grad_inspector net x y [--op OP] [--target out[1]]``: an inspector of a net on a batch.
 
-    ``NET``, ``X``, ``Y`` and ``OP`` are names in the notebook's namespace (or Python
-    expressions without spaces, such as ``x[:32]``); ``--target`` is ``loss`` or
-    ``LAYER[UNIT]``.
+    ``net``, ``x``, ``y`` and ``op`` are names in ``namespace`` (or Python expressions there,
+    such as ``x[:32]``); ``target`` is ``loss`` or ``LAYER[UNIT]``.
 
     Raises:
-        MaskMagicError: bad arguments, unknown names, or values of the wrong kind.
+        MaskMagicError: unknown names, or values of the wrong kind.
     """
-    return GradientInspector(**parse_magic(line, namespace))
+    return GradientInspector(**resolve(net, x, y, op, namespace), target=target)

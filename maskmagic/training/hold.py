@@ -1,0 +1,366 @@
+"""Hold: project a train step so that chosen units keep their values on reference inputs.
+
+``TrainOp(model, hold="out[0]", hold_on=x_ref)`` lets every selected parameter move, but each
+step is constrained so that the held units, evaluated on the reference inputs (``hold_on``, or
+each step's batch), come back to their values before the step, to a relative tolerance.
+
+A step with a hold, inside the op's compiled step:
+
+1. the loss gradient (already restricted to the op's update masks) is projected onto the null
+   space of ``J``, the Jacobian of the held values on the reference inputs with respect to the
+   entries the op may change; the optimizer sees only that projected gradient, so momentum and
+   Adam's moments accumulate only allowed directions;
+2. the optimizer's update is projected again (per-entry scaling such as Adam's leaves the null
+   space);
+3. Gauss-Newton corrections ``delta = -J^T (J J^T)^+ r`` on the allowed entries bring the held
+   values back to their values before the step, until the largest change is within
+   ``tol * max|held values|``.
+
+``(J J^T)^+`` is a pseudo-inverse from an eigendecomposition in float64; the rank it keeps is
+the number of independent constraints. When that rank reaches the number of parameters the op
+may change, no step can move anything without moving the held units: the op raises a
+:class:`~maskmagic.errors.MaskMagicError` when it is built (fixed ``hold_on``), or warns with
+:class:`HoldWarning` and leaves the parameters as they were (reference = each batch).
+
+Entries outside the op (masked connections, unselected or frozen entries) are written back
+with ``tf.where``, so they stay bit-identical.
+
+The Jacobian is never materialised for Dense-like layers (see :mod:`maskmagic.training.jacobian`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from maskmagic import _compat
+from maskmagic.errors import MaskMagicError, SelectorError
+from maskmagic.training import jacobian, selectors
+
+__all__ = ["Hold", "HoldReport", "HoldWarning", "DEFAULT_TOL"]
+
+DEFAULT_TOL = 1e-6
+MAX_CORRECTIONS = 12  # Gauss-Newton converges in one to three; more means it cannot
+
+
+class HoldWarning(UserWarning):
+    """A hold could not be kept this step (no room to move, or tolerance not reached)."""
+
+
+@dataclass(frozen=True)
+class HoldReport:
+    """What the last step of a hold achieved.
+
+    Attributes:
+        drift: largest absolute change of a held value on the reference inputs over the step.
+        relative_drift: ``drift / max|held values before the step|``.
+        tol: the relative tolerance asked for.
+        rank: independent constraints the step respected (rank of ``J J^T``).
+        constraints: held values (reference inputs x held units).
+        parameters: entries the op may change.
+        corrections: Gauss-Newton iterations run after the optimizer's update.
+        steps: steps run so far.
+    """
+
+    drift: float
+    relative_drift: float
+    tol: float
+    rank: int
+    constraints: int
+    parameters: int
+    corrections: int
+    steps: int
+
+    @property
+    def room(self) -> int:
+        """Directions left to move in: ``parameters - rank`` (0 means nothing can move)."""
+        return max(self.parameters - self.rank, 0)
+
+    @property
+    def held(self) -> bool:
+        """True when the last step kept the held values within the tolerance."""
+        return self.relative_drift <= self.tol
+
+
+def check_tol(tol: Any) -> float:
+    """Validates ``hold_tol``: a number in (0, 1)."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
+        raise MaskMagicError(f"hold_tol must be a number such as 1e-6; received {tol!r}")
+    tol = float(tol)
+    if not (math.isfinite(tol) and 0.0 < tol < 1.0):
+        raise MaskMagicError(f"hold_tol must be between 0 and 1 (exclusive); received {tol!r}")
+    return tol
+
+
+def resolve_held(model: keras.Model, hold: Any) -> dict[str, np.ndarray]:
+    """{layer name: bool unit vector} of the units named by ``hold`` (a selector or list)."""
+    items = list(hold) if isinstance(hold, (list, tuple)) else [hold]
+    if not items:
+        raise SelectorError("hold= expects at least one unit selector such as 'out[0]'")
+    units: dict[str, np.ndarray] = {}
+    for item in items:
+        for layer, vector in selectors.resolve_units(model, item, option="hold").items():
+            units[layer] = vector if layer not in units else units[layer] | vector
+    return units
+
+
+def _held_model(model: keras.Model, units: dict[str, np.ndarray]) -> keras.Model:
+    graph = _compat.functional_graph(model)
+    if graph is None:
+        raise MaskMagicError(
+            f"hold= needs a functional or Sequential Keras model to evaluate the held units; "
+            f"received a subclassed model of type {type(model).__name__}"
+        )
+    outputs = []
+    for name in units:
+        layer = graph.get_layer(name)
+        if len(_compat.inbound_nodes(layer)) != 1:
+            raise MaskMagicError(
+                f"hold= names units of layer {name!r}, which is called "
+                f"{len(_compat.inbound_nodes(layer))} times in the model; expected a layer "
+                "called once"
+            )
+        outputs.append(layer.output)
+    inputs = graph.inputs[0] if len(graph.inputs) == 1 else graph.inputs
+    return keras.Model(inputs, outputs, name=f"{model.name}_held")
+
+
+def check_reference(model: keras.Model, hold_on: Any) -> tf.Tensor | None:
+    """Validates ``hold_on`` against the model's input shape; returns it as a float tensor."""
+    if hold_on is None:
+        return None
+    try:
+        array = np.asarray(hold_on, dtype="float32")
+    except (TypeError, ValueError) as exc:
+        raise MaskMagicError(
+            f"hold_on must be an array of reference inputs; received {type(hold_on).__name__} "
+            f"({exc})"
+        ) from None
+    graph = _compat.functional_graph(model)
+    inputs = graph.inputs if graph is not None else []
+    if len(inputs) != 1:
+        raise MaskMagicError(
+            f"hold_on expects a model with one input; model {model.name!r} has {len(inputs)}"
+        )
+    expected = tuple(inputs[0].shape[1:])
+    if array.ndim != len(expected) + 1 or any(
+        want is not None and got != want for want, got in zip(expected, array.shape[1:])
+    ):
+        shown = ", ".join(str(d) for d in expected)
+        raise MaskMagicError(
+            f"hold_on must have shape (samples, {shown}) like the model's input; received an "
+            f"array of shape {array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise MaskMagicError("hold_on has no samples; expected at least one reference input")
+    if not np.isfinite(array).all():
+        raise MaskMagicError("hold_on contains NaN or infinite values; expected finite inputs")
+    return tf.constant(array)
+
+
+class Hold:
+    """The projection and corrections of one train op with ``hold=``.
+
+    Args:
+        model: the op's model.
+        units: {layer name: bool vector} of held units.
+        reference: fixed reference inputs, or None to use each step's batch.
+        tol: relative tolerance of the held values.
+        variables: the op's step variables (in the order of its gradients).
+        masks: {variable path: bool tf.Variable} update masks (absent: every entry allowed).
+        name: the op's name, for messages.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        units: dict[str, np.ndarray],
+        reference: tf.Tensor | None,
+        tol: float,
+        variables: list,
+        masks: dict[str, Any],
+        name: str,
+    ) -> None:
+        self.units = units
+        self.reference = reference
+        self.tol = tol
+        self.name = name
+        self._held_model = _held_model(model, units)
+        self._indices = [tf.constant(np.flatnonzero(v), tf.int32) for v in units.values()]
+        self._variables = list(variables)
+        self._masks = [masks.get(v.path) for v in self._variables]
+        self._factor = jacobian.Factorizer(model, self._held_model, self._indices, self._variables)
+        self._context: dict[str, Any] = {}
+        self._stats = tf.Variable(tf.zeros([6], tf.float64), trainable=False, name="hold_report")
+        self.steps = 0
+
+    # ------------------------------------------------------------------ values
+    def held(self, x: tf.Tensor) -> tf.Tensor:
+        """The held values on ``x`` (inference mode), flattened sample-major."""
+        return self._factor.held(x)
+
+    def _allowed(self) -> list:
+        return [
+            None if m is None else tf.cast(tf.convert_to_tensor(m), v.dtype)
+            for v, m in zip(self._variables, self._masks)
+        ]
+
+    def parameter_count(self) -> tf.Tensor:
+        total = tf.constant(0.0, tf.float64)
+        for v, m in zip(self._variables, self._allowed()):
+            count = tf.cast(tf.size(v.value), tf.float64) if m is None else tf.reduce_sum(m)
+            total += tf.cast(count, tf.float64)
+        return total
+
+    # ------------------------------------------------------------------ step hooks
+    def project_gradient(self, grads: list, x: Any) -> list:
+        """Hook before the optimizer: saves the state and returns the projected gradient."""
+        reference = self.reference if self.reference is not None else x
+        allowed = self._allowed()
+        old = [tf.identity(v.value) for v in self._variables]
+        before = self.held(reference)
+        solver = self._factor.solver(reference, allowed)
+        room = self.parameter_count() - tf.cast(solver.rank, tf.float64)
+        self._context = dict(
+            reference=reference, allowed=allowed, old=old, before=before, solver=solver, room=room
+        )
+        projected = solver.project(grads)
+        # No room: nothing may move (the projection is already ~0; make it exactly 0).
+        return [tf.where(room > 0, g, tf.zeros_like(g)) for g in projected]
+
+    def restore(self) -> None:
+        """Hook after the optimizer's update: projects it, then corrects the held values."""
+        ctx, self._context = self._context, {}
+        allowed, old, solver = ctx["allowed"], ctx["old"], ctx["solver"]
+        update = [v.value - o for v, o in zip(self._variables, old)]
+        update = solver.project(update)
+        self._write([o + u for o, u in zip(old, update)], old, allowed, ctx["room"])
+        before, reference = ctx["before"], ctx["reference"]
+        scale = tf.maximum(tf.reduce_max(tf.abs(before)), tf.constant(1e-30, before.dtype))
+        limit = tf.cast(self.tol, before.dtype) * scale
+
+        def drift():
+            return tf.reduce_max(tf.abs(self.held(reference) - before))
+
+        def keep_going(i, d):
+            return tf.logical_and(i < MAX_CORRECTIONS, d > limit)
+
+        def correct(i, d):
+            current = [tf.identity(v.value) for v in self._variables]
+            residual = self.held(reference) - before
+            step = self._factor.solver(reference, allowed).min_norm(residual)
+            self._write([c - s for c, s in zip(current, step)], old, allowed, ctx["room"])
+            return i + 1, drift()
+
+        count, final = tf.while_loop(
+            keep_going, correct, (tf.constant(0), drift()), parallel_iterations=1
+        )
+        self._stats.assign(
+            tf.stack(
+                [
+                    tf.cast(final, tf.float64),
+                    tf.cast(final / scale, tf.float64),
+                    tf.cast(solver.rank, tf.float64),
+                    tf.cast(tf.size(before), tf.float64),
+                    self.parameter_count(),
+                    tf.cast(count, tf.float64),
+                ]
+            )
+        )
+
+    def _write(self, values: list, old: list, allowed: list, room: tf.Tensor) -> None:
+        """Assigns ``values`` on allowed entries; every other entry gets back its old value."""
+        for variable, value, before, mask in zip(self._variables, values, old, allowed):
+            keep = room > 0
+            if mask is not None:
+                keep = tf.logical_and(keep, tf.cast(mask, tf.bool))
+            variable.assign(tf.where(keep, value, before))
+
+    # ------------------------------------------------------------------ report
+    def report(self) -> HoldReport | None:
+        """The report of the last step, or None before the first step."""
+        if not self.steps:
+            return None
+        drift, relative, rank, constraints, parameters, corrections = self._stats.numpy()
+        return HoldReport(
+            drift=float(drift),
+            relative_drift=float(relative),
+            tol=self.tol,
+            rank=int(rank),
+            constraints=int(constraints),
+            parameters=int(parameters),
+            corrections=int(corrections),
+            steps=self.steps,
+        )
+
+    def after_step(self) -> None:
+        """Python-side checks after a step: warns when the hold had no room or missed tol."""
+        self.steps += 1
+        report = self.report()
+        if report.room == 0:
+            warnings.warn(
+                f"train op {self.name!r}: hold leaves no room: the {report.constraints} held "
+                f"values have rank {report.rank} >= the {report.parameters} parameters the op "
+                "may change, so the step changed nothing; hold fewer units, use fewer "
+                "reference inputs (hold_on=) or select more parameters",
+                HoldWarning,
+                stacklevel=3,
+            )
+        elif not report.held:
+            warnings.warn(
+                f"train op {self.name!r}: hold reached a relative drift of "
+                f"{report.relative_drift:.3g}, above hold_tol={self.tol:g}, after "
+                f"{report.corrections} corrections; use a smaller learning rate or a larger "
+                "hold_tol",
+                HoldWarning,
+                stacklevel=3,
+            )
+
+    def check_room(self) -> None:
+        """Raises when fixed reference inputs leave no room (checked when the op is built)."""
+        if self.reference is None:
+            return
+        solver = self._factor.solver(self.reference, self._allowed())
+        rank, parameters = int(solver.rank), int(self.parameter_count())
+        if rank >= parameters:
+            raise MaskMagicError(
+                f"train op {self.name!r}: hold leaves no room to train: the "
+                f"{int(tf.size(self.held(self.reference)))} held values on hold_on have rank "
+                f"{rank} >= the {parameters} parameters the op may change, so every step would "
+                "change nothing; expected fewer held units or reference inputs, or more "
+                "selected parameters"
+            )
+
+
+def attach(op: Any, hold: Any, hold_on: Any, tol: Any) -> Hold | None:
+    """Builds the :class:`Hold` of a TrainOp (None without ``hold=``); validates its options.
+
+    Raises:
+        MaskMagicError: ``hold_on``/``hold_tol`` without ``hold``, a bad selector, reference
+            inputs of the wrong shape, a model under ``tf.distribute``, or no room to train.
+    """
+    if hold is None:
+        if hold_on is not None:
+            raise MaskMagicError(
+                f"train op {op.name!r}: hold_on= is given without hold=; expected hold= with "
+                "the units to keep, such as hold='out[0]'"
+            )
+        return None
+    tol = check_tol(tol)
+    if op._strategy is not None:
+        raise MaskMagicError(
+            f"train op {op.name!r}: hold= is not supported for a model built under a "
+            "tf.distribute strategy; expected a model built outside strategy.scope()"
+        )
+    units = resolve_held(op.model, hold)
+    reference = check_reference(op.model, hold_on)
+    masks = {path: variable for path, variable in op._mask_vars.items()}
+    held = Hold(op.model, units, reference, tol, op._step_variables, masks, op.name)
+    held.check_room()
+    return held
