@@ -52,3 +52,35 @@ def test_edits_across_grouped_blocks_are_refused_and_change_nothing():
         editor.toggle(i, j)
     np.testing.assert_array_equal(editor.mask, table)
     np.testing.assert_array_equal(layer.get_channel_table(), table)
+
+
+def test_inspector_shows_sum_of_abs_gradient_over_each_kernel_window():
+    # Catches: a conv layer left out of the inspector, windows summed on the wrong axes, or
+    # a masked pair shown with a non-zero gradient.
+    import keras
+    import tensorflow as tf
+
+    from maskmagic.training import TrainOp
+    from maskmagic.widgets.inspector import GradientInspector
+
+    x_in = keras.Input((10, 10, 6), name="s2")
+    c3 = MaskedConv2D(16, 5, mask=C3_TABLE, activation="tanh", name="c3")(x_in)
+    out = keras.layers.Dense(2, name="out")(keras.layers.Flatten(name="flat")(c3))
+    model = keras.Model(x_in, out)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 10, 10, 6)).astype("float32")
+    y = rng.normal(size=(8, 2)).astype("float32")
+    layer = model.get_layer("c3")
+    with tf.GradientTape() as tape:
+        loss = keras.losses.MeanSquaredError()(y, model(x))
+    grad = tape.gradient(loss, layer.kernel).numpy()
+    expected = np.abs(grad).sum(axis=(0, 1))
+    op = TrainOp(model, loss="mse", optimizer="sgd", select="c3[5]")
+    inspector = GradientInspector(model, x, y, op=op, loss="mse")
+    shown = inspector.gradients["c3"]
+    assert shown.shape == (6, 16)
+    assert np.all(shown[~C3_TABLE] == 0.0)
+    # One graph computes both, in another order of sums: equal to float32 rounding.
+    np.testing.assert_allclose(shown, expected, rtol=1e-5, atol=1e-7)
+    assert np.all(shown[C3_TABLE] > 0)
+    inspector.close()
