@@ -393,7 +393,7 @@ def test_crlf_line_endings():
             1,
             [
                 "unknown statement 'dnese'",
-                "input, dense, dropout, loss, optimizer, train",
+                "input, dense, conv1d, conv2d, maxpool, avgpool, flatten, dropout, from_model, loss, optimizer, train",
                 "did you mean 'dense'",
             ],
         ),
@@ -514,11 +514,11 @@ def test_crlf_line_endings():
             10,
             [
                 "selector 'outt[1]' names no layer 'outt'",
-                "selectors name dense layers: h, out",
+                "selectors name dense or conv layers: h, out",
                 "did you mean 'out'",
             ],
         ),
-        (BASE + "train op x", 4, 10, ["names the input 'x'", "dense layers: h, out"]),
+        (BASE + "train op x", 4, 10, ["names the input 'x'", "dense or conv layers: h, out"]),
         ("input x 3\ndense h 2\ndropout d 0.5\ntrain op d[0]", 4, 10, ["names the dropout 'd'"]),
         (
             BASE + "train op out.weights",
@@ -576,7 +576,7 @@ def test_crlf_line_endings():
             BASE + "train op select=out",
             4,
             10,
-            ["unknown option 'select='", "freeze, optimizer, loss"],
+            ["unknown option 'select='", "freeze, hold, hold_on, hold_tol, optimizer, loss"],
         ),
         (BASE + "train op out[a]", 4, 14, ["expected an integer or a slice", "found 'a'"]),
         (BASE + "train op out[1:2:0]", 4, 14, ["slice step cannot be zero"]),

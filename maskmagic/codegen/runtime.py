@@ -113,6 +113,86 @@ class MaskedDense(keras.layers.Layer):
         return (*input_shape[:-1], self.units)
 
 
+# --- section: train_op ---
+
+
+class MaskedTrainOp:
+    """`op(x, y)`: one step that may change only the True entries of `update_masks` (None: all
+    of a variable). The others get a zero gradient, which plain SGD turns into no change."""
+
+    def __init__(self, model, loss, optimizer, update_masks):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.update_masks = update_masks
+        self.var_list = [v for v in model.trainable_variables if v.path in update_masks]
+        self.masks = [update_masks[v.path] for v in self.var_list]
+        if not optimizer.built:  # for every variable, so that ops can share the optimizer
+            optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def step(self, x, y):
+        with tf.GradientTape() as tape:
+            loss = self.loss(y, self.model(x, training=True))
+        grads = tape.gradient(loss, self.var_list)
+        grads = [g if m is None else tf.where(m, g, 0.0) for g, m in zip(grads, self.masks)]
+        self.apply(grads)
+        return loss
+
+    def apply(self, grads):
+        self.optimizer.apply(grads, self.var_list)
+
+    def __call__(self, x, y):
+        """Runs one step on the batch (x, y) and returns the loss before the update."""
+        return float(self.step(tf.convert_to_tensor(x), tf.convert_to_tensor(y)))
+
+    def update_mask(self, variable):
+        """The entries of `variable` this op may change, as a bool array."""
+        mask = self.update_masks.get(variable.path, False)
+        return np.broadcast_to(True if mask is None else mask, variable.shape)
+
+
+# --- section: restore ---
+
+
+def _slots(optimizer, model):
+    """{variable path: the optimizer variables that shadow it entry by entry (momentum, ...)}.
+
+    Keras names such a variable "<variable path, '/' as '_'>_<slot name>" (documented in
+    `Optimizer.add_variable_from_reference`); the longest matching path owns it.
+    """
+    owners = {v.path.replace("/", "_") + "_": v for v in model.trainable_variables}
+    slots = {v.path: [] for v in model.trainable_variables}
+    for slot in optimizer.variables:
+        prefixes = [prefix for prefix in owners if slot.name.startswith(prefix)]
+        if prefixes:
+            owner = owners[max(prefixes, key=len)]
+            if tuple(slot.shape) == tuple(owner.shape):
+                slots[owner.path].append(slot)
+    return slots
+
+
+class RestoringTrainOp(MaskedTrainOp):
+    """A MaskedTrainOp that, after each update, writes back the entries outside the op and the
+    same entries of their optimizer slots, so that they stay bit-identical."""
+
+    def __init__(self, model, loss, optimizer, update_masks):
+        super().__init__(model, loss, optimizer, update_masks)
+        slots = _slots(optimizer, model)
+        self.guarded = [
+            (v, m, slots[v.path]) for v, m in zip(self.var_list, self.masks) if m is not None
+        ]
+
+    def apply(self, grads):
+        saved = [
+            (tf.identity(v.value), [tf.identity(s.value) for s in slots])
+            for v, _, slots in self.guarded
+        ]
+        super().apply(grads)
+        for (variable, mask, slots), (old, old_slots) in zip(self.guarded, saved):
+            variable.assign(tf.where(mask, variable.value, old))
+            for slot, old_slot in zip(slots, old_slots):
+                slot.assign(tf.where(mask, slot.value, old_slot))
+
+
 # --- section: masked_conv ---
 
 
@@ -199,83 +279,3 @@ class MaskedConv(keras.layers.Layer):
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
-
-
-# --- section: train_op ---
-
-
-class MaskedTrainOp:
-    """`op(x, y)`: one step that may change only the True entries of `update_masks` (None: all
-    of a variable). The others get a zero gradient, which plain SGD turns into no change."""
-
-    def __init__(self, model, loss, optimizer, update_masks):
-        self.model, self.loss, self.optimizer = model, loss, optimizer
-        self.update_masks = update_masks
-        self.var_list = [v for v in model.trainable_variables if v.path in update_masks]
-        self.masks = [update_masks[v.path] for v in self.var_list]
-        if not optimizer.built:  # for every variable, so that ops can share the optimizer
-            optimizer.build(model.trainable_variables)
-
-    @tf.function
-    def step(self, x, y):
-        with tf.GradientTape() as tape:
-            loss = self.loss(y, self.model(x, training=True))
-        grads = tape.gradient(loss, self.var_list)
-        grads = [g if m is None else tf.where(m, g, 0.0) for g, m in zip(grads, self.masks)]
-        self.apply(grads)
-        return loss
-
-    def apply(self, grads):
-        self.optimizer.apply(grads, self.var_list)
-
-    def __call__(self, x, y):
-        """Runs one step on the batch (x, y) and returns the loss before the update."""
-        return float(self.step(tf.convert_to_tensor(x), tf.convert_to_tensor(y)))
-
-    def update_mask(self, variable):
-        """The entries of `variable` this op may change, as a bool array."""
-        mask = self.update_masks.get(variable.path, False)
-        return np.broadcast_to(True if mask is None else mask, variable.shape)
-
-
-# --- section: restore ---
-
-
-def _slots(optimizer, model):
-    """{variable path: the optimizer variables that shadow it entry by entry (momentum, ...)}.
-
-    Keras names such a variable "<variable path, '/' as '_'>_<slot name>" (documented in
-    `Optimizer.add_variable_from_reference`); the longest matching path owns it.
-    """
-    owners = {v.path.replace("/", "_") + "_": v for v in model.trainable_variables}
-    slots = {v.path: [] for v in model.trainable_variables}
-    for slot in optimizer.variables:
-        prefixes = [prefix for prefix in owners if slot.name.startswith(prefix)]
-        if prefixes:
-            owner = owners[max(prefixes, key=len)]
-            if tuple(slot.shape) == tuple(owner.shape):
-                slots[owner.path].append(slot)
-    return slots
-
-
-class RestoringTrainOp(MaskedTrainOp):
-    """A MaskedTrainOp that, after each update, writes back the entries outside the op and the
-    same entries of their optimizer slots, so that they stay bit-identical."""
-
-    def __init__(self, model, loss, optimizer, update_masks):
-        super().__init__(model, loss, optimizer, update_masks)
-        slots = _slots(optimizer, model)
-        self.guarded = [
-            (v, m, slots[v.path]) for v, m in zip(self.var_list, self.masks) if m is not None
-        ]
-
-    def apply(self, grads):
-        saved = [
-            (tf.identity(v.value), [tf.identity(s.value) for s in slots])
-            for v, _, slots in self.guarded
-        ]
-        super().apply(grads)
-        for (variable, mask, slots), (old, old_slots) in zip(self.guarded, saved):
-            variable.assign(tf.where(mask, variable.value, old))
-            for slot, old_slot in zip(slots, old_slots):
-                slot.assign(tf.where(mask, slot.value, old_slot))

@@ -80,6 +80,8 @@ One statement per line; `#` starts a comment; a line ending in `\\` continues on
   maxpool NAME SIZE [from=SRC]  avgpool NAME SIZE [from=SRC]   pooling over each channel
   flatten NAME [from=SRC]      one vector per sample (dense flattens its input anyway)
   dropout NAME RATE [from=SRC]  RATE in [0, 1)
+  from_model EXPR [masks=EXPR] [bias_masks=EXPR]   start from a built Keras model (its Dense
+                               layers become MaskedDense with their weights; masks: {name: A})
   loss LOSS [OPTIONS]          mse, binary_crossentropy(from_logits=true), ...
   optimizer OPT [OPTIONS]      sgd learning_rate=0.1, adam(learning_rate=1e-3), ...
   train OPNAME [SELECTOR ...] [freeze=UNITS] [optimizer=OPT] [loss=LOSS]

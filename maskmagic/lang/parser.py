@@ -622,8 +622,7 @@ class Parser:
             kind = self.defined.get(spec.layer, ("",))[0]
             what = f"names the {kind} '{spec.layer}'" if kind else f"names no layer '{spec.layer}'"
             raise line.error(
-                f"selector '{show(spec.text)}' {what}; selectors name dense "
-                f"{'or conv ' if self.convs else ''}layers: "
+                f"selector '{show(spec.text)}' {what}; selectors name dense or conv layers: "
                 f"{', '.join([*self.dense, *self.convs]) or 'none'}"
                 f"{_suggest(spec.layer, [*self.dense, *self.convs])}",
                 tok.offset,

@@ -32,16 +32,16 @@ __all__ = [
 KEYWORDS = (
     "input",
     "dense",
-    "dropout",
-    "from_model",
-    "loss",
-    "optimizer",
-    "train",
     "conv1d",
     "conv2d",
     "maxpool",
     "avgpool",
     "flatten",
+    "dropout",
+    "from_model",
+    "loss",
+    "optimizer",
+    "train",
 )
 """The statement keywords, in the order the help lists them."""
 PASSTHROUGH_OPTIONS = (

@@ -12,11 +12,11 @@ subclassed layers, nested models, raw ``keras.ops`` calls) mixes all of its unit
 outputs can move a named unit, all of its inputs and parameters can.
 
 Convolutions (:class:`~maskmagic.layers.MaskedConv2D`, ``MaskedConv1D`` and plain Keras ``Conv1D``
-/ ``Conv2D`` / ``Conv3D`` without groups, channels last) are walked channel by channel: a filter's
-output channel depends on the input channels its channel table connects (spatial mixing stays
-inside a channel, and every position of a channel counts as one unit). Pooling layers act per
-channel, and ``Flatten`` maps each flattened unit back to its channel (the reshape rule), so a
-walk through conv -> pool -> flatten -> dense loses nothing at the channel level.
+/ ``Conv2D`` / ``Conv3D`` without groups) are walked channel by channel: a filter's output channel
+depends on the input channels its channel table connects (spatial mixing stays inside a
+channel, and every position of a channel counts as one unit). Pooling layers act per channel,
+and ``Flatten`` maps each flattened unit back to its channel (channels-last layout), so a walk
+through conv -> pool -> flatten -> dense loses nothing at the channel level.
 
 Sparse layers (``MaskedDense(impl="sparse")``) are walked on their connection lists (and any
 ``scipy.sparse`` mask stays sparse), so the walk never creates an (inputs, units) array.
@@ -117,13 +117,12 @@ _MERGES = (
     keras.layers.Maximum,
     keras.layers.Minimum,
 )
-# Convolutions and pooling act channel by channel (see _kind_conv_or_pool).
 _CONVOLUTIONS = (
-    MaskedConv1D,
-    MaskedConv2D,
     keras.layers.Conv1D,
     keras.layers.Conv2D,
     keras.layers.Conv3D,
+    MaskedConv1D,
+    MaskedConv2D,
 )
 _PER_CHANNEL_POOLING = (
     keras.layers.MaxPooling1D,
@@ -140,9 +139,9 @@ _PER_CHANNEL_POOLING = (
     keras.layers.GlobalAveragePooling3D,
 )
 PER_UNIT_LAYERS = (
+    keras.layers.InputLayer,
     *_CONVOLUTIONS,
     *_PER_CHANNEL_POOLING,
-    keras.layers.InputLayer,
     *_DENSE,
     *_ELEMENTWISE,
     keras.layers.Activation,
@@ -220,8 +219,6 @@ def _kind(layer: Any, inputs: list) -> str | None:
         return None
     if kind is keras.layers.InputLayer:
         return "input"
-    if kind in _CONVOLUTIONS or kind in _PER_CHANNEL_POOLING:
-        return _kind_conv_or_pool(layer, inputs)
     if kind in _DENSE:
         if len(inputs) != 1:
             return None
@@ -229,8 +226,17 @@ def _kind(layer: Any, inputs: list) -> str | None:
         if any(id(v) not in own for v in layer.trainable_variables):  # LoRA, quantized, ...
             return None
         return "dense" if is_per_unit_activation(layer.activation) else None
+    if kind in _CONVOLUTIONS:  # channel by channel: a filter reads the channels its table connects
+        if len(inputs) != 1 or channel_table(layer) is None:
+            return None
+        own = {id(layer.kernel)} | ({id(layer.bias)} if layer.bias is not None else set())
+        if any(id(v) not in own for v in layer.trainable_variables):
+            return None
+        return "conv" if is_per_unit_activation(layer.activation) else None
     if len(inputs) != 1 and kind not in (keras.layers.Concatenate, *_MERGES):
         return None
+    if kind in _PER_CHANNEL_POOLING:  # output channel c reads input channel c only
+        return "elementwise" if _channels_last(layer) else None
     if kind in _ELEMENTWISE:
         return "elementwise"
     if kind is keras.layers.Activation:
@@ -313,10 +319,10 @@ def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> Non
         _mark(affected, inputs[0], reaching_inputs(layer_mask(layer), out_units))
         return
     if kind == "conv":
-        _propagate_conv(layer, inputs, out_units, affected, frozen)
-        return
-    if kind == "pool":
-        _propagate_pool(inputs, out_units, affected)
+        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
+        if layer.bias is not None:
+            _freeze(frozen, layer.bias, out_units)
+        _mark(affected, inputs[0], reaching_inputs(channel_table(layer), out_units))
         return
     if kind == "elementwise":
         for variable in layer.trainable_variables:  # PReLU's alpha, BatchNorm's gamma/beta
@@ -360,53 +366,27 @@ def _reshaped_units(out_units: np.ndarray, source, result) -> np.ndarray:
     return units
 
 
-# ----------------------------------------------------------------- convolutions and pooling
+# ----------------------------------------------------------------- convolutions
 
 
-def _channels_last(layer: Any) -> bool:
+def _channels_last(layer) -> bool:
     return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
 
 
-def _kind_conv_or_pool(layer: Any, inputs: list) -> str | None:
-    """``"conv"``, ``"pool"`` or None (mixing) for a layer whose exact type is a convolution
-    or a pooling layer."""
-    if len(inputs) != 1 or not _channels_last(layer):
-        return None
-    if type(layer) in _PER_CHANNEL_POOLING:
-        return "pool"
-    if channel_table(layer) is None:
-        return None
-    own = {id(layer.kernel)} | ({id(layer.bias)} if layer.bias is not None else set())
-    if any(id(v) not in own for v in layer.trainable_variables):  # LoRA, quantized, ...
-        return None
-    return "conv" if is_per_unit_activation(layer.activation) else None
-
-
-def channel_table(layer: Any) -> np.ndarray | None:
+def channel_table(layer) -> np.ndarray | None:
     """The (in_channels, filters) channel table of a convolution, or None for other layers.
 
     A masked convolution reports its own table; a plain Keras ``ConvND`` (channels last, no
     groups) connects every input channel to every filter.
     """
-    if not getattr(layer, "built", False) or type(layer) not in _CONVOLUTIONS:
+    if not getattr(layer, "built", False):
         return None
     if hasattr(layer, "get_channel_table"):
         return np.asarray(layer.get_channel_table(), dtype=bool)
-    if getattr(layer, "groups", 1) == 1 and _channels_last(layer):
+    if (
+        isinstance(layer, _CONVOLUTIONS)
+        and getattr(layer, "groups", 1) == 1
+        and _channels_last(layer)
+    ):
         return np.ones(tuple(layer.kernel.shape)[-2:], dtype=bool)
     return None
-
-
-def _propagate_conv(layer: Any, inputs: list, out_units: np.ndarray, affected: dict,
-                    frozen: dict) -> None:  # fmt: skip
-    """A convolution, channel by channel: filter j reads the input channels its table row
-    connects; its kernel column and bias entry are frozen with it."""
-    _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
-    if layer.bias is not None:
-        _freeze(frozen, layer.bias, out_units)
-    _mark(affected, inputs[0], reaching_inputs(channel_table(layer), out_units))
-
-
-def _propagate_pool(inputs: list, out_units: np.ndarray, affected: dict) -> None:
-    """Pooling acts on each channel alone: output channel c reads input channel c only."""
-    _mark(affected, inputs[0], out_units)
