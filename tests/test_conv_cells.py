@@ -157,3 +157,23 @@ def test_code_defines_the_same_model_and_ops_without_maskmagic():
     assert "class MaskedConv" in source and "keras.layers.Conv2D(" in source  # c1 has no mask
     dense_only = build_spec(lang.parse("input x 3\ndense out 2"), {}, name="d")
     assert "class MaskedConv" not in to_source(dense_only, "d")  # only what the cell uses
+
+
+def test_conv1d_cell_builds_pools_in_1d_and_freezes_exactly():
+    cell = """
+input seq (12, 3)
+conv1d c 4 kernel=3 padding=same mask=[[1,0,0,1],[0,1,0,1],[0,0,1,1]] activation=relu
+maxpool p 2
+flatten f
+dense out 2 mask=M
+train keep freeze=out[0]
+"""
+    mask = np.ones((24, 2), dtype=bool)
+    mask[:, 0] = np.arange(24) % 4 == 0  # out[0] reads channel 0 of the pooled maps only
+    model, ops = build(cell, {"M": mask}, seed=0)
+    assert type(model.get_layer("p")).__name__ == "MaxPooling1D"
+    assert model.get_layer("p").output.shape[1:] == (6, 4)
+    # out[0] reads only channel 0 of c, which reads only input channel 0: the kernel column
+    # of filter 0 and its bias are frozen, filters 1-3 stay trainable.
+    update = ops["keep"].update_mask(model.get_layer("c").kernel)
+    assert not update[..., 0].any() and update[..., 1:].any()
