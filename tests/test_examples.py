@@ -95,3 +95,19 @@ def test_hold_output_compares_masked_loss_freeze_and_hold():
         if "image/png" in output.get("data", {})
     ]
     assert len(figures) == 2  # the matplotlib plots of both nets were drawn
+
+
+@pytest.mark.slow
+def test_lenet5_trains_the_c3_table_and_compares_it_with_a_full_c3():
+    text = outputs(execute("lenet5.ipynb"))
+    assert "C3 table connections: 60 of 96" in text
+    rows = {}
+    for line in text.splitlines():
+        for name in ("LeNet-5 C3 table", "fully connected C3"):
+            if line.startswith(name):
+                rows[name] = line[len(name) :].split()
+    assert rows["LeNet-5 C3 table"][0] == "1516" and rows["fully connected C3"][0] == "2416"
+    # Both nets learn the digits (chance is 0.1); the table costs little accuracy.
+    assert float(rows["LeNet-5 C3 table"][2]) > 0.85 and float(rows["fully connected C3"][2]) > 0.85
+    assert "masked C3 kernel entries still exactly zero in effect: True" in text
+    assert "Traceback" not in text

@@ -9,7 +9,8 @@ and embedded). Small masks are written as numpy literals, larger ones as base64 
 ``np.packbits`` (or of the indices of their ones, when that is shorter).
 
 The source holds only what the cell uses: layers without a mask are plain ``keras.layers.Dense``;
-the ``MaskedDense`` class is pasted only when a layer has a mask, and the slot-restoring train op
+the ``MaskedDense`` class is pasted only when a layer has a mask (``MaskedConv`` likewise for
+convolutions; unmasked ones are ``keras.layers.Conv2D``/``Conv1D``), and the slot-restoring train op
 only when an op's optimizer moves entries whose gradient is zero (anything but plain SGD). Each
 pasted helper comes from :mod:`maskmagic.codegen.runtime` with a comment saying why it is there.
 """
@@ -35,7 +36,7 @@ from maskmagic.codegen.values import (
 )
 from maskmagic.display import connected_parameters
 from maskmagic.errors import CellError, MaskMagicError
-from maskmagic.lang import ConvSpec, DenseSpec, DropoutSpec
+from maskmagic.lang import ConvSpec, DenseSpec
 
 if TYPE_CHECKING:
     from maskmagic.builder import Built
@@ -44,6 +45,7 @@ __all__ = ["LITERAL_LIMIT", "encode_mask", "to_source"]
 
 _RUNTIME_NAMES = (
     "base64", "keras", "np", "tf", "MaskedDense", "MaskedTrainOp", "RestoringTrainOp",
+    "MaskedConv",
 )  # fmt: skip
 _SECTION = "# --- section: "
 
@@ -129,7 +131,7 @@ class _Writer:
         self.masks: list[str] = []
         self.objects: dict[int, tuple[str, str]] = {}  # id(object) -> (name, source)
         self.masked_layers: list[str] = []  # layers written as MaskedDense
-        self.conv_layers: list[str] = []  # layers written as MaskedConv
+        self.masked_convs: list[str] = []  # layers written as MaskedConv
         self.restoring: dict[str, str] = {}  # op name -> why it restores entries after a step
 
     def shared(self, obj: Any, expr: str, prefix: str) -> str:
@@ -142,34 +144,6 @@ class _Writer:
     def _mask_entry(self, key: str, mask: Any, note: str) -> str:
         self.masks.append(f"    # {note}\n    {quote(key)}: {_indent(encode_mask(mask), 4)},")
         return f"_MASKS[{quote(key)}]"
-
-    def _conv(self, spec: Any, target: str, x: str) -> str:
-        """``MaskedConv(...)``: the channel table when the mask is uniform over each window."""
-        layer = self.model.get_layer(spec.name)
-        args = [str(spec.filters), py_literal(tuple(spec.kernel))]
-        if any(s != 1 for s in spec.strides):
-            args.append(f"strides={py_literal(tuple(spec.strides))}")
-        if spec.padding != "valid":
-            args.append(f"padding={quote(spec.padding)}")
-        mask, table = layer.get_mask(), layer.get_channel_table()
-        uniform = np.array_equal(mask, np.broadcast_to(table, mask.shape))
-        ones, cells = count_ones(table if uniform else mask)
-        if ones < cells:
-            shape = "in_channels x filters" if uniform else "kernel-shaped"
-            note = f"{spec.name}: {shape} {tuple(table.shape if uniform else mask.shape)}"
-            note += f", {ones} of {cells} connected"
-            args.append(f"mask={self._mask_entry(spec.name, table if uniform else mask, note)}")
-        args += self._bias_mask(spec.name, layer, spec.filters)
-        args += self._layer_options(spec, layer)
-        self.conv_layers.append(spec.name)
-        return _call(target, "MaskedConv", args, f"({x})")
-
-    def _plain(self, spec: Any, target: str, x: str) -> str:
-        """A pooling or flatten statement as the Keras layer the builder made."""
-        layer = self.model.get_layer(spec.name)
-        args = [py_literal(tuple(layer.pool_size))] if hasattr(layer, "pool_size") else []
-        args.append(f"name={quote(spec.name)}")
-        return _call(target, f"keras.layers.{type(layer).__name__}", args, f"({x})")
 
     def _dense(self, spec: Any, target: str, x: str) -> str:
         layer = self.model.get_layer(spec.name)
@@ -216,6 +190,38 @@ class _Writer:
         args.append(f"name={quote(spec.name)}")
         return args
 
+    def _conv(self, spec: ConvSpec, target: str, x: str) -> str:
+        """``MaskedConv(...)`` (the channel table when the mask is uniform over each kernel
+        window, else the kernel-shaped mask), or a plain ``keras.layers.ConvND`` without one."""
+        layer = self.model.get_layer(spec.name)
+        args = [str(spec.filters), py_literal(tuple(spec.kernel))]
+        mask, table = layer.get_mask(), layer.get_channel_table()
+        uniform = np.array_equal(mask, np.broadcast_to(table, mask.shape))
+        written = table if uniform else mask
+        ones, cells = count_ones(written)
+        if ones < cells:
+            kind = "in_channels x filters" if uniform else "kernel-shaped"
+            note = f"{spec.name}: {kind} {tuple(written.shape)}, {ones} of {cells} connected"
+            args.append(f"mask={self._mask_entry(spec.name, written, note)}")
+        args += self._bias_mask(spec.name, layer, spec.filters)
+        masked = len(args) > 2
+        if masked:
+            self.masked_convs.append(spec.name)
+        if any(s != 1 for s in spec.strides):
+            args.append(f"strides={py_literal(tuple(spec.strides))}")
+        if spec.padding != "valid":
+            args.append(f"padding={quote(spec.padding)}")
+        args += self._layer_options(spec, layer)
+        layer_class = "MaskedConv" if masked else f"keras.layers.Conv{spec.rank}D"
+        return _call(target, layer_class, args, f"({x})")
+
+    def _plain(self, spec: Any, target: str, x: str) -> str:
+        """A maxpool, avgpool or flatten statement as the Keras layer the builder made."""
+        layer = self.model.get_layer(spec.name)
+        args = [py_literal(tuple(layer.pool_size))] if hasattr(layer, "pool_size") else []
+        args.append(f"name={quote(spec.name)}")
+        return _call(target, f"keras.layers.{type(layer).__name__}", args, f"({x})")
+
     def _option(self, layer: Any, key: str, value: Any) -> str:
         for kind in ("initializers", "regularizers", "constraints"):
             if key.endswith(kind[:-1]):
@@ -259,7 +265,7 @@ class _Writer:
             if isinstance(item, ConvSpec):
                 body.append(self._conv(item, target, x))
                 continue
-            if not isinstance(item, DropoutSpec):  # maxpool, avgpool, flatten
+            if not hasattr(item, "rate"):  # maxpool, avgpool, flatten
                 body.append(self._plain(item, target, x))
                 continue
             args = [repr(float(item.rate))]
@@ -470,7 +476,7 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
             "# Connectivity masks: (inputs, units), True where the input feeds the unit"
             + (
                 " (convolutions: (in_channels, filters) or kernel-shaped)"
-                if writer.conv_layers
+                if writer.masked_convs
                 else ""
             )
             + ".\n"
@@ -487,13 +493,19 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
             f"layers with a mask: {', '.join(writer.masked_layers)}."
         )
         helpers.append("masked_dense")
-    if writer.conv_layers:
+    if writer.masked_convs:
+        conv_note = (
+            "MaskedConv computes conv(x, kernel * mask) + bias * bias_mask; it is here for the "
+            f"convolutions with a mask: {', '.join(writer.masked_convs)}."
+        )
         helpers.append("masked_conv")
     head = [_header(built, name, cell) + _imports(body + runtime(*helpers))]
     if helpers:
         pasted = runtime(*helpers)
         if writer.masked_layers:
             pasted = pasted.replace("class MaskedDense", _comment(note) + "\nclass MaskedDense")
+        if writer.masked_convs:
+            pasted = pasted.replace("class MaskedConv", _comment(conv_note) + "\nclass MaskedConv")
         head.append(pasted)
     return "\n\n".join(block.rstrip("\n") + "\n" for block in [*head, body])
 

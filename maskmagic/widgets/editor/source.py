@@ -17,8 +17,8 @@ from maskmagic.widgets import palette
 from maskmagic.widgets.editor import state
 from maskmagic.widgets.png import png_bytes
 
-__all__ = ["Source", "check_cells", "check_index", "fit_names", "is_net", "mask_image",
-           "masked_layers", "open_source"]  # fmt: skip
+__all__ = ["Source", "check_cells", "check_index", "fit_names", "is_net", "layer_matrix",
+           "mask_image", "masked_layers", "open_source", "set_layer_matrix"]  # fmt: skip
 
 _ON, _OFF = (np.array(palette.EDITOR[key], np.uint8) for key in ("on", "off"))
 
@@ -112,12 +112,32 @@ class Source:
     sparse: bool = False  # the layer's get_mask() returns scipy.sparse
 
 
+def layer_matrix(layer: Any) -> Any:
+    """The 2-D mask an editor shows for a layer: a conv's channel table, else ``get_mask()``."""
+    if hasattr(layer, "get_channel_table"):
+        return layer.get_channel_table()
+    return layer.get_mask()
+
+
+def set_layer_matrix(layer: Any, matrix: Any) -> None:
+    """Writes an edited 2-D mask back: a conv's channel table, else ``set_mask``."""
+    if hasattr(layer, "set_channel_table"):
+        layer.set_channel_table(matrix)
+    else:
+        layer.set_mask(matrix)
+
+
 def open_source(obj: Any) -> Source:
     """Opens a MaskedDense layer (duck-typed: ``get_mask``/``set_mask``) or a 0/1 matrix.
 
     Raises:
         MaskMagicError: another kind of layer, a model, an unbuilt layer, a bad or huge matrix.
     """
+    if hasattr(obj, "get_channel_table") and hasattr(obj, "set_channel_table"):
+        table = obj.get_channel_table()  # an unbuilt layer raises a MaskMagicError here
+        check_size(table.shape, f"layer '{obj.name}'")
+        label = _source_name(obj) or "input"
+        return Source(obj, table, ((), ()), obj.name, f"{label} channel", f"{obj.name} filter")
     if hasattr(obj, "get_mask") and hasattr(obj, "set_mask"):
         current = obj.get_mask()  # an unbuilt layer raises a MaskMagicError here
         check_size(current.shape, f"layer '{obj.name}'")  # before densifying a sparse mask

@@ -47,9 +47,11 @@ from maskmagic.widgets.editor.source import (
     check_index,
     fit_names,
     is_net,
+    layer_matrix,
     mask_image,
     masked_layers,
     open_source,
+    set_layer_matrix,
 )
 from maskmagic.widgets.png import PngFallback
 
@@ -165,6 +167,9 @@ class MaskEditor(PngFallback, anywidget.AnyWidget):
     def _valid_mask(self, proposal: dict) -> np.ndarray:
         checked = masks.validate(proposal["value"], tuple(self.shape))
         dense = checked.toarray() if sp.issparse(checked) else checked
+        layer = getattr(self, "_layer", None)
+        if layer is not None and hasattr(layer, "check_channel_table"):
+            layer.check_channel_table(dense)  # a grouped conv refuses edits across its blocks
         return _frozen(np.array(dense, dtype=bool))
 
     @traitlets.validate("shape")
@@ -321,7 +326,7 @@ class MaskEditor(PngFallback, anywidget.AnyWidget):
             self._history.record(flipped)
         if self._layer is not None and flipped.size:
             new = change["new"]
-            self._layer.set_mask(sp.csr_array(new) if self._sparse_layer else new)
+            set_layer_matrix(self._layer, sp.csr_array(new) if self._sparse_layer else new)
             self._layer_version = getattr(self._layer, "mask_version", 0)
         self._publish(flipped)
 
@@ -365,7 +370,7 @@ class MaskEditor(PngFallback, anywidget.AnyWidget):
         version = getattr(layer, "mask_version", 0)
         if layer is None or (not force and version == self._layer_version):
             return
-        current = layer.get_mask()
+        current = layer_matrix(layer)
         current = np.asarray(current.toarray() if sp.issparse(current) else current, dtype=bool)
         self._layer_version = version
         if not np.array_equal(current, self.mask):
