@@ -152,3 +152,79 @@ def test_saved_notebook_shows_the_latest_gradient_view(new_notebook, frontend):
     canvas = widget.locator('.mm-insp-layer[data-layer="0"] canvas.mm-insp-canvas')
     nb.page.wait_for_function("(c) => c.width > 0", arg=canvas.element_handle())
     assert _painted_share(canvas) > 0.5
+
+
+CONV = """
+import keras
+import numpy as np
+from maskmagic.layers import MaskedConv2D
+from maskmagic.widgets.inspector import GradientInspector
+
+table = np.ones((3, 4), bool)
+table[1, 3] = table[0, 1] = False  # one block of channels: runs as one convolution (impl dense)
+x_in = keras.Input((6, 6, 3))
+c = MaskedConv2D(4, 3, mask=table, activation="tanh", name="c")(x_in)
+model = keras.Model(x_in, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(c)))
+rng = np.random.default_rng(0)
+x = rng.normal(size=(8, 6, 6, 3)).astype("float32")
+y = rng.normal(size=(8, 2)).astype("float32")
+w = GradientInspector(model, x, y)
+w
+"""
+
+
+def _window_values(box) -> np.ndarray:
+    """The numbers of a kernel window's table: the float32 values, exactly (data-value)."""
+    cells = box.locator("table.mm-insp-window-values tr").evaluate_all(
+        "(rows) => rows.map((r) => [...r.cells].map((c) => Number(c.dataset.value)))"
+    )
+    return np.array(cells, np.float64)
+
+
+def _kernel_window(nb, i: int, j: int, view: str) -> np.ndarray:
+    expr = f"w.kernel_window('c', {i}, {j}, {view!r}).tolist()"
+    return np.array(ast.literal_eval(nb.kernel_eval(expr)), np.float64)
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS, indirect=True)
+def test_clicking_a_conv_pair_shows_its_kernel_window(new_notebook, frontend):
+    """Catches: a click on a conv cell that asks for nothing (or for another pair), a window the
+    front end does not draw, values that differ from ``kernel_window`` (the float32 values come
+    back exactly), a masked pair with a non-zero gradient, and a view switch that leaves the
+    window showing the previous view."""
+    nb = new_notebook([CONV])
+    nb.run_all()
+    widget = nb.output(0).locator(".mm-insp")
+    widget.wait_for(state="visible")
+    canvas = widget.locator('.mm-insp-layer[data-layer="0"] canvas.mm-insp-canvas')
+    nb.page.wait_for_function("(c) => c.width > 0", arg=canvas.element_handle(), timeout=30_000)
+    assert canvas.evaluate("(c) => c.width") == 4 * 32  # 3 x 4 table of 32 px cells + bias row
+    box = widget.locator('.mm-insp-layer[data-layer="0"] .mm-insp-window')
+
+    def click(i: int, j: int) -> None:
+        canvas.click(position={"x": (j + 0.5) * 32, "y": (i + 0.5) * 32})
+        assert nb.wait_for_kernel("w.window_shown", f"('c', {i}, {j})", timeout=20)
+        nb.page.wait_for_function(
+            "([b, i, j]) => !b.hidden && b.dataset.i === i && b.dataset.j === j",
+            arg=[box.element_handle(), str(i), str(j)],
+        )
+
+    click(2, 2)
+    assert "3×3 taps" in box.inner_text()
+    shown = _window_values(box)
+    assert shown.shape == (3, 3) and np.count_nonzero(shown) == 9
+    np.testing.assert_array_equal(shown, _kernel_window(nb, 2, 2, "gradient"))
+    window_canvas = box.locator("canvas.mm-insp-window-canvas")
+    assert window_canvas.evaluate(_PAINTED) > 0.9 * window_canvas.evaluate(
+        "(c) => c.width * c.height"
+    )
+
+    click(1, 3)  # masked: exactly zero gradient, and the would-be gradient in that view
+    assert np.all(_window_values(box) == 0.0)
+    widget.locator('.mm-insp-view[data-view="would_be"]').click()
+    nb.page.wait_for_function(
+        "(b) => b.dataset.view === 'would_be'", arg=box.element_handle(), timeout=20_000
+    )
+    would_be = _window_values(box)
+    assert np.all(would_be != 0.0)
+    np.testing.assert_array_equal(would_be, _kernel_window(nb, 1, 3, "would_be"))

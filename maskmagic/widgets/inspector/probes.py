@@ -250,6 +250,8 @@ class Probe:
 
     kind = "plain"
     has_would_be = True
+    #: Whether the pass keeps the kernel-shaped gradient (for conv kernel windows).
+    keeps_kernel_gradient = False
 
     def __init__(self, layer: keras.layers.Layer) -> None:
         self.layer = layer
@@ -462,6 +464,7 @@ class ConvProbe(MaskedProbe):
     """
 
     kind = "conv"
+    keeps_kernel_gradient = True
 
     def _shape(self) -> tuple[int, int]:
         """(in_channels, filters)."""
@@ -502,6 +505,10 @@ class ConvProbe(MaskedProbe):
     def select(self) -> bool:
         """The table is bool: the gradient view selects."""
         return True
+
+    def kernel_mask(self) -> np.ndarray:
+        """The kernel-shaped bool mask (each tap of each window)."""
+        return self.layer.get_mask()
 
     def connected(self) -> np.ndarray:
         """The (in_channels, filters) channel table."""

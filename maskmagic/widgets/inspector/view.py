@@ -8,7 +8,7 @@ for the wire format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,10 @@ class Static:
     on: list  # per layer: number of connected entries
     untouched: list  # per layer: the op changes no entry of the kernel
     bias_flags: list  # per layer: uint8 flags of the overview's bias cells, or None
+    kernel_update: list = field(default_factory=list)  # per layer: the update set over the
+    # kernel variable itself (kernel-shaped; for conv kernel windows), or None
+    kernel_mask: list = field(default_factory=list)  # per layer: the kernel-shaped bool mask
+    # of layers whose kernel windows are shown (conv), else None
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,8 @@ def static_state(probes: list, op: Any, key: tuple) -> Static:
     state = Static(key, [], [], [], [], [], [], [], [], [], [])
     for probe in probes:
         connected = probe.connected()
-        update = probe.table_update(
-            update_of(op, probe.layer.kernel, tuple(probe.layer.kernel.shape))
-        )
+        kernel_update = update_of(op, probe.layer.kernel, tuple(probe.layer.kernel.shape))
+        update = probe.table_update(kernel_update)
         bias_shape = None if probe.bias is None else (probe.shape[1],)
         if probe.kind == "sparse":
             rows, cols = probe.layer.connections()
@@ -89,6 +92,8 @@ def static_state(probes: list, op: Any, key: tuple) -> Static:
             flags = tiles.block_flags(connected, update if frozen else None, probe.grid)
         state.connected.append(connected)
         state.update.append(update)
+        state.kernel_update.append(kernel_update)
+        state.kernel_mask.append(probe.kernel_mask() if probe.keeps_kernel_gradient else None)
         state.tensors.append(tf.constant(update) if frozen else None)
         state.flags.append(flags)
         state.bias_connected.append(probe.bias_connected())

@@ -11,13 +11,17 @@ Messages. Kernel to front end: the traits below (small JSON: per-layer numbers, 
 connections, losses, drift) and one ``{"type": "tile", ...}`` custom message per layer with
 binary buffers (at most 256 x 256 cells, about 1.1 MB; never more than 8 MB). Front end to
 kernel: ``{"type": "hello"}`` (a view rendered: send the tiles), ``{"type": "step"}``,
-``{"type": "refresh"}``, ``{"type": "zoom", "layer": i, "row": r | null, "col": c}``; target,
-view and scale travel as traits.
+``{"type": "refresh"}``, ``{"type": "zoom", "layer": i, "row": r | null, "col": c}``,
+``{"type": "window", "layer": l, "i": i, "j": j}`` (a click on a conv layer's cell: the kernel
+answers with that pair's kernel window, at most 64 x 64 taps, and sends it again after each
+refresh; see :mod:`maskmagic.widgets.inspector.windows`; a malformed one is refused with a
+warning and changes nothing); target, view and scale travel as traits.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import anywidget
@@ -32,7 +36,7 @@ from maskmagic.errors import MaskMagicError, first_line
 from maskmagic.training import TrainOp
 from maskmagic.widgets import STATIC, widget_css
 from maskmagic.widgets import palette as palettes
-from maskmagic.widgets.inspector import tiles
+from maskmagic.widgets.inspector import tiles, windows
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
 from maskmagic.widgets.inspector.inputs import (
     batch,
@@ -164,6 +168,7 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
         self._result: PassResult | None = None
         self._cache: dict = {}
         self._zoom: dict[int, tuple[int, int]] = {}
+        self._window: tuple[int, int, int] | None = None  # (layer index, i, j) shown
         self._frontend = False
         self._drift: dict[str, np.ndarray] | None = None
         self.largest_message = 0
@@ -247,6 +252,8 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
             self.revision += 1
         if self._frontend:
             self._send_tiles()
+            if self._window is not None:
+                self._send_window()
 
     # ------------------------------------------------------------------ results
     def _layer_index(self, layer: Any) -> int:
@@ -271,6 +278,71 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
             else:
                 self._cache[key] = probe.gradient_numpy(np.asarray(result.wb), connected)
         return self._cache[key]
+
+    def kernel_window(self, layer: Any, i: int, j: int, view: str | None = None) -> np.ndarray:
+        """The kernel window of pair (input channel ``i``, filter ``j``) of a conv layer.
+
+        Args:
+            layer: the conv layer's name (or index).
+            i, j: input channel and filter.
+            view: ``"gradient"`` (masked taps exactly 0), ``"would_be"`` (the gradient w.r.t.
+                ``kernel * mask``: what each tap would get if switched on) or ``"update"`` (the
+                gradient restricted to the op's update set); default: :attr:`view`.
+
+        Returns:
+            float32 array shaped like the layer's ``kernel_size`` ((kh, kw) for a
+            ``MaskedConv2D``, (k,) for a ``MaskedConv1D``): the current target's gradient
+            ``kernel[..., i, j]``.
+
+        Raises:
+            MaskMagicError: an unknown or non-conv layer, ``i``/``j`` out of range, or an
+                unknown view.
+        """
+        index = self._layer_index(layer)
+        probe = self._probes[index]
+        if not probe.keeps_kernel_gradient:
+            raise MaskMagicError(
+                f"kernel windows exist for conv layers only; layer {probe.name!r} is "
+                f"{probe.kind} (expected one of "
+                f"{[p.name for p in self._probes if p.keeps_kernel_gradient]})"
+            )
+        view = self.view if view is None else view
+        if view not in VIEWS:
+            raise MaskMagicError(f"view must be one of {', '.join(VIEWS)}; received {view!r}")
+        for key, value, size, what in (
+            ("i", i, probe.shape[0], "input channel"),
+            ("j", j, probe.shape[1], "filter"),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise MaskMagicError(f"{key} must be an int ({what}); received {value!r}")
+            if not 0 <= value < size:
+                raise MaskMagicError(
+                    f"{key} must be in 0..{size - 1} ({what} of {probe.name!r}); received {value}"
+                )
+        arrays = windows.window_arrays(self._layer_data(index), int(i), int(j))
+        return arrays[windows.VIEW_KEYS[view]].copy()
+
+    def show_window(self, layer: Any, i: int, j: int) -> None:
+        """Shows pair (i, j)'s kernel window under the conv layer's heatmap (as a click on
+        that cell does); :attr:`window_shown` then names it."""
+        self.kernel_window(layer, i, j)  # checks the arguments
+        self._window = (self._layer_index(layer), int(i), int(j))
+        if self._frontend:
+            self._send_window()
+
+    @property
+    def window_shown(self) -> tuple[str, int, int] | None:
+        """(layer name, i, j) of the kernel window shown, or None."""
+        if self._window is None:
+            return None
+        index, i, j = self._window
+        return (self._probes[index].name, i, j)
+
+    def _send_window(self) -> None:
+        if self._window is None:
+            return
+        index, i, j = self._window
+        self._post(*windows.window_message(self._layer_data(index), i, j, self.revision))
 
     @property
     def gradients(self) -> dict[str, Any]:
@@ -354,6 +426,9 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
 
     def _on_message(self, _: Any, content: dict, buffers: list) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "window":  # checked strictly: a malformed one changes nothing, not even error
+            self._window_request(content)
+            return
         try:
             if kind == "hello":
                 self._frontend = True
@@ -366,6 +441,23 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
                 self.zoom(int(content["layer"]), content.get("row"), content.get("col"))
             else:
                 return
+            self.error = ""
+        except Exception as exc:  # shown in the widget; the kernel keeps running
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _window_request(self, content: dict) -> None:
+        try:
+            request = windows.parse_request(content, self._probes)
+        except windows.WindowRequestError as exc:
+            warnings.warn(
+                f"GradientInspector refused a message from the front end: {exc}; nothing changed",
+                stacklevel=2,
+            )
+            return
+        self._window = request
+        try:
+            if self._frontend:
+                self._send_window()
             self.error = ""
         except Exception as exc:  # shown in the widget; the kernel keeps running
             self.error = f"{type(exc).__name__}: {exc}"

@@ -2,12 +2,16 @@
 //
 // State (targets, per-layer numbers, top connections, losses, drift) arrives as traits; each
 // layer's heatmap arrives as a "tile" custom message: a JSON header and little-endian buffers
-// named in header.buffers (see maskmagic/widgets/inspector_tiles.py). Switching the view or the
+// named in header.buffers (see maskmagic/widgets/inspector/tiles.py). Switching the view or the
 // colour scale redraws from the tiles already here; zooming and stepping ask the kernel.
+// Clicking a cell (i, j) of a conv layer asks for that pair's kernel window: the kernel answers
+// with a "window" message (maskmagic/widgets/inspector/windows.py) drawn under the heatmap.
 
 const MASKED = 1, SOME_MASKED = 2, FROZEN = 4, SOME_FROZEN = 8;
 const VIEW_PX = 512; // largest side of a heatmap, CSS px
 const MAX_CELL = 32;
+const WINDOW_PX = 256; // largest side of a kernel window, CSS px
+const WINDOW_NUMBERS = 64; // windows of at most this many taps also show their values as numbers
 const VIEWS = [["gradient", "gradient"], ["would_be", "would-be"], ["update", "op's update"]];
 const KEYS = { gradient: ["g", "bias_g"], would_be: ["wb", "bias_wb"], update: ["upd", "bias_upd"] };
 
@@ -96,7 +100,10 @@ class LayerPanel {
     this.back.addEventListener("click", () =>
       view.model.send({ type: "zoom", layer: this.index, row: null }));
     this.foot.append(this.legend, this.range, this.zoomInfo, this.back);
-    this.root.append(this.head, this.stats, this.wrap, this.foot);
+    this.windowBox = el("div", "mm-insp-window");
+    this.windowBox.hidden = true;
+    this.window = null;
+    this.root.append(this.head, this.stats, this.wrap, this.foot, this.windowBox);
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
     this.canvas.addEventListener("mouseleave", () => { this.tip.hidden = true; });
     this.canvas.addEventListener("click", (e) => this.click(e));
@@ -207,10 +214,103 @@ class LayerPanel {
       this.zoomInfo.textContent =
         ` pooled: max |value| of ${h.bh}×${h.bw} blocks; click a block to zoom`;
     } else {
-      this.zoomInfo.textContent = "";
+      this.zoomInfo.textContent = info.kind === "conv" ? " click a cell to see its kernel window" : "";
     }
     this.canvas.classList.toggle("mm-insp-pooled", !h.zoomed && (h.bh > 1 || h.bw > 1));
     this.root.classList.toggle("mm-insp-no-wb", !info.would_be);
+    this.drawWindow();
+  }
+
+  setWindow(header, arrays) {
+    this.window = { header, arrays };
+    this.drawWindow();
+  }
+
+  // The kernel window of one conv pair: its taps in the diverging palette (scaled to the
+  // window's own largest |value|), masked taps hatched, and the values as numbers when few.
+  drawWindow() {
+    if (!this.window) return;
+    const { header: h, arrays: a } = this.window;
+    const view = this.view.model.get("view");
+    const [key] = KEYS[view];
+    const values = a[key], flags = a.flags;
+    const pal = this.view.model.get("palette");
+    const box = this.windowBox;
+    box.textContent = "";
+    box.hidden = false;
+    box.dataset.i = String(h.i);
+    box.dataset.j = String(h.j);
+    box.dataset.view = view;
+    const label = VIEWS.find((v) => v[0] === view)[1];
+    const clipped = h.rows < h.kh || h.cols < h.kw ? ` (first ${h.rows}×${h.cols} shown)` : "";
+    box.append(el("div", "mm-insp-window-title",
+      `kernel window of input channel ${h.i} → filter ${h.j}: ${h.kh}×${h.kw} taps, ${label}${clipped}`));
+    const s = Math.max(4, Math.min(MAX_CELL, Math.floor(WINDOW_PX / Math.max(h.rows, h.cols))));
+    const canvas = el("canvas", "mm-insp-window-canvas");
+    canvas.width = h.cols * s;
+    canvas.height = h.rows * s;
+    canvas.style.width = canvas.width + "px";
+    canvas.style.height = canvas.height + "px";
+    const ctx = canvas.getContext("2d");
+    const img = ctx.createImageData(canvas.width, canvas.height);
+    const vmax = maxAbs(values);
+    const t = scaler(this.view.model.get("scale"), vmax);
+    const overlay = view === "would_be";
+    for (let r = 0; r < h.rows; r++) {
+      for (let c = 0; c < h.cols; c++) {
+        const k = r * h.cols + c;
+        const rgb = colour(t(values[k]), pal.diverging);
+        const masked = (flags[k] & MASKED) !== 0, frozen = (flags[k] & FROZEN) !== 0;
+        for (let y = r * s; y < (r + 1) * s; y++) {
+          for (let x = c * s; x < (c + 1) * s; x++) {
+            let col = rgb;
+            if (masked && overlay) col = ((x + y) % 4 === 0) ? pal.hatch_over : rgb;
+            else if (masked) col = ((x + y) % 4 === 0) ? pal.hatch : pal.masked;
+            else if (frozen && (y === r * s || x === c * s || y === (r + 1) * s - 1 || x === (c + 1) * s - 1)) col = pal.frozen;
+            const p = (y * canvas.width + x) * 4;
+            img.data[p] = col[0]; img.data[p + 1] = col[1]; img.data[p + 2] = col[2]; img.data[p + 3] = 255;
+          }
+        }
+      }
+    }
+    ctx.putImageData(img, 0, 0);
+    const wrap = el("div", "mm-insp-canvas-wrap");
+    const tip = el("div", "mm-insp-tip mm-insp-window-tip");
+    tip.hidden = true;
+    wrap.append(canvas, tip);
+    canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+    canvas.addEventListener("mousemove", (e) => {
+      const rect = canvas.getBoundingClientRect();
+      const c = Math.floor((e.clientX - rect.left) / s), r = Math.floor((e.clientY - rect.top) / s);
+      if (r < 0 || r >= h.rows || c < 0 || c >= h.cols) { tip.hidden = true; return; }
+      const k = r * h.cols + c;
+      const masked = (flags[k] & MASKED) !== 0;
+      tip.textContent = "";
+      [`tap (${r}, ${c})`, `${label} ${fmt(values[k])}`, `gradient ${fmt(a.g[k])}`,
+        `would-be ${fmt(a.wb[k])}`, `weight ${fmt(a.w[k])}${masked ? " (unused)" : ""}`,
+        `mask ${masked ? 0 : 1}${(flags[k] & FROZEN) ? " · frozen (outside the op)" : ""}`]
+        .forEach((line) => tip.append(el("div", "", line)));
+      tip.style.left = `${e.clientX - rect.left + 14}px`;
+      tip.style.top = `${e.clientY - rect.top + 14}px`;
+      tip.hidden = false;
+    });
+    const foot = el("div", "mm-insp-foot");
+    foot.append(el("span", "mm-insp-range", `±${fmt(vmax)} (this window)`));
+    box.append(wrap, foot);
+    if (h.rows * h.cols <= WINDOW_NUMBERS) {
+      const table = el("table", "mm-insp-window-values");
+      for (let r = 0; r < h.rows; r++) {
+        const tr = el("tr");
+        for (let c = 0; c < h.cols; c++) {
+          const k = r * h.cols + c;
+          const td = el("td", (flags[k] & MASKED) ? "mm-insp-window-masked" : "", fmt(values[k]));
+          td.dataset.value = String(values[k]); // the float32 value, exactly
+          tr.append(td);
+        }
+        table.append(tr);
+      }
+      box.append(table);
+    }
   }
 
   drawLegend(vmax, scale) {
@@ -293,7 +393,13 @@ class LayerPanel {
     const cell = this.cellAt(e);
     if (!cell || cell.bias || !this.tile) return;
     const h = this.tile.header;
-    if (h.zoomed || (h.bh === 1 && h.bw === 1)) return;
+    if (h.bh === 1 && h.bw === 1) {
+      if (this.info().kind === "conv") {
+        this.view.model.send({ type: "window", layer: this.index, i: h.r0 + cell.r, j: h.c0 + cell.c });
+      }
+      return;
+    }
+    if (h.zoomed) return;
     const row = h.r0 + cell.r * h.bh + Math.floor(h.bh / 2);
     const col = h.c0 + cell.c * h.bw + Math.floor(h.bw / 2);
     this.view.model.send({ type: "zoom", layer: this.index, row, col });
@@ -466,6 +572,11 @@ class InspectorView {
   }
 
   onTile(msg, buffers) {
+    if (msg && msg.type === "window") {
+      const panel = this.panels[msg.layer];
+      if (panel) panel.setWindow(msg, decode(msg, buffers || []));
+      return;
+    }
     if (!msg || msg.type !== "tile") return;
     // The latest tile of each layer also goes into the model's `_tiles`, in place (a set()
     // would be sent back to the kernel with the next save_changes()): the widget state that a
