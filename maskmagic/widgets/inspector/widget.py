@@ -34,6 +34,7 @@ from maskmagic.errors import MaskMagicError
 from maskmagic.training import TrainOp
 from maskmagic.widgets.inspector import tiles
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
+from maskmagic.widgets.inspector.hold_drift import HeldDrift
 from maskmagic.widgets.inspector.inputs import (
     batch,
     check_model,
@@ -115,7 +116,8 @@ class GradientInspector(anywidget.AnyWidget):
         None, allow_none=True, help="the target's value: the loss, or the unit's summed output"
     ).tag(sync=True)
     step_info = traitlets.Dict(
-        help="after a step: {steps, loss_before, loss_after, drift: {layer: [per unit]}}"
+        help="after a step: {steps, loss_before, loss_after, drift: {layer: [per unit]}, "
+        "hold: {reference, fresh, references, rank, relative_drift, tol} for an op with hold=}"
     ).tag(sync=True)
     op_name = traitlets.Unicode(None, allow_none=True, help="the op's name, or null").tag(sync=True)
     revision = traitlets.Int(0, help="how many times the gradients were computed").tag(sync=True)
@@ -158,6 +160,7 @@ class GradientInspector(anywidget.AnyWidget):
         self._zoom: dict[int, tuple[int, int]] = {}
         self._frontend = False
         self._drift: dict[str, np.ndarray] | None = None
+        self._held = None if getattr(op, "hold", None) is None else HeldDrift(op, self._x)
         self.largest_message = 0
         super().__init__(**kwargs)  # opens the widget's comm: close it if the rest fails
         try:
@@ -311,6 +314,8 @@ class GradientInspector(anywidget.AnyWidget):
                 "op=train_op) or %grad_inspector net x y --op train_op"
             )
         before, loss_before = self._pass.evaluate(self._x, self._y)
+        if self._held is not None:
+            self._held.before_step()
         self._op(self._x, self._y)
         after, loss_after = self._pass.evaluate(self._x, self._y)
         drift = {}
@@ -324,6 +329,11 @@ class GradientInspector(anywidget.AnyWidget):
             "loss_after": finite(loss_after),
             "drift": {name: [finite(v) for v in values] for name, values in drift.items()},
         }
+        if self._held is not None:  # the held units on the reference and on fresh inputs
+            info["hold"] = {
+                k: finite(v) if isinstance(v, float) else v
+                for k, v in self._held.after_step().items()
+            }
         with self.hold_sync():
             self.step_info = info
             self.refresh()
