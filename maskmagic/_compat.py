@@ -106,7 +106,7 @@ def optimizer_unrestorable(
     index = inner._get_variable_index(variable)
     lists = _per_variable_lists(inner)
     problems = []
-    listed = set()
+    listed: set[int] = set()
     for attr, value in lists.items():
         listed.update(id(v) for v in value if v is not None)
         slot = value[index]

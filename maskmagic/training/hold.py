@@ -326,6 +326,8 @@ class Hold:
         """Python-side checks after a step: warns when the hold had no room or missed tol."""
         self.steps += 1
         report = self.report()
+        if report is None:  # steps was just counted: report() has the step
+            raise AssertionError("no hold report after a step")
         if report.room == 0:
             warnings.warn(
                 f"train op {self.name!r}: hold leaves no room: the {report.constraints} held "
