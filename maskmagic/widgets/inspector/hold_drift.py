@@ -45,6 +45,8 @@ class HeldDrift:
     def after_step(self) -> dict:
         """``{"reference", "fresh"}``: largest |change| of a held value since :meth:`before_step`,
         with the op's report (``rank``, ``relative_drift``, ``tol``)."""
+        if self._before is None:
+            raise RuntimeError("HeldDrift.after_step() called before before_step()")  # a bug
         after = self._values()
         reference, fresh = (float(np.abs(a - b).max()) for a, b in zip(after, self._before))
         report = self._hold.report()

@@ -331,7 +331,7 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
             change = np.abs(new.astype(np.float32) - old.astype(np.float32))
             drift[name] = change.reshape(-1, change.shape[-1]).max(axis=0)
         self._drift = drift
-        info = {
+        info: dict[str, Any] = {
             "steps": int(self.step_info.get("steps", 0)) + 1,
             "loss_before": finite(loss_before),
             "loss_after": finite(loss_after),
