@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from maskmagic import _quiet
+from maskmagic._version import __version__ as __version__
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines) drowns notebook output:
 # its INFO and WARNING lines are off, and its start-up banners, which print before that setting
@@ -18,8 +19,6 @@ from maskmagic import _quiet
 # want everything back set TF_CPP_MIN_LOG_LEVEL=0 before importing maskmagic.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _quiet.install()
-
-__version__ = "0.1.0"
 
 __all__ = [
     "GradientInspector",

@@ -385,14 +385,21 @@ def _described(spec: lang.NetSpec, model: keras.Model) -> lang.NetSpec:
     from maskmagic import _compat
 
     graph = _compat.functional_graph(model)
-    inputs, layers = [], []
+    base = spec.base
+    if base is None:  # called for from_model cells only
+        raise AssertionError("a model description without from_model")
+    if graph is None:  # mypy found this: a subclassed model would fail here (issue 13 to check)
+        raise AssertionError(f"model {model.name!r} has no functional graph to describe")
+    inputs: list[lang.InputSpec] = []
+    layers: list[lang.DenseSpec | lang.DropoutSpec] = []
     for layer in graph.layers:
         nodes = _compat.inbound_nodes(layer)
         tensors = nodes[0].input_tensors if nodes else []
-        sources = tuple(_compat.producing_layer(t).name for t in tensors)
+        # Every tensor of a functional graph has the layer that produced it.
+        sources = tuple(_compat.producing_layer(t).name for t in tensors)  # type: ignore[union-attr]
         if isinstance(layer, keras.layers.InputLayer):
             shape = tuple(int(d) for d in layer.output.shape[1:])
-            inputs.append(lang.InputSpec(layer.name, shape, spec.base.loc))
+            inputs.append(lang.InputSpec(layer.name, shape, base.loc))
         elif isinstance(layer, MaskedDense):
             activation = keras.activations.serialize(layer.activation)
             layers.append(
@@ -407,11 +414,11 @@ def _described(spec: lang.NetSpec, model: keras.Model) -> lang.NetSpec:
                     None,
                     layer.impl,
                     (),
-                    spec.base.loc,
+                    base.loc,
                 )
             )
         else:
-            layers.append(lang.DropoutSpec(layer.name, 0.0, sources, spec.base.loc))
+            layers.append(lang.DropoutSpec(layer.name, 0.0, sources, base.loc))
     return dataclasses.replace(spec, inputs=tuple(inputs), layers=tuple(layers))
 
 

@@ -64,7 +64,7 @@ def bug_header(exc: BaseException) -> str:
     import keras
     import tensorflow as tf
 
-    from maskmagic import __version__
+    from maskmagic._version import __version__
 
     return BUG_HEADER.format(
         kind=type(exc).__name__,

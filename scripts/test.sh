@@ -4,7 +4,7 @@
 #            (created with `python3 -m venv` on first use, reused afterwards; the system Python
 #            is never touched) with the package and its dev extra
 #   lint     ruff
-#   types    (to come: the type checker)
+#   types    mypy over maskmagic/ (config in pyproject.toml)
 #   tests    the whole pytest suite on the newest supported TensorFlow (browser tests included)
 #   mutants  (to come: mutation testing)
 #   oldest   the core tests again on the oldest supported TensorFlow/Keras, in .venv-oldest
@@ -30,7 +30,8 @@ echo "== lint"
 ruff check maskmagic tests bench examples
 ruff format --check maskmagic tests bench
 
-# == types: the type checker's command goes here.
+echo "== types"
+"$VENV_PY" -m mypy  # [tool.mypy] in pyproject.toml: files = maskmagic/
 
 echo "== tests"
 export MASKMAGIC_REQUIRE_UI=1  # the real-browser tests must run here, not skip

@@ -36,7 +36,7 @@ from maskmagic.codegen.values import (
 )
 from maskmagic.display import connected_parameters
 from maskmagic.errors import CellError, MaskMagicError
-from maskmagic.lang import ConvSpec, DenseSpec
+from maskmagic.lang import ConvSpec, DenseSpec, DropoutSpec
 
 if TYPE_CHECKING:
     from maskmagic.builder import Built
@@ -265,7 +265,7 @@ class _Writer:
             if isinstance(item, ConvSpec):
                 body.append(self._conv(item, target, x))
                 continue
-            if not hasattr(item, "rate"):  # maxpool, avgpool, flatten
+            if not isinstance(item, DropoutSpec):  # maxpool, avgpool, flatten
                 body.append(self._plain(item, target, x))
                 continue
             args = [repr(float(item.rate))]

@@ -503,7 +503,7 @@ class _MaskedConv(keras.layers.Layer):
         """
         self._require_built("mask")
         full = self._validate(mask)
-        self._check_blocks(full.any(axis=tuple(range(self.rank))))
+        self._check_blocks(np.asarray(full.any(axis=tuple(range(self.rank)))))
         self.kernel_mask.assign(full)
         self.mask_version += 1
 

@@ -173,7 +173,8 @@ class DenseJacobian:
 
     def __init__(self, graph, layers: dict, values_fn, x, variables: list, allowed: list):
         self._variables = variables
-        inputs, probes = {}, {}
+        inputs: dict = {}
+        probes: dict = {}
 
         def wrap(operation):
             entry = layers.get(id(operation))

@@ -38,6 +38,7 @@ from maskmagic.widgets import STATIC, widget_css
 from maskmagic.widgets import palette as palettes
 from maskmagic.widgets.inspector import tiles, windows
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
+from maskmagic.widgets.inspector.hold_drift import HeldDrift
 from maskmagic.widgets.inspector.inputs import (
     batch,
     check_model,
@@ -123,7 +124,8 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
         None, allow_none=True, help="the target's value: the loss, or the unit's summed output"
     ).tag(sync=True)
     step_info = traitlets.Dict(
-        help="after a step: {steps, loss_before, loss_after, drift: {layer: [per unit]}}"
+        help="after a step: {steps, loss_before, loss_after, drift: {layer: [per unit]}, "
+        "hold: {reference, fresh, references, rank, relative_drift, tol} for an op with hold=}"
     ).tag(sync=True)
     op_name = traitlets.Unicode(None, allow_none=True, help="the op's name, or null").tag(sync=True)
     revision = traitlets.Int(0, help="how many times the gradients were computed").tag(sync=True)
@@ -171,6 +173,7 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
         self._window: tuple[int, int, int] | None = None  # (layer index, i, j) shown
         self._frontend = False
         self._drift: dict[str, np.ndarray] | None = None
+        self._held = None if getattr(op, "hold", None) is None else HeldDrift(op, self._x)
         self.largest_message = 0
         super().__init__(**kwargs)  # opens the widget's comm: close it if the rest fails
         try:
@@ -391,6 +394,8 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
                 "op=train_op) or %grad_inspector net x y --op train_op"
             )
         before, loss_before = self._pass.evaluate(self._x, self._y)
+        if self._held is not None:
+            self._held.before_step()
         self._op(self._x, self._y)
         after, loss_after = self._pass.evaluate(self._x, self._y)
         drift = {}
@@ -398,12 +403,17 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
             change = np.abs(new.astype(np.float32) - old.astype(np.float32))
             drift[name] = change.reshape(-1, change.shape[-1]).max(axis=0)
         self._drift = drift
-        info = {
+        info: dict[str, Any] = {
             "steps": int(self.step_info.get("steps", 0)) + 1,
             "loss_before": finite(loss_before),
             "loss_after": finite(loss_after),
             "drift": {name: [finite(v) for v in values] for name, values in drift.items()},
         }
+        if self._held is not None:  # the held units on the reference and on fresh inputs
+            info["hold"] = {
+                k: finite(v) if isinstance(v, float) else v
+                for k, v in self._held.after_step().items()
+            }
         with self.hold_sync():
             self.step_info = info
             self.refresh()

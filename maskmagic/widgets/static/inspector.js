@@ -539,6 +539,13 @@ class InspectorView {
       });
     });
     this.driftBox.append(list);
+    const hold = info.hold;
+    if (hold) {  // an op with hold=: the held units on the reference inputs and on fresh ones
+      this.driftBox.append(el("div", "mm-insp-hold",
+        `held units: drift ${fmt(hold.reference)} on the ${hold.references} reference inputs ` +
+        `(relative ${fmt(hold.relative_drift)}, tol ${fmt(hold.tol)}, rank ${hold.rank}); ` +
+        `${fmt(hold.fresh)} on fresh inputs`));
+    }
   }
 
   syncLayers() {
