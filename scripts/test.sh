@@ -46,7 +46,7 @@ else
   OLDEST_PY=$VENV_PY
   "$OLDEST_PY" -m pip install -q --disable-pip-version-check -c scripts/oldest-constraints.txt \
     -e . pytest pytest-timeout hypothesis
-  "$OLDEST_PY" -c 'import keras, tensorflow as tf; print("TensorFlow", tf.__version__, "Keras", keras.__version__)'
+  "$OLDEST_PY" -c 'import maskmagic, keras, tensorflow as tf; print("TensorFlow", tf.__version__, "Keras", keras.__version__)'
   "$OLDEST_PY" -m pytest -q -p no:cacheprovider "${CORE_TESTS[@]}"
 fi
 
