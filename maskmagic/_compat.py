@@ -107,7 +107,7 @@ def optimizer_unrestorable(
     index = inner._get_variable_index(variable)
     lists = _per_variable_lists(inner)
     problems = []
-    listed = set()
+    listed: set[int] = set()
     for attr, value in lists.items():
         listed.update(id(v) for v in value if v is not None)
         slot = value[index]
@@ -146,6 +146,16 @@ def nodes_by_depth(graph: Any) -> dict[int, list]:
     ``.input_tensors`` and ``.outputs``).
     """
     return dict(graph._nodes_by_depth)
+
+
+def run_graph(graph: Any, inputs: Any, operation_fn: Any) -> Any:
+    """Runs a functional graph on ``inputs``, calling ``operation_fn(layer)(*args, **kwargs)``
+    for each node instead of the layer itself (used by ``hold=`` to reach pre-activations).
+
+    Relies on: ``Functional._run_through_graph(inputs, operation_fn=...)``, which walks the
+    nodes by depth and calls ``operation_fn(node.operation)`` with each node's arguments.
+    """
+    return graph._run_through_graph(inputs, operation_fn=operation_fn)
 
 
 def inbound_nodes(layer: keras.layers.Layer) -> list:

@@ -17,9 +17,7 @@ view and scale travel as traits.
 
 from __future__ import annotations
 
-import base64
 import re
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -30,8 +28,10 @@ import tensorflow as tf
 import traitlets
 
 from maskmagic import _compat
-from maskmagic.errors import MaskMagicError
+from maskmagic.errors import MaskMagicError, first_line
 from maskmagic.training import TrainOp
+from maskmagic.widgets import STATIC, widget_css
+from maskmagic.widgets import palette as palettes
 from maskmagic.widgets.inspector import tiles
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
 from maskmagic.widgets.inspector.inputs import (
@@ -39,7 +39,6 @@ from maskmagic.widgets.inspector.inputs import (
     check_model,
     check_targets,
     finite,
-    first_line,
     model_loss,
     names,
     probes,
@@ -55,16 +54,16 @@ from maskmagic.widgets.inspector.view import (
     tile_for,
     top_rows,
 )
+from maskmagic.widgets.png import PngFallback
 
 __all__ = ["GradientInspector", "inspector_for"]
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
 VIEWS = ("gradient", "would_be", "update")
 SCALES = ("linear", "symlog")
 TOP_ROWS = 12  # rows of the table of top connections
 
 
-class GradientInspector(anywidget.AnyWidget):
+class GradientInspector(PngFallback, anywidget.AnyWidget):
     """The gradient of every connection of ``model`` on the batch ``(x, y)``.
 
     Args:
@@ -84,7 +83,12 @@ class GradientInspector(anywidget.AnyWidget):
     """
 
     _esm = STATIC / "inspector.js"
-    _css = STATIC / "inspector.css"
+    _css = widget_css("inspector.css")
+
+    palette = traitlets.Dict(
+        default_value=palettes.INSPECTOR,
+        help="the front end's colours by role (maskmagic.widgets.palette.INSPECTOR)",
+    ).tag(sync=True)
 
     target = traitlets.Any(
         LOSS,
@@ -409,12 +413,8 @@ class GradientInspector(anywidget.AnyWidget):
             raise AssertionError("the inspector has no gradient pass to show yet")
         return self._shown
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = dict(data)
-        data["image/png"] = base64.b64encode(self.png()).decode("ascii")
-        return data, metadata
+    def _fallback_png(self) -> bytes:
+        return self.png()
 
     def __repr__(self) -> str:
         layers = ", ".join(f"{p.name} {p.shape[0]}x{p.shape[1]}" for p in self._probes)

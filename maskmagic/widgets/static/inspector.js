@@ -5,7 +5,6 @@
 // named in header.buffers (see maskmagic/widgets/inspector_tiles.py). Switching the view or the
 // colour scale redraws from the tiles already here; zooming and stepping ask the kernel.
 
-const ANCHORS = [[33, 102, 172], [103, 169, 207], [247, 247, 247], [239, 138, 98], [178, 24, 43]];
 const MASKED = 1, SOME_MASKED = 2, FROZEN = 4, SOME_FROZEN = 8;
 const VIEW_PX = 512; // largest side of a heatmap, CSS px
 const MAX_CELL = 32;
@@ -26,11 +25,12 @@ function fmt(v) {
   return a < 1e-3 || a >= 1e4 ? v.toExponential(3) : v.toPrecision(4);
 }
 
-function colour(t) {
+// The colours come from Python (maskmagic/widgets/palette.py, the model's "palette").
+function colour(t, anchors) {
   const p = (Math.max(-1, Math.min(1, t)) + 1) * 2;
   const lo = Math.min(Math.floor(p), 3);
   const f = p - lo;
-  const a = ANCHORS[lo], b = ANCHORS[lo + 1];
+  const a = anchors[lo], b = anchors[lo + 1];
   return [a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, a[2] + (b[2] - a[2]) * f];
 }
 
@@ -161,18 +161,19 @@ class LayerPanel {
     const vmax = maxAbs(values);
     const t = scaler(scale, vmax);
     const overlay = this.view.model.get("view") === "would_be";
+    const pal = this.view.model.get("palette");
     const paint = (r0, c0, w, hgt, v, f) => {
-      const rgb = colour(t(v));
+      const rgb = colour(t(v), pal.diverging);
       const masked = (f & MASKED) !== 0;
       const frozen = (f & FROZEN) !== 0, someFrozen = (f & SOME_FROZEN) !== 0;
       for (let y = r0; y < r0 + hgt; y++) {
         for (let x = c0; x < c0 + w; x++) {
           let c = rgb;
-          if (masked && overlay) c = ((x + y) % 4 === 0) ? [90, 90, 90] : rgb;
-          else if (masked) c = ((x + y) % 4 === 0) ? [140, 140, 140] : [226, 226, 226];
+          if (masked && overlay) c = ((x + y) % 4 === 0) ? pal.hatch_over : rgb;
+          else if (masked) c = ((x + y) % 4 === 0) ? pal.hatch : pal.masked;
           if ((frozen || someFrozen) && !masked) {
             const edge = w >= 4 ? (y === r0 || x === c0 || y === r0 + hgt - 1 || x === c0 + w - 1) : true;
-            if (edge) c = frozen ? [30, 30, 30] : [110, 110, 110];
+            if (edge) c = frozen ? pal.frozen : pal.some_frozen;
             else if (w < 4) c = [c[0] * 0.5, c[1] * 0.5, c[2] * 0.5];
           }
           const k = (y * W + x) * 4;
@@ -191,7 +192,7 @@ class LayerPanel {
       const bt = scaler(scale, maxAbs(bv));
       const y0 = h.rows * s + this.biasGap;
       for (let c = 0; c < h.cols; c++) {
-        paintBias(px, W, y0, c * s, s, this.biasH, colour(bt(bv[c])), bf[c], overlay);
+        paintBias(px, W, y0, c * s, s, this.biasH, colour(bt(bv[c]), pal.diverging), bf[c], overlay, pal);
       }
     }
     ctx.putImageData(img, 0, 0);
@@ -215,7 +216,7 @@ class LayerPanel {
   drawLegend(vmax, scale) {
     const ctx = this.legend.getContext("2d");
     for (let x = 0; x < this.legend.width; x++) {
-      const c = colour((x / (this.legend.width - 1)) * 2 - 1);
+      const c = colour((x / (this.legend.width - 1)) * 2 - 1, this.view.model.get("palette").diverging);
       ctx.fillStyle = `rgb(${c[0]},${c[1]},${c[2]})`;
       ctx.fillRect(x, 0, 1, this.legend.height);
     }
@@ -299,13 +300,13 @@ class LayerPanel {
   }
 }
 
-function paintBias(px, W, y0, x0, w, hgt, rgb, f, overlay) {
+function paintBias(px, W, y0, x0, w, hgt, rgb, f, overlay, pal) {
   for (let y = y0; y < y0 + hgt; y++) {
     for (let x = x0; x < x0 + w; x++) {
       let c = rgb;
-      if ((f & MASKED) && overlay) c = ((x + y) % 4 === 0) ? [90, 90, 90] : rgb;
-      else if (f & MASKED) c = ((x + y) % 4 === 0) ? [140, 140, 140] : [226, 226, 226];
-      else if ((f & FROZEN) && w >= 4 && (y === y0 || x === x0 || y === y0 + hgt - 1 || x === x0 + w - 1)) c = [30, 30, 30];
+      if ((f & MASKED) && overlay) c = ((x + y) % 4 === 0) ? pal.hatch_over : rgb;
+      else if (f & MASKED) c = ((x + y) % 4 === 0) ? pal.hatch : pal.masked;
+      else if ((f & FROZEN) && w >= 4 && (y === y0 || x === x0 || y === y0 + hgt - 1 || x === x0 + w - 1)) c = pal.frozen;
       const k = (y * W + x) * 4;
       px[k] = c[0]; px[k + 1] = c[1]; px[k + 2] = c[2]; px[k + 3] = 255;
     }
