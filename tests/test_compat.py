@@ -114,6 +114,26 @@ def test_csr_matrix_ops_multiply():
     np.testing.assert_array_equal(np.array(product), dense)
 
 
+@pytest.mark.parametrize("mode", [None, "int8"])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_serialization_names_are_what_dense_saves(mode, use_bias):
+    """Catches a Keras version that writes other Dense entries (the count of a MaskedDense
+    file's Dense entries, and so where its masks start, comes from these names)."""
+    layer = keras.layers.Dense(3, use_bias=use_bias)
+    layer.build((None, 4))
+    if mode:
+        layer.quantize(mode)
+    store: dict = {}
+    layer.save_own_variables(store)
+    names = _compat.dense_serialization_names(layer)
+    assert len(names) == len(store), (names, list(store))
+    for i, name in enumerate(names):
+        variable = _compat.dense_kernel(layer) if name == "kernel" else getattr(layer, name)
+        np.testing.assert_array_equal(
+            np.asarray(store[str(i)]), keras.ops.convert_to_numpy(variable)
+        )
+
+
 _PRIVATE = re.compile(
     r"\._(trainable_variables|get_variable_index|inbound_nodes|nodes_by_depth|keras_history"
     r"|functional|value|shape|ndim|tracker|layers|outbound_nodes)\b|tensorflow\.python|keras\.src"
@@ -159,6 +179,10 @@ def test_dense_attributes_swaps_and_restores_what_quantized_calls_read():
 def test_dense_quantized_kernel_matches_dense_calibrated_call(mode):
     # Packed 4-bit values, scales and zero points as a calibration would leave them; the
     # kernel _compat dequantizes must be the one Dense's own calibrated call multiplies by.
+    pytest.importorskip(
+        f"keras.src.quantizers.{mode}_config",
+        reason=f"Keras {keras.__version__} has no {mode} quantization (newer Keras 3 releases only)",
+    )
     from keras.src.quantizers.awq_config import AWQConfig
     from keras.src.quantizers.gptq_config import GPTQConfig
 

@@ -425,14 +425,7 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
 
     def _dense_entry_count(self) -> int:
         """How many entries ``Dense.load_own_variables`` reads for this layer."""
-        count = 0
-        for name in self.variable_serialization_spec[self.quantization_mode]:
-            if name == "bias" and self.bias is None:
-                continue
-            if name in ("kernel_zero", "g_idx") and not hasattr(self, name):
-                continue
-            count += 1
-        return count
+        return len(_compat.dense_serialization_names(self))
 
     def _sparse_entries(self) -> list:
         """The sparse layer's file layout (that of the first version: kept as it was)."""
