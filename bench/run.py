@@ -1,23 +1,34 @@
-"""maskmagic benchmark suite: train-step time and peak memory of masked layers vs plain Dense.
+"""maskmagic benchmarks of the user path: TrainOp steps and model.fit, masked vs plain Dense.
 
-One command prints a table (and writes it to ``bench/results/``)::
+Each *group* is one layer size, batch, optimizer, op kind and mask density; the models of a
+group are built in one fresh worker process and timed side by side: every round times one
+burst of each model in turn (interleaved), and each ratio is the median over rounds of
+(model time / reference time in the same round), so load from other processes hits both
+sides alike. The load average is recorded before and after each group.
 
-    python bench/run.py            # 4096 and 8192 square layers, batch 128 (about 5-10 min)
-    python bench/run.py --quick    # 4096 only, one group, 3 memory probes (under a minute)
-    python bench/run.py --sweep    # sparse vs dense impl over sizes and densities (auto)
+Op kinds (what a ``%%masked_net`` cell makes, on a one-layer net ``out``):
 
-Every model is one layer on an ``Input(n)``, trained by the same ``tf.function`` step (MSE
-loss, Adam). Each ratio is measured side by side in one worker process: the models of a
-group take turns (one timed burst each per round, alternating), and the ratio reported is
-the median over rounds of (model time / plain Dense time in the same round), so load from
-other processes hits both sides alike. Peak memory is measured in a fresh process per model:
-the growth of resident memory (RSS high-water mark, reset after TensorFlow is imported and
-the batch is made) while the model is built and trained for 3 steps; on a GPU the peak of
-``tf.config.experimental.get_memory_info``.
+* ``all``: ``TrainOp(model)`` (train everything);
+* ``unit``: ``TrainOp(model, select="out[1]")``;
+* ``freeze``: ``TrainOp(model, freeze="out[0]")``;
+* ``fit``: ``model.compile(optimizer, "mse"); model.fit(...)`` over 4 batches per call.
 
-Layers compared: ``keras.layers.Dense``; ``MaskedDense(impl="dense")`` with a full mask;
-the common baseline, a ``Dense`` subclass multiplying its kernel by a constant 0/1 mask
-(``ConstantMaskDense``); ``MaskedDense(impl="auto")`` (sparse or dense as it chooses).
+Models: ``dense`` (``keras.layers.Dense``, the reference), ``constant-mask`` (the hand-written
+``Dense`` with ``kernel * constant_mask``), ``masked-dense`` / ``masked-sparse`` /
+``masked-auto`` (``MaskedDense(impl=...)``), ``beyondml`` (BeyondML's ``MaskedDense``) and
+``gennet`` (GenNet's ``LocallyDirected1D``), the last two only when ``bench/.deps`` holds them
+(``python bench/deps.py`` installs them there with ``--no-deps``) and only for ``all``.
+
+Usage::
+
+    python bench/run.py --quick                      # 1024 and 4096, a few rows (~3 min)
+    python bench/run.py                              # the full grid (hours on 2 cores)
+    python bench/run.py --sizes 4096 --densities 1 0.01 --ops all --optimizers adam
+    python bench/run.py --tiny                       # the 3-4-2 net: op(x, y) vs tf.function
+
+Results go to ``bench/results/run-<date>.json``; ``python bench/report.py`` writes the README
+tables from every result file. On a GPU the worker places the models on ``GPU:0`` and lets
+TensorFlow grow its memory (``set_memory_growth``), so several models fit side by side.
 """
 
 from __future__ import annotations
@@ -25,54 +36,77 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+ROOT = os.path.dirname(HERE)
+DEPS = os.path.join(HERE, ".deps")
+sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-TARGETS = {"masked-dense-full": 1.05, 0.01: 0.2, 0.001: 0.05}
+SIZES = [1024, 4096, 8192]
+DENSITIES = [1.0, 0.9, 0.5, 0.1, 0.01, 0.001]
+BATCHES = [128, 32]
+OPTIMIZERS = ["sgd", "adam"]
+OPS = ["all", "unit", "freeze", "fit"]
+FIT_BATCHES = 4  # batches per model.fit call
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def targets(op: str, model: str, density: float) -> list[tuple[str, str, float]]:
+    """The issue-16 targets of one row: (name, reference, limit) on a ratio to ``reference``.
+
+    ``reference`` is a model of the same group, or ``"best"``: the faster of masked-dense and
+    masked-sparse in that round.
+    """
+    found = []
+    if model == "masked-dense":
+        if op in ("all", "fit"):
+            if op == "all" or density == 1.0:
+                found.append(("<= 1.05x Dense", "dense", 1.05))
+            if op == "all" and density < 1.0:
+                found.append(("<= hand-written mask", "constant-mask", 1.0))
+        else:
+            found.append(("<= 1.10x Dense", "dense", 1.10))
+    if model == "masked-auto" and op == "all":
+        limit = {0.01: 0.08, 0.001: 0.03}.get(density)
+        if limit is not None:
+            found.append((f"<= {limit:g}x Dense", "dense", limit))
+        found.append(("<= 1.10x best impl", "best", 1.10))
+    return found
 
 
 # ----------------------------------------------------------------------------- worker side
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _load(name: str, path: str):
+    """A module of a benchmark-only package, by file (BeyondML's __init__ imports torch)."""
+    import importlib.util
 
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the RSS high-water mark to the current RSS
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _make_layer(kind: str, n: int, density: float):
     import keras
+    import numpy as np
     import tensorflow as tf
     from scale import random_connections
 
     from maskmagic.layers import MaskedDense
 
+    mask = random_connections(n, n, max(1, round(n * n * density)), seed=0) if density < 1 else None
+
     class ConstantMaskDense(keras.layers.Dense):
-        """The common baseline: Dense with ``kernel * constant_mask``."""
+        """The hand-written baseline: a Dense whose kernel is multiplied by a constant mask."""
 
         def __init__(self, units, mask, **kwargs):
             super().__init__(units, **kwargs)
@@ -85,253 +119,286 @@ def _make_layer(kind: str, n: int, density: float):
         def call(self, inputs):
             return tf.matmul(inputs, self.kernel * self.mask_constant) + self.bias
 
-    mask = None
-    if density < 1:
-        mask = random_connections(n, n, max(1, round(n * n * density)), seed=0)
     if kind == "dense":
-        return keras.layers.Dense(n)
+        return keras.layers.Dense(n, name="out")
     if kind == "constant-mask":
-        return ConstantMaskDense(n, mask.toarray() if mask is not None else None)
+        full = mask.toarray() if mask is not None else np.ones((n, n), bool)
+        return ConstantMaskDense(n, full, name="out")
+    if kind == "beyondml":
+        module = _load(
+            "bml_masked_dense", os.path.join(DEPS, "beyondml/tflow/layers/MaskedDense.py")
+        )
+        layer = module.MaskedDense(n, kernel_initializer="glorot_uniform", name="out")
+        layer.build((None, n))
+        if mask is not None:
+            layer.w_mask.assign(mask.toarray().astype("float32"))
+        return layer
+    if kind == "gennet":
+        module = _load("gennet_ld", os.path.join(DEPS, "gennet/utils/LocallyDirected1D.py"))
+        import scipy.sparse as sp
+
+        coo = sp.coo_matrix(mask if mask is not None else np.ones((n, n), bool))
+        return module.LocallyDirected1D(mask=coo, filters=1, name="out")
     impl = {"masked-dense": "dense", "masked-sparse": "sparse", "masked-auto": "auto"}[kind]
-    return MaskedDense(n, mask=mask, impl=impl)
+    return MaskedDense(n, mask=mask, impl=impl, name="out")
 
 
-def _build(kind: str, n: int, density: float):
+def _optimizer(name: str):
     import keras
-    import tensorflow as tf
 
-    inputs = keras.Input((n,))
-    layer = _make_layer(kind, n, density)
-    model = keras.Model(inputs, layer(inputs))
-    optimizer = keras.optimizers.Adam(1e-3)
-    variables = model.trainable_variables
-    optimizer.build(variables)
+    return keras.optimizers.SGD(0.01) if name == "sgd" else keras.optimizers.Adam(1e-3)
 
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
 
+def _build(kind: str, spec: dict, x, y):
+    """A callable running one call of ``spec["op"]`` on a fresh model, and the impl used."""
+    import keras
+
+    from maskmagic.training import TrainOp
+
+    n = spec["n"]
+    layer = _make_layer(kind, n, spec["density"])
+    if kind == "gennet":
+        inputs = keras.Input((n, 1))
+        model = keras.Model(inputs, keras.layers.Flatten()(layer(inputs)))
+        x = keras.ops.expand_dims(x, -1)
+    else:
+        inputs = keras.Input((n,))
+        model = keras.Model(inputs, layer(inputs))
     impl = getattr(layer, "kernel_format", None) or "-"
-    return step, impl
+    op = spec["op"]
+    if op == "fit":
+        import tensorflow as tf
+
+        model.compile(optimizer=_optimizer(spec["optimizer"]), loss="mse")
+        xs, ys = tf.tile(x, [FIT_BATCHES, 1]), tf.tile(y, [FIT_BATCHES, 1])
+
+        def run():
+            model.fit(xs, ys, batch_size=spec["batch"], epochs=1, verbose=0, shuffle=False)
+
+        return run, impl, FIT_BATCHES
+    select = {"unit": "out[1]"}.get(op)
+    freeze = {"freeze": "out[0]"}.get(op)
+    train = TrainOp(model, loss="mse", optimizer=_optimizer(spec["optimizer"]), select=select,
+                    freeze=freeze)  # fmt: skip
+    return (lambda: train(x, y)), impl, 1
 
 
-def _data(n: int, batch: int):
-    import numpy as np
+def _device():
     import tensorflow as tf
 
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(batch, n)).astype("float32"))
-    y = tf.constant(rng.normal(size=(batch, n)).astype("float32"))
-    return x, y
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return ("/GPU:0" if gpus else "/CPU:0"), [g.name for g in gpus]
 
 
 def time_group(spec: dict) -> dict:
-    """Times the models of one group side by side; returns per-model medians and ratios."""
-    n, batch, rounds = spec["n"], spec["batch"], spec["rounds"]
-    x, y = _data(n, batch)
-    models = {}
-    for key, (kind, density) in spec["models"].items():
-        step, impl = _build(kind, n, density)
-        float(step(x, y))  # trace
-        float(step(x, y))
-        models[key] = (step, impl)
-    # Burst size: about 0.3 s of the slowest model, at least one step.
-    probe = {}
-    for key, (step, _) in models.items():
-        start = time.perf_counter()
-        float(step(x, y))
-        probe[key] = time.perf_counter() - start
-    burst = {k: max(1, min(20, int(0.3 / max(t, 1e-4)))) for k, t in probe.items()}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(rounds):
-        for key, (step, _) in models.items():
-            start = time.perf_counter()
-            for _ in range(burst[key]):
-                loss = step(x, y)
-            float(loss)
-            times[key].append((time.perf_counter() - start) / burst[key])
-    reference = spec["reference"]
-    out = {}
-    for key, (_, impl) in models.items():
-        ratios = [t / r for t, r in zip(times[key], times[reference])]
-        out[key] = {
-            "ms": 1000 * statistics.median(times[key]),
-            "ratio": statistics.median(ratios),
-            "impl": impl,
-        }
-    return out
-
-
-def memory_of(spec: dict) -> dict:
-    """Peak memory growth (MiB) while building ``spec``'s model and training 3 steps."""
+    """Times the models of one group side by side; returns per-round times (s per step)."""
+    import numpy as np
     import tensorflow as tf
 
-    n, batch = spec["n"], spec["batch"]
-    x, y = _data(n, batch)
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    if gpu:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-        base = tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20
-    else:
-        base = _rss_mib()
-        if not _reset_peak():
-            base = _peak_mib()
-    step, impl = _build(spec["kind"], n, spec["density"])
-    for _ in range(3):
-        float(step(x, y))
-    if gpu:
-        peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-    else:
-        peak = _peak_mib()
-    return {"mib": max(0.0, peak - base), "impl": impl, "device": "GPU" if gpu else "CPU"}
+    device, gpus = _device()
+    load_before = os.getloadavg()
+    with tf.device(device):
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.normal(size=(spec["batch"], spec["n"])).astype("float32"))
+        y = tf.constant(rng.normal(size=(spec["batch"], spec["n"])).astype("float32"))
+        runs = {}
+        for kind in spec["models"]:
+            run, impl, steps = _build(kind, spec, x, y)
+            run()  # trace
+            run()
+            runs[kind] = (run, impl, steps)
+        burst = {}
+        for kind, (run, _, _) in runs.items():
+            start = time.perf_counter()
+            run()
+            burst[kind] = max(
+                1, min(20, int(spec["burst_s"] / max(time.perf_counter() - start, 1e-4)))
+            )
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(spec["rounds"]):
+            for kind, (run, _, steps) in runs.items():
+                start = time.perf_counter()
+                for _ in range(burst[kind]):
+                    run()
+                times[kind].append((time.perf_counter() - start) / burst[kind] / steps)
+    return {
+        "times": times,
+        "impl": {k: impl for k, (_, impl, _) in runs.items()},
+        "load": [load_before, os.getloadavg()],
+        "device": device,
+        "gpus": gpus,
+    }
 
 
 # ----------------------------------------------------------------------------- driver side
 
 
-def _worker(task: str, spec: dict) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def _worker(spec: dict) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
     done = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", task, json.dumps(spec)],
+        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
         capture_output=True,
         text=True,
         env=env,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"worker {task} {spec} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"worker {spec} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _pct(density: float) -> str:
-    return f"{density * 100:g}%"
+def machine() -> dict:
+    """CPU model, core count, platform (recorded with every result file)."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
-def _groups(n: int, densities: list[float], quick: bool) -> list[dict]:
-    """The side-by-side groups for one size: {key: (kind, density, label, target)}."""
-    full = {
-        "dense": ("dense", 1.0, "keras Dense", None),
-        "masked": ("masked-dense", 1.0, "MaskedDense", TARGETS["masked-dense-full"]),
-    }
-    per_density = [
-        {
-            f"constant-{d}": ("constant-mask", d, "Dense * const mask", None),
-            f"auto-{d}": ("masked-auto", d, "MaskedDense auto", TARGETS.get(d)),
-        }
-        for d in densities
-    ]
-    if quick:  # one group; the constant-mask baseline costs the same at every density
-        merged = dict(full)
-        merged.update(per_density[0])
-        for group in per_density[1:]:
-            merged.update({k: v for k, v in group.items() if k.startswith("auto")})
-        return [merged]
-    return [full] + [{"dense": full["dense"], **group} for group in per_density]
+def models_of(op: str, density: float, extras: bool) -> list[str]:
+    """The models timed side by side in one group (the reference first)."""
+    models = ["dense", "constant-mask", "masked-dense"]
+    if op == "all" and density <= 0.5:
+        models.append("masked-sparse")
+    if density < 1.0:
+        models.append("masked-auto")
+    if extras and op == "all" and os.path.isdir(DEPS):
+        models.append("beyondml")
+        if density <= 0.1:
+            models.append("gennet")
+    return models
 
 
-def suite(sizes: list[int], densities: list[float], batch: int, rounds: int, quick: bool):
-    """Runs the timing groups and memory probes; returns table rows."""
+def summarize(spec: dict, result: dict) -> list[dict]:
+    """Rows with medians, ratios and target verdicts from one group's per-round times."""
+    times = result["times"]
+
+    def ratio(model: str, reference: str) -> float | None:
+        if reference == "best":
+            if "masked-sparse" not in times:
+                return None
+            best = [min(a, b) for a, b in zip(times["masked-dense"], times["masked-sparse"])]
+            return statistics.median(t / b for t, b in zip(times[model], best))
+        if reference not in times:
+            return None
+        return statistics.median(t / r for t, r in zip(times[model], times[reference]))
+
     rows = []
-    for n in sizes:
-        for index, group in enumerate(_groups(n, densities, quick)):
-            spec = {"n": n, "batch": batch, "rounds": rounds, "reference": "dense"}
-            spec["models"] = {key: [kind, d] for key, (kind, d, _, _) in group.items()}
-            timing = _worker("time", spec)
-            for key, (kind, d, label, target) in group.items():
-                if key == "dense" and index > 0:
-                    continue  # the reference row is printed once per size
-                mib = None
-                if not quick or kind in ("dense", "masked-auto"):
-                    probe = {"n": n, "batch": batch, "kind": kind, "density": d}
-                    mib = _worker("memory", probe)["mib"]
-                t = timing[key]
-                rows.append((n, d, label, t["impl"], t["ms"], t["ratio"], target, mib))
-                print(_format_row(rows[-1]), flush=True)
+    for model in times:
+        row = {
+            "n": spec["n"],
+            "batch": spec["batch"],
+            "optimizer": spec["optimizer"],
+            "op": spec["op"],
+            "density": spec["density"],
+            "model": model,
+            "impl": result["impl"][model],
+            "ms": 1000 * statistics.median(times[model]),
+            "vs_dense": ratio(model, "dense"),
+            "targets": [],
+        }
+        for name, reference, limit in targets(spec["op"], model, spec["density"]):
+            value = ratio(model, reference)
+            if value is not None:
+                row["targets"].append(
+                    {
+                        "target": name,
+                        "reference": reference,
+                        "limit": limit,
+                        "ratio": value,
+                        "met": value <= limit,
+                    }  # fmt: skip
+                )
+        rows.append(row)
     return rows
-
-
-HEADER = (
-    "| layer (n x n, batch) | density | model | impl | step ms | vs Dense | target | peak MiB |\n"
-    "|---|---|---|---|---|---|---|---|"
-)
-
-
-def _format_row(row) -> str:
-    n, d, label, impl, ms, ratio, target, mib = row
-    goal = "" if target is None else f"<= {target:g}x " + ("ok" if ratio <= target else "MISSED")
-    memory = "" if mib is None else f"{mib:.0f}"
-    return f"| {n} x {n} | {_pct(d)} | {label} | {impl} | {ms:.1f} | {ratio:.3f}x | {goal} | {memory} |"
-
-
-def sweep(sizes: list[int], densities: list[float], batch: int, rounds: int) -> list[str]:
-    """sparse/dense train-step time ratios of MaskedDense, to place impl='auto' thresholds."""
-    lines = ["| n x n | " + " | ".join(_pct(d) for d in densities) + " |"]
-    lines.append("|---" * (len(densities) + 1) + "|")
-    print(lines[0], flush=True)
-    for n in sizes:
-        cells = []
-        for d in densities:
-            spec = {
-                "n": n,
-                "batch": batch,
-                "rounds": rounds,
-                "reference": "dense",
-                "models": {"dense": ["masked-dense", d], "sparse": ["masked-sparse", d]},
-            }
-            cells.append(f"{_worker('time', spec)['sparse']['ratio']:.2f}")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-        print(lines[-1], flush=True)
-    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small subset, under a minute")
-    parser.add_argument("--sweep", action="store_true", help="sparse/dense ratios for auto")
-    parser.add_argument("--sizes", type=int, nargs="*", help="layer sizes n (n x n)")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, help="alternating rounds per group")
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a small subset (~3 min)")
+    parser.add_argument("--sizes", type=int, nargs="*")
+    parser.add_argument("--densities", type=float, nargs="*")
+    parser.add_argument("--batches", type=int, nargs="*")
+    parser.add_argument("--optimizers", nargs="*", choices=OPTIMIZERS)
+    parser.add_argument("--ops", nargs="*", choices=OPS)
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per group")
+    parser.add_argument("--no-extras", action="store_true", help="skip BeyondML and GenNet")
+    parser.add_argument("--tiny", action="store_true", help="the 3-4-2 net (see bench/tiny.py)")
+    parser.add_argument("--out", help="result file (default bench/results/run-DATE.json)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        task, spec = args.worker[0], json.loads(args.worker[1])
-        print(json.dumps(time_group(spec) if task == "time" else memory_of(spec)))
+        print(json.dumps(time_group(json.loads(args.worker))))
         return
-    started = time.perf_counter()
-    if args.sweep:
-        sizes = args.sizes or [128, 256, 512, 1024, 2048, 4096]
-        densities = [0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001]
-        lines = sweep(sizes, densities, args.batch, args.rounds or 5)
-        text = "sparse / dense MaskedDense train-step time\n\n" + "\n".join(lines)
-        _save("sweep", text)
+    if args.tiny:
+        import tiny
+
+        tiny.main()
         return
-    if args.quick:
-        sizes, densities, rounds = args.sizes or [4096], [0.01, 0.001], args.rounds or 3
-    else:
-        sizes, densities, rounds = args.sizes or [4096, 8192], [0.1, 0.01, 0.001], args.rounds or 5
-    print(HEADER, flush=True)
-    rows = suite(sizes, densities, args.batch, rounds, quick=args.quick)
-    elapsed = time.perf_counter() - started
-    table = "\n".join([HEADER] + [_format_row(r) for r in rows])
-    note = (
-        f"\n\nbatch {args.batch}, Adam, {rounds} alternating rounds per group, "
-        f"{os.cpu_count()} CPU cores, {elapsed:.0f} s in all; peak MiB: growth of the "
-        "resident set while building and training 3 steps, in a fresh process per row."
-    )
-    print(note.strip())
-    _save("quick" if args.quick else "cpu", table + note)
-
-
-def _save(kind: str, text: str) -> None:
-    folder = os.path.join(HERE, "results")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.md")
-    with open(path, "w") as f:
-        f.write(text + "\n")
+    quick = args.quick
+    sizes = args.sizes or ([1024, 4096] if quick else SIZES)
+    densities = args.densities or ([1.0, 0.5, 0.01, 0.001] if quick else DENSITIES)
+    batches = args.batches or ([128] if quick else BATCHES)
+    optimizers = args.optimizers or (["adam"] if quick else OPTIMIZERS)
+    ops = args.ops or (["all", "freeze"] if quick else OPS)
+    rounds = args.rounds or (3 if quick else 5)
+    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    path = args.out or os.path.join(HERE, "results", f"run-{stamp.replace(':', '')}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    record = {"kind": "run", "machine": machine(), "date": stamp, "command": command,
+              "rounds": rounds, "groups": []}  # fmt: skip
+    for n in sizes:
+        for batch in batches:
+            for optimizer in optimizers:
+                for op in ops:
+                    for density in densities:
+                        spec = {"n": n, "batch": batch, "optimizer": optimizer, "op": op,
+                                "density": density, "rounds": rounds, "burst_s": 0.25,
+                                "models": models_of(op, density, not args.no_extras)}  # fmt: skip
+                        started = time.perf_counter()
+                        try:
+                            result = _worker(spec)
+                        except RuntimeError as error:
+                            print(f"FAILED {spec}: {str(error)[-400:]}", flush=True)
+                            record["groups"].append({"spec": spec, "error": str(error)[-2000:]})
+                            continue
+                        rows = summarize(spec, result)
+                        record["groups"].append(
+                            {
+                                "spec": spec,
+                                "load": result["load"],
+                                "device": result["device"],
+                                "gpus": result["gpus"],
+                                "seconds": time.perf_counter() - started,
+                                "times": result["times"],
+                                "rows": rows,
+                            }  # fmt: skip
+                        )
+                        for row in rows:
+                            print(format_row(row), flush=True)
+                        with open(path, "w") as f:  # after every group: a partial run counts
+                            json.dump(record, f, indent=1)
     print(f"saved {os.path.relpath(path)}")
+
+
+def format_row(row: dict) -> str:
+    verdicts = ", ".join(
+        f"{t['target']}: {t['ratio']:.3f}x {'met' if t['met'] else 'MISSED'}"
+        for t in row["targets"]
+    )
+    return (
+        f"{row['n']}² b{row['batch']} {row['optimizer']:4s} {row['op']:6s} "
+        f"{row['density'] * 100:g}% {row['model']:13s} {row['impl']:6s} {row['ms']:8.2f} ms "
+        f"{row['vs_dense']:.3f}x  {verdicts}"
+    )
 
 
 if __name__ == "__main__":

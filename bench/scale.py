@@ -73,9 +73,13 @@ def run(n_in: int, units: int, nnz: int, batch: int) -> dict:
     before = keras.ops.convert_to_numpy(layer.kernel).copy()
     loss = op(x, y)
     result["first_step_s"] = time.perf_counter() - t  # includes tracing
-    t = time.perf_counter()
-    op(x, y)
-    result["step_s"] = time.perf_counter() - t
+    steps = []
+    for _ in range(5):
+        t = time.perf_counter()
+        op(x, y)
+        steps.append(time.perf_counter() - t)
+    result["step_s"] = float(np.median(steps))  # median of 5 steps after tracing
+    result["step_times_s"] = steps
     moved = int(np.count_nonzero(keras.ops.convert_to_numpy(layer.kernel) != before))
     result["loss"] = loss
     result["moved"] = moved
@@ -102,6 +106,28 @@ def run(n_in: int, units: int, nnz: int, batch: int) -> dict:
     return result
 
 
+def _save(result: dict, load: list, argv: list) -> None:
+    """Writes the result with machine, date, command and load (for bench/report.py)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    from run import machine
+
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    targets = [
+        {"target": "step <= 0.1 s", "value": result["step_s"], "met": result["step_s"] <= 0.1},
+        {"target": "peak RSS < 1.2 GiB", "value": result["peak_rss_mib"] / 1024,
+         "met": result["peak_rss_mib"] < 1.2 * 1024},
+    ]  # fmt: skip
+    record = {"kind": "scale", "machine": machine(), "date": stamp,
+              "command": " ".join(["python bench/scale.py", *argv]), "load": load,
+              "result": result, "targets": targets}  # fmt: skip
+    path = os.path.join(here, "results", f"scale-{stamp.replace(':', '')}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"saved {os.path.relpath(path)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=200_000)
@@ -109,8 +135,13 @@ def main() -> None:
     parser.add_argument("--nnz", type=int, default=2_000_000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--save", action="store_true", help="write bench/results/scale-DATE.json")
     args = parser.parse_args()
+    load = [os.getloadavg()]
     result = run(args.inputs, args.units, args.nnz, args.batch)
+    load.append(os.getloadavg())
+    if args.save:
+        _save(result, load, sys.argv[1:])
     if args.json:
         print(json.dumps(result))
         return

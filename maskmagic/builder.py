@@ -14,6 +14,7 @@ propagates unchanged (the magic shows it as one, with its traceback).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 
 from maskmagic import lang, masks
-from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.errors import CellError, MaskMagicError, first_line
 from maskmagic.expressions import evaluate
 from maskmagic.layers import MaskedConv1D, MaskedConv2D, MaskedDense
 from maskmagic.layers.conv import validate_conv_mask
@@ -88,8 +89,7 @@ def _at(
         message = str(exc) if str(exc).startswith(what) else f"{what}: {exc}"
         raise CellError(message, loc.line, loc.column, loc.source) from None
     except foreign as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        message = f"{what} failed: {type(exc).__name__}: {message}"
+        message = f"{what} failed: {type(exc).__name__}: {first_line(exc)}"
         if expected:
             message += f"; expected {expected}"
         raise CellError(message, loc.line, loc.column, loc.source) from None
@@ -221,7 +221,7 @@ def _conv_layer(spec: lang.ConvSpec, x: Any, namespace: Mapping, seed: int | Non
             impl=spec.impl,
             kernel_initializer=initializer,
             name=spec.name,
-            **dict(spec.options),
+            **dict[str, Any](spec.options),
         )
         out = layer.compute_output_shape(tuple(x.shape))
         if any(d is not None and d < 1 for d in out[1:-1]):
@@ -295,7 +295,8 @@ def build_spec(
     """Builds the model and TrainOps of a parsed cell (see :func:`build`)."""
     namespace = namespace if namespace is not None else {}
     if spec.base is not None:
-        return _with_ops(spec, _from_model(spec.base, namespace), namespace)
+        model = _from_model(spec.base, namespace)
+        return _with_ops(_described(spec, model), model, namespace)
     if not spec.layers:
         first = spec.inputs[0].loc
         raise CellError(
@@ -375,6 +376,52 @@ def _from_model(base: lang.ModelSpec, namespace: Mapping[str, Any]) -> keras.Mod
         return masked(model, **found)
 
 
+def _described(spec: lang.NetSpec, model: keras.Model) -> lang.NetSpec:
+    """``spec`` with inputs and layers describing ``model`` (for the summary and drawing).
+
+    MaskedDense layers become DenseSpecs; every other layer (BatchNormalization, a nested
+    model, ...) a pass-through DropoutSpec of rate 0, which the summary shows by its class.
+    """
+    from maskmagic import _compat
+
+    graph = _compat.functional_graph(model)
+    base = spec.base
+    if base is None:  # called for from_model cells only
+        raise AssertionError("a model description without from_model")
+    if graph is None:  # mypy found this: a subclassed model would fail here (issue 13 to check)
+        raise AssertionError(f"model {model.name!r} has no functional graph to describe")
+    inputs: list[lang.InputSpec] = []
+    layers: list[lang.DenseSpec | lang.DropoutSpec] = []
+    for layer in graph.layers:
+        nodes = _compat.inbound_nodes(layer)
+        tensors = nodes[0].input_tensors if nodes else []
+        # Every tensor of a functional graph has the layer that produced it.
+        sources = tuple(_compat.producing_layer(t).name for t in tensors)  # type: ignore[union-attr]
+        if isinstance(layer, keras.layers.InputLayer):
+            shape = tuple(int(d) for d in layer.output.shape[1:])
+            inputs.append(lang.InputSpec(layer.name, shape, base.loc))
+        elif isinstance(layer, MaskedDense):
+            activation = keras.activations.serialize(layer.activation)
+            layers.append(
+                lang.DenseSpec(
+                    layer.name,
+                    layer.units,
+                    sources,
+                    None if activation == "linear" else activation,
+                    None,
+                    None,
+                    layer.use_bias,
+                    None,
+                    layer.impl,
+                    (),
+                    base.loc,
+                )
+            )
+        else:
+            layers.append(lang.DropoutSpec(layer.name, 0.0, sources, base.loc))
+    return dataclasses.replace(spec, inputs=tuple(inputs), layers=tuple(layers))
+
+
 def _evaluate_value(
     expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str, expected: str
 ) -> Any:
@@ -385,7 +432,7 @@ def _evaluate_value(
 
 def _with_ops(spec: lang.NetSpec, model: keras.Model, namespace: Mapping[str, Any]) -> Built:
     """Adds the loss, optimizer and train ops of ``spec`` to ``model`` and compiles it."""
-    last = spec.layers[-1].loc if spec.layers else spec.base.loc
+    last = spec.layers[-1].loc if spec.layers or spec.base is None else spec.base.loc
     loss = _loss(spec.loss)
     optimizer = _optimizer(spec.optimizer)
     ops = {}

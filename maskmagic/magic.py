@@ -61,19 +61,15 @@ ISSUES_URL = "the maskmagic issue tracker"
 
 def bug_header(exc: BaseException) -> str:
     """The one line shown above the traceback of an exception from maskmagic's own code."""
-    from importlib import metadata
-
     import keras
     import tensorflow as tf
 
-    try:
-        version = metadata.version("maskmagic")
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        version = "(not installed)"
+    from maskmagic._version import __version__
+
     return BUG_HEADER.format(
         kind=type(exc).__name__,
         url=ISSUES_URL,
-        version=version,
+        version=__version__,
         keras=keras.__version__,
         tensorflow=tf.__version__,
     )

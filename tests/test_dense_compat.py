@@ -177,6 +177,26 @@ def test_quantized_masked_connections_contribute_exactly_nothing(mode, config):
         assert np.all(_rows_of_effective_kernel(layer)[~cut] == 0)
 
 
+@pytest.mark.parametrize("mode", ["gptq", "awq"])
+def test_calibrated_gptq_awq_multiply_by_the_masked_kernel(mode):
+    # Catches: a calibrated GPTQ/AWQ layer using quantized values at masked connections (the
+    # calibration's error compensation and zero points make them non-zero). The quantized
+    # state is set as a calibration would leave it (Keras calibrates whole models only).
+    make = keras.quantizers.GPTQConfig if mode == "gptq" else keras.quantizers.AWQConfig
+    mask = _half_mask()
+    layer = _layer(mask)
+    layer.quantize(mode, config=make(dataset=None, tokenizer=None, weight_bits=4, group_size=-1))
+    rng = np.random.default_rng(0)
+    layer.quantized_kernel.assign(rng.integers(0, 256, layer.quantized_kernel.shape))
+    layer.kernel_zero.assign(rng.integers(0, 16, layer.kernel_zero.shape))
+    rows = _rows_of_effective_kernel(layer)
+    assert np.all(rows[~mask] == 0)  # uncalibrated: the masked float kernel
+    setattr(layer, f"is_{mode}_calibrated", True)
+    rows = _rows_of_effective_kernel(layer)
+    assert np.all(rows[~mask] == 0)
+    assert np.count_nonzero(rows[mask]) > mask.sum() // 2
+
+
 def test_lora_update_is_masked():
     # Catches: a LoRA update that brings masked connections back.
     mask = _half_mask()

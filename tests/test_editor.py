@@ -14,8 +14,8 @@ from keras.layers import Dense
 
 from maskmagic.errors import MaskError, MaskMagicError, SelectorError
 from maskmagic.masks import NamedMask
+from maskmagic.masks.check import unpack_bits
 from maskmagic.training import TrainOp
-from maskmagic.widgets.codec import unpack_bits
 from maskmagic.widgets.editor import MaskEditor, mask_image, state
 from tests.conftest import make_342
 from tests.magics import line_magic

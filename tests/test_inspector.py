@@ -551,3 +551,25 @@ def test_exported_notebook_without_widget_state_shows_the_image(tmp_path, monkey
     image = output["data"]["image/png"].replace("\n", "")
     assert f"data:image/png;base64,{image}" in html
     assert base64.b64decode(image).startswith(b"\x89PNG")
+
+
+def test_step_with_a_hold_reports_held_drift_on_references_and_fresh_inputs(data342):
+    """Catches: the held readout measured on the wrong inputs or missing for a hold= op."""
+    from maskmagic.training import TrainOp
+
+    x, y = data342
+    model, _ = build(QUESTION1, seed=0)
+    reference = x[:8]
+    op = TrainOp(model, "mse", "adam", hold="out[0]", hold_on=reference, name="held")
+    inspector = GradientInspector(model, x, y, op=op)
+    before = model(reference).numpy()[:, 0]
+    inspector.step()
+    hold = inspector.step_info["hold"]
+    measured = np.abs(model(reference).numpy()[:, 0] - before).max()
+    # the same float32 forward pass on the same inputs: equal up to evaluation order
+    assert hold["reference"] == pytest.approx(measured, abs=1e-7)
+    assert hold["references"] == 8 and hold["rank"] == 8 and hold["tol"] == 1e-6
+    assert hold["reference"] <= 1e-5 < hold["fresh"]  # held on 8 inputs, not on fresh ones
+    plain = GradientInspector(model, x, y, op=TrainOp(model, "mse", "sgd"))
+    plain.step()
+    assert "hold" not in plain.step_info

@@ -23,10 +23,13 @@ import tensorflow as tf
 
 from maskmagic import _compat
 from maskmagic.errors import MaskMagicError, SelectorError
+from maskmagic.layers import MaskedDense
 from maskmagic.layers import csr as sparse
 from maskmagic.training import batches, distributed, reach, selectors
 from maskmagic.training import hold as holds
 from maskmagic.training.objectives import make_loss, make_optimizer
+from maskmagic.training.progress import FitProgress, check_verbose
+from maskmagic.training.writeback import WriteBack
 
 __all__ = ["TrainOp", "make_loss", "make_optimizer"]
 
@@ -142,6 +145,15 @@ class TrainOp:
             for path, slots in self._sparse_slots.items():
                 sparse.track_slots(self._sparse_kernels[path], slots)  # resizable, mirrored
         self.hold = holds.attach(self, hold, hold_on, hold_tol)  # None without hold=
+        self._write_backs = (
+            {
+                path: WriteBack(mask, masks[path], self._grad_is_zero_outside(path, masks[path]))
+                for path, mask in self._mask_vars.items()
+            }
+            if self._strategy is None
+            else {}
+        )
+        self._writing_back = tf.Variable(self._any_write_back(), trainable=False)
         self._step = self._make_step()
 
     # ------------------------------------------------------------------ selection
@@ -188,6 +200,28 @@ class TrainOp:
             masks[path] = allowed
         return masks
 
+    def _any_write_back(self) -> bool:
+        return any(back.active for back in self._write_backs.values())
+
+    def _grad_is_zero_outside(self, path: str, allowed: np.ndarray) -> bool:
+        """Whether the gradient of ``path`` is already exactly 0 wherever ``allowed`` is False.
+
+        True only for the dense kernel of a :class:`MaskedDense` (its own ``call``, no kernel
+        regularizer) when every excluded entry is a masked connection: the layer computes with
+        ``where(mask, kernel, 0)``, whose gradient is exactly +0 at masked entries. The step then
+        skips zeroing them again; the write-back of values and slots is unchanged.
+        """
+        found = self._masked_layers.get(path)
+        if found is None or found[1] != "kernel":
+            return False
+        layer = found[0]
+        if not isinstance(layer, MaskedDense) or layer.is_sparse:
+            return False
+        if type(layer).call is not MaskedDense.call or layer.kernel_regularizer is not None:
+            return False
+        connected = reach.connected_entries(layer, "kernel")
+        return not bool((connected & ~allowed).any())
+
     def _nothing_left_message(self) -> str:
         picked = _labels(self.select) or "every trainable variable"
         if self.freeze:
@@ -214,6 +248,11 @@ class TrainOp:
         masks = self._compute_update_masks()
         for path, variable in self._mask_vars.items():
             variable.assign(masks[path])
+            if path in self._write_backs:
+                zero = self._grad_is_zero_outside(path, masks[path])
+                self._write_backs[path].update(masks[path], zero)
+        if self._write_backs:
+            self._writing_back.assign(self._any_write_back())
         self._versions = versions
 
     # ------------------------------------------------------------------ step
@@ -270,34 +309,38 @@ class TrainOp:
         ]
 
     def _make_step(self):
-        model, loss_fn, optimizer = self.model, self.loss, self.optimizer
-        variables = list(self._step_variables)
-        guarded = [
-            (v, self._mask_vars[v.path], _compat.optimizer_slots(optimizer, v))
-            for v in variables
+        if self._strategy is not None:  # replicated write-back: see distributed.assign
+            return distributed.wrap_step(self._strategy, self._make_where_step(), self)
+        return self._make_indexed_step()
+
+    def _guarded(self) -> list:
+        """(variable, update-mask variable, optimizer slots) of each variable with exclusions."""
+        return [
+            (v, self._mask_vars[v.path], _compat.optimizer_slots(self.optimizer, v))
+            for v in self._step_variables
             if v.path in self._mask_vars
         ]
-        inner = getattr(optimizer, "inner_optimizer", optimizer)
+
+    def _others(self) -> list:
+        """Non-trainable state (and, with EMA overwrite, unselected weights) a step restores."""
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         others = self._held_state()
         if inner.use_ema and inner.ema_overwrite_frequency:
-            chosen = {id(v) for v in variables}
-            others += [v for v in model.trainable_variables if id(v) not in chosen]
+            chosen = {id(v) for v in self._step_variables}
+            others += [v for v in self.model.trainable_variables if id(v) not in chosen]
+        return others
+
+    def _make_where_step(self):
+        """The step under a tf.distribute strategy: a full ``tf.where`` write-back."""
+        model, loss_fn, optimizer = self.model, self.loss, self.optimizer
+        variables = list(self._step_variables)
+        guarded = self._guarded()
+        others = self._others()
 
         @tf.function(reduce_retracing=True)
         def step(x, y):
-            if self._strategy is None:  # under a strategy, the distributed step counts
-                self.trace_count += 1
             saved_others = [tf.identity(v.value) for v in others]  # before the forward pass
-            with tf.GradientTape() as tape:
-                prediction = model(x, training=True)
-                loss = _total_loss(loss_fn, y, prediction)
-                loss = distributed.shard_weight(loss_fn, loss, x)
-                loss = loss + distributed.regularization(model.losses)
-            grads = tape.gradient(loss, variables)
-            grads = [
-                tf.zeros_like(v.value) if g is None else tf.convert_to_tensor(g)
-                for g, v in zip(grads, variables)
-            ]
+            loss, grads = self._loss_and_grads(model, loss_fn, x, y, variables)
             masks = {id(v): m for v, m, _ in guarded}
             grads = [
                 tf.where(masks[id(v)], g, tf.zeros_like(g)) if id(v) in masks else g
@@ -321,7 +364,81 @@ class TrainOp:
                 self.hold.restore()
             return loss
 
-        return distributed.wrap_step(self._strategy, step, self)
+        return step
+
+    def _loss_and_grads(self, model, loss_fn, x, y, variables):
+        with tf.GradientTape() as tape:
+            prediction = model(x, training=True)
+            loss = _total_loss(loss_fn, y, prediction)
+            loss = distributed.shard_weight(loss_fn, loss, x)
+            loss = loss + distributed.regularization(model.losses)
+        grads = tape.gradient(loss, variables)
+        grads = [
+            tf.zeros_like(v.value) if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(grads, variables)
+        ]
+        return loss, grads
+
+    def _make_indexed_step(self):
+        """The single-device step: the write-back touches only the excluded entries.
+
+        Per guarded variable, :class:`_WriteBack` holds the excluded entries (mask False) as
+        an index list and a mode chosen when the masks change (no re-trace): ``NONE`` (nothing
+        excluded: no work at all), ``GATHER`` (few excluded: gather their values and slots
+        before the optimizer's update, scatter them back after, in place) or ``WHERE`` (many
+        excluded: a full ``tf.where`` of the variable and of every slot, as before).
+        """
+        model, loss_fn, optimizer = self.model, self.loss, self.optimizer
+        variables = list(self._step_variables)
+        guarded = [
+            (variable, self._write_backs[variable.path], slots)
+            for variable, _, slots in self._guarded()
+        ]
+        others = self._others()
+
+        @tf.function(reduce_retracing=True)
+        def step(x, y):
+            self.trace_count += 1
+            saved_others = [tf.identity(v.value) for v in others]  # before the forward pass
+            loss, grads = self._loss_and_grads(model, loss_fn, x, y, variables)
+            if guarded:  # one cond around all write-backs: nothing to run when none is active
+                active = self._writing_back
+                backs = {id(v): back for v, back, _ in guarded}
+                cleared = list(grads)  # the inactive branch: gradients as they are, no copies
+
+                def prepare():
+                    zeroed = [
+                        backs[id(v)].zero_excluded(g) if id(v) in backs else g
+                        for g, v in zip(grads, variables)
+                    ]
+                    saved = [back.save([variable, *slots]) for variable, back, slots in guarded]
+                    return zeroed, saved
+
+                def skip():
+                    empty = [
+                        [tf.zeros([0], v.dtype) for v in [variable, *slots]]
+                        for variable, _, slots in guarded
+                    ]
+                    return cleared, empty
+
+                grads, saved = tf.cond(active, prepare, skip)
+            if self.hold is not None:  # projected before the optimizer sees it
+                grads = self.hold.project_gradient(grads, x)
+            optimizer.apply(grads, variables)
+            if guarded:
+
+                def restore():
+                    for (variable, back, slots), old in zip(guarded, saved):
+                        back.restore([variable, *slots], old)
+                    return tf.constant(0)
+
+                tf.cond(active, restore, lambda: tf.constant(0))
+            distributed.assign(list(zip(others, saved_others)))
+            if self.hold is not None:  # the update projected, then the held values corrected
+                self.hold.restore()
+            return loss
+
+        return step
 
     def __call__(self, x: Any, y: Any) -> float:
         """Runs one step on ``(x, y)`` and returns the loss (before the update) as a float."""
@@ -340,18 +457,21 @@ class TrainOp:
         batch_size: int = 32,
         shuffle: bool = True,
         seed: int | None = 0,
-        verbose: bool = True,
+        verbose: int | bool = 1,
     ) -> list[float]:
-        """Runs the op over ``(x, y)`` in mini-batches, with a progress bar.
+        """Runs the op over ``(x, y)`` in mini-batches.
+
+        Args:
+            verbose: like Keras: 1 (or True) one progress bar for the whole fit, with the
+                epoch and the loss in it; 2 one line per epoch; 0 (or False) nothing.
 
         Returns:
             The mean loss of each epoch.
         """
-        from tqdm.auto import tqdm
-
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise MaskMagicError(f"{name} must be an integer >= 1; received {value!r}")
+        verbose = check_verbose(verbose)
         count = batches.length(x)
         if count == 0:
             raise MaskMagicError("x has no samples; expected at least one sample to train on")
@@ -362,19 +482,20 @@ class TrainOp:
         rng = np.random.default_rng(seed)
         history = []
         steps = -(-count // batch_size)
-        for epoch in range(epochs):
-            order = rng.permutation(count) if shuffle else np.arange(count)
-            losses = []
-            bar = tqdm(
-                total=steps, desc=f"{self.name} epoch {epoch + 1}/{epochs}", disable=not verbose
-            )
-            for start in range(0, count, batch_size):
-                batch = order[start : start + batch_size]
-                losses.append(self(batches.take(x, batch), batches.take(y, batch)))
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4g}")
-            bar.close()
-            history.append(float(np.mean(losses)))
+        progress = FitProgress(self.name, epochs, steps, verbose)
+        try:
+            for epoch in range(epochs):
+                order = rng.permutation(count) if shuffle else np.arange(count)
+                losses = []
+                progress.start_epoch(epoch)
+                for start in range(0, count, batch_size):
+                    batch = order[start : start + batch_size]
+                    losses.append(self(batches.take(x, batch), batches.take(y, batch)))
+                    progress.batch(losses[-1])
+                history.append(float(np.mean(losses)))
+                progress.end_epoch(epoch, history[-1])
+        finally:
+            progress.close()
         return history
 
     # ------------------------------------------------------------------ inspection

@@ -46,6 +46,8 @@ def output_layers(model: keras.Model) -> list[tuple[str, int]]:
 class LayerResult:
     """The pass's result for one layer: small numpy arrays, plus the full gradient tensors.
 
+    ``kernel_wb`` (conv layers) is the would-be gradient shaped like the kernel (a tensor; the
+    kernel windows of :mod:`~maskmagic.widgets.inspector.windows` are sliced from it).
     ``wb`` (dense layers) is the (inputs, units) would-be gradient: a TensorFlow tensor for a
     pooled layer (the widget turns it into numpy only when asked: ``.gradients``, zoom), a
     numpy array for a small one; ``g_values`` (sparse layers) is the (nnz,) gradient of the
@@ -65,6 +67,7 @@ class LayerResult:
     bias_g: np.ndarray | None = None
     bias_wb: np.ndarray | None = None
     weights: np.ndarray | None = None  # the kernel, for layers shown at full resolution
+    kernel_wb: Any = None  # probes that keep it (conv): the kernel-shaped would-be gradient
 
 
 @dataclass
@@ -188,10 +191,12 @@ class GradientPass:
         by_source = dict(zip([id(s) for s in sources], grads))
         layers = []
         for probe, kernel, bias, update in zip(self.probes, kernels, biases, updates):
-            wb = by_source[id(kernel)]
+            wb = probe.overview(by_source[id(kernel)])
             summary = probe.summary(wb, update)
             if probe.has_would_be and (probe.grid.pooled or wb.dtype != tf.float32):
                 summary["wb"] = wb  # small float32 layers: the cells hold it exactly
+            if probe.keeps_kernel_gradient:  # conv: clicking a pair shows its kernel window
+                summary["kernel_wb"] = by_source[id(kernel)]
             if bias is not None:
                 summary.update(probe.bias_summary(by_source[id(bias)]))
             layers.append(_pack(summary))
@@ -227,6 +232,7 @@ class GradientPass:
                     bias_g=None if bias is None else bias[0],
                     bias_wb=None if bias is None else bias[1],
                     weights=cells[3] if len(cells) > 3 else None,
+                    kernel_wb=out.get("kernel_wb"),
                 )
             )
         loss, objective = raw["values"].numpy()

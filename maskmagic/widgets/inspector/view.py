@@ -8,7 +8,7 @@ for the wire format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,10 @@ class Static:
     on: list  # per layer: number of connected entries
     untouched: list  # per layer: the op changes no entry of the kernel
     bias_flags: list  # per layer: uint8 flags of the overview's bias cells, or None
+    kernel_update: list = field(default_factory=list)  # per layer: the update set over the
+    # kernel variable itself (kernel-shaped; for conv kernel windows), or None
+    kernel_mask: list = field(default_factory=list)  # per layer: the kernel-shaped bool mask
+    # of layers whose kernel windows are shown (conv), else None
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ def static_state(probes: list, op: Any, key: tuple) -> Static:
     state = Static(key, [], [], [], [], [], [], [], [], [], [])
     for probe in probes:
         connected = probe.connected()
-        update = update_of(op, probe.layer.kernel, tuple(probe.layer.kernel.shape))
+        kernel_update = update_of(op, probe.layer.kernel, tuple(probe.layer.kernel.shape))
+        update = probe.table_update(kernel_update)
         bias_shape = None if probe.bias is None else (probe.shape[1],)
         if probe.kind == "sparse":
             rows, cols = probe.layer.connections()
@@ -87,6 +92,8 @@ def static_state(probes: list, op: Any, key: tuple) -> Static:
             flags = tiles.block_flags(connected, update if frozen else None, probe.grid)
         state.connected.append(connected)
         state.update.append(update)
+        state.kernel_update.append(kernel_update)
+        state.kernel_mask.append(probe.kernel_mask() if probe.keeps_kernel_gradient else None)
         state.tensors.append(tf.constant(update) if frozen else None)
         state.flags.append(flags)
         state.bias_connected.append(probe.bias_connected())
@@ -220,7 +227,7 @@ def _window(data: LayerData, r0: int, c0: int) -> tuple[dict, dict]:
         wb = np.asarray(result.wb[r0:r1, c0:c1])
         connected = shown.connected[index][r0:r1, c0:c1]
         g = probe.gradient_numpy(wb, connected)
-        weights = tf.convert_to_tensor(probe.layer.kernel)[r0:r1, c0:c1].numpy()
+        weights = probe.weight_matrix()[r0:r1, c0:c1].numpy()
         allowed = None if update is None else update[r0:r1, c0:c1]
         frozen = np.zeros(g.shape, bool) if allowed is None else connected & ~allowed
         applied = g if allowed is None else np.where(allowed, g, 0).astype(np.float32)

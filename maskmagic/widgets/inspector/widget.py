@@ -11,15 +11,17 @@ Messages. Kernel to front end: the traits below (small JSON: per-layer numbers, 
 connections, losses, drift) and one ``{"type": "tile", ...}`` custom message per layer with
 binary buffers (at most 256 x 256 cells, about 1.1 MB; never more than 8 MB). Front end to
 kernel: ``{"type": "hello"}`` (a view rendered: send the tiles), ``{"type": "step"}``,
-``{"type": "refresh"}``, ``{"type": "zoom", "layer": i, "row": r | null, "col": c}``; target,
-view and scale travel as traits.
+``{"type": "refresh"}``, ``{"type": "zoom", "layer": i, "row": r | null, "col": c}``,
+``{"type": "window", "layer": l, "i": i, "j": j}`` (a click on a conv layer's cell: the kernel
+answers with that pair's kernel window, at most 64 x 64 taps, and sends it again after each
+refresh; see :mod:`maskmagic.widgets.inspector.windows`; a malformed one is refused with a
+warning and changes nothing); target, view and scale travel as traits.
 """
 
 from __future__ import annotations
 
-import base64
 import re
-from pathlib import Path
+import warnings
 from typing import Any
 
 import anywidget
@@ -30,16 +32,18 @@ import tensorflow as tf
 import traitlets
 
 from maskmagic import _compat
-from maskmagic.errors import MaskMagicError
+from maskmagic.errors import MaskMagicError, first_line
 from maskmagic.training import TrainOp
-from maskmagic.widgets.inspector import tiles
+from maskmagic.widgets import STATIC, widget_css
+from maskmagic.widgets import palette as palettes
+from maskmagic.widgets.inspector import tiles, windows
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
+from maskmagic.widgets.inspector.hold_drift import HeldDrift
 from maskmagic.widgets.inspector.inputs import (
     batch,
     check_model,
     check_targets,
     finite,
-    first_line,
     model_loss,
     names,
     probes,
@@ -55,16 +59,16 @@ from maskmagic.widgets.inspector.view import (
     tile_for,
     top_rows,
 )
+from maskmagic.widgets.png import PngFallback
 
 __all__ = ["GradientInspector", "inspector_for"]
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
 VIEWS = ("gradient", "would_be", "update")
 SCALES = ("linear", "symlog")
 TOP_ROWS = 12  # rows of the table of top connections
 
 
-class GradientInspector(anywidget.AnyWidget):
+class GradientInspector(PngFallback, anywidget.AnyWidget):
     """The gradient of every connection of ``model`` on the batch ``(x, y)``.
 
     Args:
@@ -84,7 +88,12 @@ class GradientInspector(anywidget.AnyWidget):
     """
 
     _esm = STATIC / "inspector.js"
-    _css = STATIC / "inspector.css"
+    _css = widget_css("inspector.css")
+
+    palette = traitlets.Dict(
+        default_value=palettes.INSPECTOR,
+        help="the front end's colours by role (maskmagic.widgets.palette.INSPECTOR)",
+    ).tag(sync=True)
 
     target = traitlets.Any(
         LOSS,
@@ -115,13 +124,18 @@ class GradientInspector(anywidget.AnyWidget):
         None, allow_none=True, help="the target's value: the loss, or the unit's summed output"
     ).tag(sync=True)
     step_info = traitlets.Dict(
-        help="after a step: {steps, loss_before, loss_after, drift: {layer: [per unit]}}"
+        help="after a step: {steps, loss_before, loss_after, drift: {layer: [per unit]}, "
+        "hold: {reference, fresh, references, rank, relative_drift, tol} for an op with hold=}"
     ).tag(sync=True)
     op_name = traitlets.Unicode(None, allow_none=True, help="the op's name, or null").tag(sync=True)
     revision = traitlets.Int(0, help="how many times the gradients were computed").tag(sync=True)
     error = traitlets.Unicode("", help="the last error of an action started in the front end").tag(
         sync=True
     )
+    _tiles = traitlets.Dict(
+        help="front end only: the latest tile of each layer, kept there in place so that a "
+        "saved notebook shows the latest view; the kernel never sets it"
+    ).tag(sync=True)
 
     def __init__(
         self,
@@ -156,8 +170,10 @@ class GradientInspector(anywidget.AnyWidget):
         self._result: PassResult | None = None
         self._cache: dict = {}
         self._zoom: dict[int, tuple[int, int]] = {}
+        self._window: tuple[int, int, int] | None = None  # (layer index, i, j) shown
         self._frontend = False
         self._drift: dict[str, np.ndarray] | None = None
+        self._held = None if getattr(op, "hold", None) is None else HeldDrift(op, self._x)
         self.largest_message = 0
         super().__init__(**kwargs)  # opens the widget's comm: close it if the rest fails
         try:
@@ -239,6 +255,8 @@ class GradientInspector(anywidget.AnyWidget):
             self.revision += 1
         if self._frontend:
             self._send_tiles()
+            if self._window is not None:
+                self._send_window()
 
     # ------------------------------------------------------------------ results
     def _layer_index(self, layer: Any) -> int:
@@ -263,6 +281,71 @@ class GradientInspector(anywidget.AnyWidget):
             else:
                 self._cache[key] = probe.gradient_numpy(np.asarray(result.wb), connected)
         return self._cache[key]
+
+    def kernel_window(self, layer: Any, i: int, j: int, view: str | None = None) -> np.ndarray:
+        """The kernel window of pair (input channel ``i``, filter ``j``) of a conv layer.
+
+        Args:
+            layer: the conv layer's name (or index).
+            i, j: input channel and filter.
+            view: ``"gradient"`` (masked taps exactly 0), ``"would_be"`` (the gradient w.r.t.
+                ``kernel * mask``: what each tap would get if switched on) or ``"update"`` (the
+                gradient restricted to the op's update set); default: :attr:`view`.
+
+        Returns:
+            float32 array shaped like the layer's ``kernel_size`` ((kh, kw) for a
+            ``MaskedConv2D``, (k,) for a ``MaskedConv1D``): the current target's gradient
+            ``kernel[..., i, j]``.
+
+        Raises:
+            MaskMagicError: an unknown or non-conv layer, ``i``/``j`` out of range, or an
+                unknown view.
+        """
+        index = self._layer_index(layer)
+        probe = self._probes[index]
+        if not probe.keeps_kernel_gradient:
+            raise MaskMagicError(
+                f"kernel windows exist for conv layers only; layer {probe.name!r} is "
+                f"{probe.kind} (expected one of "
+                f"{[p.name for p in self._probes if p.keeps_kernel_gradient]})"
+            )
+        view = self.view if view is None else view
+        if view not in VIEWS:
+            raise MaskMagicError(f"view must be one of {', '.join(VIEWS)}; received {view!r}")
+        for key, value, size, what in (
+            ("i", i, probe.shape[0], "input channel"),
+            ("j", j, probe.shape[1], "filter"),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise MaskMagicError(f"{key} must be an int ({what}); received {value!r}")
+            if not 0 <= value < size:
+                raise MaskMagicError(
+                    f"{key} must be in 0..{size - 1} ({what} of {probe.name!r}); received {value}"
+                )
+        arrays = windows.window_arrays(self._layer_data(index), int(i), int(j))
+        return arrays[windows.VIEW_KEYS[view]].copy()
+
+    def show_window(self, layer: Any, i: int, j: int) -> None:
+        """Shows pair (i, j)'s kernel window under the conv layer's heatmap (as a click on
+        that cell does); :attr:`window_shown` then names it."""
+        self.kernel_window(layer, i, j)  # checks the arguments
+        self._window = (self._layer_index(layer), int(i), int(j))
+        if self._frontend:
+            self._send_window()
+
+    @property
+    def window_shown(self) -> tuple[str, int, int] | None:
+        """(layer name, i, j) of the kernel window shown, or None."""
+        if self._window is None:
+            return None
+        index, i, j = self._window
+        return (self._probes[index].name, i, j)
+
+    def _send_window(self) -> None:
+        if self._window is None:
+            return
+        index, i, j = self._window
+        self._post(*windows.window_message(self._layer_data(index), i, j, self.revision))
 
     @property
     def gradients(self) -> dict[str, Any]:
@@ -311,6 +394,8 @@ class GradientInspector(anywidget.AnyWidget):
                 "op=train_op) or %grad_inspector net x y --op train_op"
             )
         before, loss_before = self._pass.evaluate(self._x, self._y)
+        if self._held is not None:
+            self._held.before_step()
         self._op(self._x, self._y)
         after, loss_after = self._pass.evaluate(self._x, self._y)
         drift = {}
@@ -318,12 +403,17 @@ class GradientInspector(anywidget.AnyWidget):
             change = np.abs(new.astype(np.float32) - old.astype(np.float32))
             drift[name] = change.reshape(-1, change.shape[-1]).max(axis=0)
         self._drift = drift
-        info = {
+        info: dict[str, Any] = {
             "steps": int(self.step_info.get("steps", 0)) + 1,
             "loss_before": finite(loss_before),
             "loss_after": finite(loss_after),
             "drift": {name: [finite(v) for v in values] for name, values in drift.items()},
         }
+        if self._held is not None:  # the held units on the reference and on fresh inputs
+            info["hold"] = {
+                k: finite(v) if isinstance(v, float) else v
+                for k, v in self._held.after_step().items()
+            }
         with self.hold_sync():
             self.step_info = info
             self.refresh()
@@ -346,6 +436,9 @@ class GradientInspector(anywidget.AnyWidget):
 
     def _on_message(self, _: Any, content: dict, buffers: list) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "window":  # checked strictly: a malformed one changes nothing, not even error
+            self._window_request(content)
+            return
         try:
             if kind == "hello":
                 self._frontend = True
@@ -358,6 +451,23 @@ class GradientInspector(anywidget.AnyWidget):
                 self.zoom(int(content["layer"]), content.get("row"), content.get("col"))
             else:
                 return
+            self.error = ""
+        except Exception as exc:  # shown in the widget; the kernel keeps running
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _window_request(self, content: dict) -> None:
+        try:
+            request = windows.parse_request(content, self._probes)
+        except windows.WindowRequestError as exc:
+            warnings.warn(
+                f"GradientInspector refused a message from the front end: {exc}; nothing changed",
+                stacklevel=2,
+            )
+            return
+        self._window = request
+        try:
+            if self._frontend:
+                self._send_window()
             self.error = ""
         except Exception as exc:  # shown in the widget; the kernel keeps running
             self.error = f"{type(exc).__name__}: {exc}"
@@ -405,12 +515,8 @@ class GradientInspector(anywidget.AnyWidget):
             raise AssertionError("the inspector has no gradient pass to show yet")
         return self._shown
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = dict(data)
-        data["image/png"] = base64.b64encode(self.png()).decode("ascii")
-        return data, metadata
+    def _fallback_png(self) -> bytes:
+        return self.png()
 
     def __repr__(self) -> str:
         layers = ", ".join(f"{p.name} {p.shape[0]}x{p.shape[1]}" for p in self._probes)

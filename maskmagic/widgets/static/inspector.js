@@ -2,13 +2,16 @@
 //
 // State (targets, per-layer numbers, top connections, losses, drift) arrives as traits; each
 // layer's heatmap arrives as a "tile" custom message: a JSON header and little-endian buffers
-// named in header.buffers (see maskmagic/widgets/inspector_tiles.py). Switching the view or the
+// named in header.buffers (see maskmagic/widgets/inspector/tiles.py). Switching the view or the
 // colour scale redraws from the tiles already here; zooming and stepping ask the kernel.
+// Clicking a cell (i, j) of a conv layer asks for that pair's kernel window: the kernel answers
+// with a "window" message (maskmagic/widgets/inspector/windows.py) drawn under the heatmap.
 
-const ANCHORS = [[33, 102, 172], [103, 169, 207], [247, 247, 247], [239, 138, 98], [178, 24, 43]];
 const MASKED = 1, SOME_MASKED = 2, FROZEN = 4, SOME_FROZEN = 8;
 const VIEW_PX = 512; // largest side of a heatmap, CSS px
 const MAX_CELL = 32;
+const WINDOW_PX = 256; // largest side of a kernel window, CSS px
+const WINDOW_NUMBERS = 64; // windows of at most this many taps also show their values as numbers
 const VIEWS = [["gradient", "gradient"], ["would_be", "would-be"], ["update", "op's update"]];
 const KEYS = { gradient: ["g", "bias_g"], would_be: ["wb", "bias_wb"], update: ["upd", "bias_upd"] };
 
@@ -26,11 +29,12 @@ function fmt(v) {
   return a < 1e-3 || a >= 1e4 ? v.toExponential(3) : v.toPrecision(4);
 }
 
-function colour(t) {
+// The colours come from Python (maskmagic/widgets/palette.py, the model's "palette").
+function colour(t, anchors) {
   const p = (Math.max(-1, Math.min(1, t)) + 1) * 2;
   const lo = Math.min(Math.floor(p), 3);
   const f = p - lo;
-  const a = ANCHORS[lo], b = ANCHORS[lo + 1];
+  const a = anchors[lo], b = anchors[lo + 1];
   return [a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, a[2] + (b[2] - a[2]) * f];
 }
 
@@ -51,6 +55,12 @@ function maxAbs(values) {
     if (a > m && Number.isFinite(a)) m = a;
   }
   return m;
+}
+
+function asDataView(b) {
+  if (b instanceof DataView) return b;
+  if (b instanceof ArrayBuffer) return new DataView(b);
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }
 
 function decode(header, buffers) {
@@ -90,7 +100,10 @@ class LayerPanel {
     this.back.addEventListener("click", () =>
       view.model.send({ type: "zoom", layer: this.index, row: null }));
     this.foot.append(this.legend, this.range, this.zoomInfo, this.back);
-    this.root.append(this.head, this.stats, this.wrap, this.foot);
+    this.windowBox = el("div", "mm-insp-window");
+    this.windowBox.hidden = true;
+    this.window = null;
+    this.root.append(this.head, this.stats, this.wrap, this.foot, this.windowBox);
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
     this.canvas.addEventListener("mouseleave", () => { this.tip.hidden = true; });
     this.canvas.addEventListener("click", (e) => this.click(e));
@@ -155,18 +168,19 @@ class LayerPanel {
     const vmax = maxAbs(values);
     const t = scaler(scale, vmax);
     const overlay = this.view.model.get("view") === "would_be";
+    const pal = this.view.model.get("palette");
     const paint = (r0, c0, w, hgt, v, f) => {
-      const rgb = colour(t(v));
+      const rgb = colour(t(v), pal.diverging);
       const masked = (f & MASKED) !== 0;
       const frozen = (f & FROZEN) !== 0, someFrozen = (f & SOME_FROZEN) !== 0;
       for (let y = r0; y < r0 + hgt; y++) {
         for (let x = c0; x < c0 + w; x++) {
           let c = rgb;
-          if (masked && overlay) c = ((x + y) % 4 === 0) ? [90, 90, 90] : rgb;
-          else if (masked) c = ((x + y) % 4 === 0) ? [140, 140, 140] : [226, 226, 226];
+          if (masked && overlay) c = ((x + y) % 4 === 0) ? pal.hatch_over : rgb;
+          else if (masked) c = ((x + y) % 4 === 0) ? pal.hatch : pal.masked;
           if ((frozen || someFrozen) && !masked) {
             const edge = w >= 4 ? (y === r0 || x === c0 || y === r0 + hgt - 1 || x === c0 + w - 1) : true;
-            if (edge) c = frozen ? [30, 30, 30] : [110, 110, 110];
+            if (edge) c = frozen ? pal.frozen : pal.some_frozen;
             else if (w < 4) c = [c[0] * 0.5, c[1] * 0.5, c[2] * 0.5];
           }
           const k = (y * W + x) * 4;
@@ -185,7 +199,7 @@ class LayerPanel {
       const bt = scaler(scale, maxAbs(bv));
       const y0 = h.rows * s + this.biasGap;
       for (let c = 0; c < h.cols; c++) {
-        paintBias(px, W, y0, c * s, s, this.biasH, colour(bt(bv[c])), bf[c], overlay);
+        paintBias(px, W, y0, c * s, s, this.biasH, colour(bt(bv[c]), pal.diverging), bf[c], overlay, pal);
       }
     }
     ctx.putImageData(img, 0, 0);
@@ -200,16 +214,109 @@ class LayerPanel {
       this.zoomInfo.textContent =
         ` pooled: max |value| of ${h.bh}×${h.bw} blocks; click a block to zoom`;
     } else {
-      this.zoomInfo.textContent = "";
+      this.zoomInfo.textContent = info.kind === "conv" ? " click a cell to see its kernel window" : "";
     }
     this.canvas.classList.toggle("mm-insp-pooled", !h.zoomed && (h.bh > 1 || h.bw > 1));
     this.root.classList.toggle("mm-insp-no-wb", !info.would_be);
+    this.drawWindow();
+  }
+
+  setWindow(header, arrays) {
+    this.window = { header, arrays };
+    this.drawWindow();
+  }
+
+  // The kernel window of one conv pair: its taps in the diverging palette (scaled to the
+  // window's own largest |value|), masked taps hatched, and the values as numbers when few.
+  drawWindow() {
+    if (!this.window) return;
+    const { header: h, arrays: a } = this.window;
+    const view = this.view.model.get("view");
+    const [key] = KEYS[view];
+    const values = a[key], flags = a.flags;
+    const pal = this.view.model.get("palette");
+    const box = this.windowBox;
+    box.textContent = "";
+    box.hidden = false;
+    box.dataset.i = String(h.i);
+    box.dataset.j = String(h.j);
+    box.dataset.view = view;
+    const label = VIEWS.find((v) => v[0] === view)[1];
+    const clipped = h.rows < h.kh || h.cols < h.kw ? ` (first ${h.rows}×${h.cols} shown)` : "";
+    box.append(el("div", "mm-insp-window-title",
+      `kernel window of input channel ${h.i} → filter ${h.j}: ${h.kh}×${h.kw} taps, ${label}${clipped}`));
+    const s = Math.max(4, Math.min(MAX_CELL, Math.floor(WINDOW_PX / Math.max(h.rows, h.cols))));
+    const canvas = el("canvas", "mm-insp-window-canvas");
+    canvas.width = h.cols * s;
+    canvas.height = h.rows * s;
+    canvas.style.width = canvas.width + "px";
+    canvas.style.height = canvas.height + "px";
+    const ctx = canvas.getContext("2d");
+    const img = ctx.createImageData(canvas.width, canvas.height);
+    const vmax = maxAbs(values);
+    const t = scaler(this.view.model.get("scale"), vmax);
+    const overlay = view === "would_be";
+    for (let r = 0; r < h.rows; r++) {
+      for (let c = 0; c < h.cols; c++) {
+        const k = r * h.cols + c;
+        const rgb = colour(t(values[k]), pal.diverging);
+        const masked = (flags[k] & MASKED) !== 0, frozen = (flags[k] & FROZEN) !== 0;
+        for (let y = r * s; y < (r + 1) * s; y++) {
+          for (let x = c * s; x < (c + 1) * s; x++) {
+            let col = rgb;
+            if (masked && overlay) col = ((x + y) % 4 === 0) ? pal.hatch_over : rgb;
+            else if (masked) col = ((x + y) % 4 === 0) ? pal.hatch : pal.masked;
+            else if (frozen && (y === r * s || x === c * s || y === (r + 1) * s - 1 || x === (c + 1) * s - 1)) col = pal.frozen;
+            const p = (y * canvas.width + x) * 4;
+            img.data[p] = col[0]; img.data[p + 1] = col[1]; img.data[p + 2] = col[2]; img.data[p + 3] = 255;
+          }
+        }
+      }
+    }
+    ctx.putImageData(img, 0, 0);
+    const wrap = el("div", "mm-insp-canvas-wrap");
+    const tip = el("div", "mm-insp-tip mm-insp-window-tip");
+    tip.hidden = true;
+    wrap.append(canvas, tip);
+    canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+    canvas.addEventListener("mousemove", (e) => {
+      const rect = canvas.getBoundingClientRect();
+      const c = Math.floor((e.clientX - rect.left) / s), r = Math.floor((e.clientY - rect.top) / s);
+      if (r < 0 || r >= h.rows || c < 0 || c >= h.cols) { tip.hidden = true; return; }
+      const k = r * h.cols + c;
+      const masked = (flags[k] & MASKED) !== 0;
+      tip.textContent = "";
+      [`tap (${r}, ${c})`, `${label} ${fmt(values[k])}`, `gradient ${fmt(a.g[k])}`,
+        `would-be ${fmt(a.wb[k])}`, `weight ${fmt(a.w[k])}${masked ? " (unused)" : ""}`,
+        `mask ${masked ? 0 : 1}${(flags[k] & FROZEN) ? " · frozen (outside the op)" : ""}`]
+        .forEach((line) => tip.append(el("div", "", line)));
+      tip.style.left = `${e.clientX - rect.left + 14}px`;
+      tip.style.top = `${e.clientY - rect.top + 14}px`;
+      tip.hidden = false;
+    });
+    const foot = el("div", "mm-insp-foot");
+    foot.append(el("span", "mm-insp-range", `±${fmt(vmax)} (this window)`));
+    box.append(wrap, foot);
+    if (h.rows * h.cols <= WINDOW_NUMBERS) {
+      const table = el("table", "mm-insp-window-values");
+      for (let r = 0; r < h.rows; r++) {
+        const tr = el("tr");
+        for (let c = 0; c < h.cols; c++) {
+          const k = r * h.cols + c;
+          const td = el("td", (flags[k] & MASKED) ? "mm-insp-window-masked" : "", fmt(values[k]));
+          td.dataset.value = String(values[k]); // the float32 value, exactly
+          tr.append(td);
+        }
+        table.append(tr);
+      }
+      box.append(table);
+    }
   }
 
   drawLegend(vmax, scale) {
     const ctx = this.legend.getContext("2d");
     for (let x = 0; x < this.legend.width; x++) {
-      const c = colour((x / (this.legend.width - 1)) * 2 - 1);
+      const c = colour((x / (this.legend.width - 1)) * 2 - 1, this.view.model.get("palette").diverging);
       ctx.fillStyle = `rgb(${c[0]},${c[1]},${c[2]})`;
       ctx.fillRect(x, 0, 1, this.legend.height);
     }
@@ -286,20 +393,26 @@ class LayerPanel {
     const cell = this.cellAt(e);
     if (!cell || cell.bias || !this.tile) return;
     const h = this.tile.header;
-    if (h.zoomed || (h.bh === 1 && h.bw === 1)) return;
+    if (h.bh === 1 && h.bw === 1) {
+      if (this.info().kind === "conv") {
+        this.view.model.send({ type: "window", layer: this.index, i: h.r0 + cell.r, j: h.c0 + cell.c });
+      }
+      return;
+    }
+    if (h.zoomed) return;
     const row = h.r0 + cell.r * h.bh + Math.floor(h.bh / 2);
     const col = h.c0 + cell.c * h.bw + Math.floor(h.bw / 2);
     this.view.model.send({ type: "zoom", layer: this.index, row, col });
   }
 }
 
-function paintBias(px, W, y0, x0, w, hgt, rgb, f, overlay) {
+function paintBias(px, W, y0, x0, w, hgt, rgb, f, overlay, pal) {
   for (let y = y0; y < y0 + hgt; y++) {
     for (let x = x0; x < x0 + w; x++) {
       let c = rgb;
-      if ((f & MASKED) && overlay) c = ((x + y) % 4 === 0) ? [90, 90, 90] : rgb;
-      else if (f & MASKED) c = ((x + y) % 4 === 0) ? [140, 140, 140] : [226, 226, 226];
-      else if ((f & FROZEN) && w >= 4 && (y === y0 || x === x0 || y === y0 + hgt - 1 || x === x0 + w - 1)) c = [30, 30, 30];
+      if ((f & MASKED) && overlay) c = ((x + y) % 4 === 0) ? pal.hatch_over : rgb;
+      else if (f & MASKED) c = ((x + y) % 4 === 0) ? pal.hatch : pal.masked;
+      else if ((f & FROZEN) && w >= 4 && (y === y0 || x === x0 || y === y0 + hgt - 1 || x === x0 + w - 1)) c = pal.frozen;
       const k = (y * W + x) * 4;
       px[k] = c[0]; px[k + 1] = c[1]; px[k + 2] = c[2]; px[k + 3] = 255;
     }
@@ -426,6 +539,13 @@ class InspectorView {
       });
     });
     this.driftBox.append(list);
+    const hold = info.hold;
+    if (hold) {  // an op with hold=: the held units on the reference inputs and on fresh ones
+      this.driftBox.append(el("div", "mm-insp-hold",
+        `held units: drift ${fmt(hold.reference)} on the ${hold.references} reference inputs ` +
+        `(relative ${fmt(hold.relative_drift)}, tol ${fmt(hold.tol)}, rank ${hold.rank}); ` +
+        `${fmt(hold.fresh)} on fresh inputs`));
+    }
   }
 
   syncLayers() {
@@ -459,7 +579,19 @@ class InspectorView {
   }
 
   onTile(msg, buffers) {
+    if (msg && msg.type === "window") {
+      const panel = this.panels[msg.layer];
+      if (panel) panel.setWindow(msg, decode(msg, buffers || []));
+      return;
+    }
     if (!msg || msg.type !== "tile") return;
+    // The latest tile of each layer also goes into the model's `_tiles`, in place (a set()
+    // would be sent back to the kernel with the next save_changes()): the widget state that a
+    // notebook saves then holds the latest view, and render() draws it without a kernel.
+    const saved = this.model.get("_tiles");
+    if (saved && typeof saved === "object") {
+      saved[String(msg.layer)] = { header: msg, buffers: (buffers || []).map(asDataView) };
+    }
     const arrays = decode(msg, buffers || []);
     this.tiles.set(msg.layer, { header: msg, arrays });
     const panel = this.panels[msg.layer];
@@ -507,6 +639,10 @@ function render({ model, el: root }) {
   view.syncLayers();
   view.syncTop();
   view.syncError();
+  // Saved tiles first (all there is in a notebook reopened without a kernel); the kernel's
+  // answer to "hello" replaces them.
+  const saved = model.get("_tiles") || {};
+  Object.keys(saved).forEach((k) => view.onTile(saved[k].header, saved[k].buffers));
   model.send({ type: "hello" });
   return () => handlers.forEach(([name, fn]) => model.off(name, fn));
 }

@@ -1,0 +1,134 @@
+"""The write-back of a TrainOp's step: excluded entries get their old values back.
+
+An optimizer moves entries whose gradient is zero (momentum, Adam's moments, weight decay),
+so after each update the entries a train op may not change, and their optimizer slots, are
+written back bit for bit. :class:`WriteBack` does it for one variable at the cost of what is
+excluded, in one of three modes picked when the update mask changes (held in a variable, so
+the compiled step never re-traces):
+
+* ``NONE``: nothing excluded (an all-ones mask, every entry selected): no work at all;
+* ``GATHER``: few excluded (``freeze=``, a few units left out): their values and slots are
+  gathered before the update and scattered back in place after it, and their gradient entries
+  are zeroed by a scatter;
+* ``WHERE``: many excluded (a unit selection, a sparse mask on ``impl="dense"``): the variable
+  and every slot are copied before the update and restored with one ``tf.where`` each.
+
+The three restore exactly the same entries to exactly the same values; only the cost differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["GATHER_FRACTION", "WriteBack"]
+
+NONE, GATHER, WHERE = 0, 1, 2
+# GATHER while at most this fraction of a variable's entries is excluded. Measured with
+# bench/run.py (4096², Adam): with 10% excluded, gather + scatter made the step 2.4x of Dense
+# where the full tf.where made it 1.7x (per entry, a gather_nd + scatter_nd_update costs about
+# 20x a select); freeze= of one unit excludes 0.02%.
+GATHER_FRACTION = 0.01
+
+
+def _tf(variable: Any) -> Any:
+    """The tf.Variable behind a Keras variable (for the in-place scatter)."""
+    return getattr(variable, "value", variable)
+
+
+class WriteBack:
+    """Restores the excluded entries of one variable and of its optimizer slots.
+
+    Args:
+        mask: the op's update-mask variable (bool, shaped like the variable; True = may change).
+        allowed: its current value as a numpy bool array.
+        grad_is_zero: the gradient is exactly 0 at every excluded entry already (the entries
+            are masked connections of a layer that computes with ``where(mask, kernel, 0)``),
+            so :meth:`zero_excluded` has nothing to do.
+    """
+
+    def __init__(self, mask: Any, allowed: np.ndarray, grad_is_zero: bool = False) -> None:
+        self.mask = mask
+        rank = max(allowed.ndim, 1)
+        self.scalar = allowed.ndim == 0  # nothing to gather from: WHERE or NONE only
+        self.mode = tf.Variable(NONE, dtype=tf.int32, trainable=False, name="write_back_mode")
+        self.index = tf.Variable(
+            np.zeros((0, rank), np.int64),
+            shape=[None, rank],
+            trainable=False,
+            name="write_back_index",
+        )
+        self.grad_is_zero = tf.Variable(False, trainable=False, name="write_back_grad_is_zero")
+        self.update(allowed, grad_is_zero)
+
+    def update(self, allowed: np.ndarray, grad_is_zero: bool = False) -> None:
+        """Picks the mode and the excluded entries for a new update mask (no re-trace)."""
+        self.grad_is_zero.assign(bool(grad_is_zero))
+        excluded = ~np.asarray(allowed, bool)
+        count = int(excluded.sum())
+        if count == 0:
+            mode = NONE
+        elif count <= GATHER_FRACTION * excluded.size and not self.scalar:
+            mode = GATHER
+        else:
+            mode = WHERE
+        rank = self.index.shape[1]
+        index = np.argwhere(excluded) if mode == GATHER else np.zeros((0, rank))
+        self.index.assign(index.astype(np.int64))
+        self.mode.assign(mode)
+        self.active = mode != NONE
+
+    @tf.autograph.experimental.do_not_convert
+    def zero_excluded(self, grad: Any) -> Any:
+        """``grad`` with its excluded entries set to 0 (one select unless nothing is excluded).
+
+        (A scatter of zeros at the excluded entries would be cheaper in GATHER mode, but
+        grappler mis-infers its shapes inside ``switch_case`` on TF 2.21.)
+        """
+        mask = self.mask
+        return tf.cond(
+            tf.logical_or(tf.equal(self.mode.read_value(), NONE), self.grad_is_zero),
+            lambda: grad,
+            lambda: tf.where(mask, grad, tf.zeros_like(grad)),
+        )
+
+    @tf.autograph.experimental.do_not_convert
+    def save(self, variables: list) -> list:
+        """Copies of what the update may overwrite: the excluded entries, or everything."""
+        index = tf.identity(self.index.read_value())
+
+        def nothing():
+            return [tf.zeros([0], v.dtype) for v in variables]
+
+        def gather():
+            if self.scalar:
+                return nothing()
+            return [tf.gather_nd(v.value, index) for v in variables]
+
+        def copy():
+            return [tf.reshape(tf.identity(v.value), [-1]) for v in variables]
+
+        return tf.switch_case(self.mode.read_value(), [nothing, gather, copy])
+
+    @tf.autograph.experimental.do_not_convert
+    def restore(self, variables: list, saved: list) -> None:
+        """Writes the saved excluded entries back into ``variables`` (after the update)."""
+        index, mask = tf.identity(self.index.read_value()), self.mask
+
+        def nothing():
+            return tf.constant(0)
+
+        def scatter():
+            for variable, old in zip(variables, [] if self.scalar else saved):
+                _tf(variable).scatter_nd_update(index, old)
+            return tf.constant(0)
+
+        def where():
+            for variable, old in zip(variables, saved):
+                value = variable.value
+                variable.assign(tf.where(mask, value, tf.reshape(old, tf.shape(value))))
+            return tf.constant(0)
+
+        tf.switch_case(self.mode.read_value(), [nothing, scatter, where])
