@@ -6,7 +6,8 @@
 #   lint     ruff
 #   types    mypy over maskmagic/ (config in pyproject.toml)
 #   tests    the whole pytest suite on the newest supported TensorFlow (browser tests included)
-#   mutants  (to come: mutation testing)
+#   mutants  scripts/mutants.py: each named mutant of the exactness machinery must be killed
+#   onednn   the numerical tests again with TF_ENABLE_ONEDNN_OPTS=0
 #   oldest   the core tests again on the oldest supported TensorFlow/Keras, in .venv-oldest
 #            (versions: scripts/oldest-constraints.txt); MASKMAGIC_SKIP_OLDEST=1 leaves it out
 # Usage: bash scripts/test.sh [extra pytest arguments for the "tests" step]
@@ -37,7 +38,13 @@ echo "== tests"
 # MASKMAGIC_REQUIRE_UI=1: the real-browser tests must run here, not skip.
 PATH="$VENV_BIN:$PATH" MASKMAGIC_REQUIRE_UI=1 "$VENV_PY" -m pytest -q -p no:cacheprovider "$@"
 
-# == mutants: the mutation-testing command goes here.
+echo "== mutants: every mutant of the exactness machinery must be killed"
+"$VENV_PY" scripts/mutants.py
+
+echo "== numerical tests with oneDNN off (the suite above ran with TensorFlow's default)"
+TF_ENABLE_ONEDNN_OPTS=0 "$VENV_PY" -m pytest -q -p no:cacheprovider tests/test_grads.py \
+  tests/test_inspector.py tests/test_deploy.py tests/test_dense_compat.py \
+  tests/test_optimizers_exact.py tests/test_training.py tests/test_sparse.py
 
 echo "== oldest: core tests on the oldest supported TensorFlow"
 if [ "${MASKMAGIC_SKIP_OLDEST:-}" = 1 ]; then
