@@ -10,11 +10,15 @@ import importlib
 import os
 from typing import Any
 
-# TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines) drowns notebook output;
-# users who want it back set TF_CPP_MIN_LOG_LEVEL themselves before importing maskmagic.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from maskmagic import _quiet
+from maskmagic._version import __version__ as __version__
 
-__version__ = "0.1.0"
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines) drowns notebook output:
+# its INFO and WARNING lines are off, and its start-up banners, which print before that setting
+# applies, are filtered out of the first `import tensorflow` (maskmagic/_quiet.py). Users who
+# want everything back set TF_CPP_MIN_LOG_LEVEL=0 before importing maskmagic.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_quiet.install()
 
 __all__ = [
     "GradientInspector",

@@ -21,6 +21,7 @@ __all__ = [
     "dense_attributes",
     "dense_kernel",
     "dense_quantized_kernel",
+    "dense_serialization_names",
     "functional_graph",
     "inbound_nodes",
     "make_resizable",
@@ -106,7 +107,7 @@ def optimizer_unrestorable(
     index = inner._get_variable_index(variable)
     lists = _per_variable_lists(inner)
     problems = []
-    listed = set()
+    listed: set[int] = set()
     for attr, value in lists.items():
         listed.update(id(v) for v in value if v is not None)
         slot = value[index]
@@ -145,6 +146,16 @@ def nodes_by_depth(graph: Any) -> dict[int, list]:
     ``.input_tensors`` and ``.outputs``).
     """
     return dict(graph._nodes_by_depth)
+
+
+def run_graph(graph: Any, inputs: Any, operation_fn: Any) -> Any:
+    """Runs a functional graph on ``inputs``, calling ``operation_fn(layer)(*args, **kwargs)``
+    for each node instead of the layer itself (used by ``hold=`` to reach pre-activations).
+
+    Relies on: ``Functional._run_through_graph(inputs, operation_fn=...)``, which walks the
+    nodes by depth and calls ``operation_fn(node.operation)`` with each node's arguments.
+    """
+    return graph._run_through_graph(inputs, operation_fn=operation_fn)
 
 
 def inbound_nodes(layer: keras.layers.Layer) -> list:
@@ -252,6 +263,42 @@ def dense_attributes(layer: keras.layers.Dense, **values: Any) -> Iterator[None]
                 object.__setattr__(layer, name, saved[name])
             else:
                 object.__delattr__(layer, name)
+
+
+# What Dense.save_own_variables writes after the kernel and the bias, per quantization mode, in
+# Keras versions without ``variable_serialization_spec`` (3.10 and 3.11).
+_OLD_DENSE_ENTRIES = {
+    None: [],
+    "int8": ["kernel_scale"],
+    "int4": ["kernel_scale"],
+    "float8": [
+        "inputs_scale",
+        "inputs_amax_history",
+        "kernel_scale",
+        "kernel_amax_history",
+        "outputs_grad_scale",
+        "outputs_grad_amax_history",
+    ],
+}
+
+
+def dense_serialization_names(layer: keras.layers.Dense) -> list[str]:
+    """The variables ``Dense.save_own_variables`` writes for ``layer``, by name, in file order.
+
+    Relies on: ``Dense.variable_serialization_spec`` ({mode: [names]}; Keras >= 3.12), whose
+    ``bias`` is skipped without a bias and ``kernel_zero`` / ``g_idx`` when the layer lacks them
+    (as ``Dense.load_own_variables`` does). Older Keras 3 (3.10, 3.11) writes ``kernel``,
+    ``bias`` and then a fixed list per mode (:data:`_OLD_DENSE_ENTRIES`).
+    """
+    mode = layer.quantization_mode
+    spec = getattr(layer, "variable_serialization_spec", None)
+    names = list(spec[mode]) if spec is not None else ["kernel", "bias", *_OLD_DENSE_ENTRIES[mode]]
+    return [
+        name
+        for name in names
+        if not (name == "bias" and layer.bias is None)
+        and not (name in ("kernel_zero", "g_idx") and not hasattr(layer, name))
+    ]
 
 
 def dense_quantized_kernel(layer: keras.layers.Dense) -> Any:

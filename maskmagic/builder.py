@@ -3,13 +3,18 @@
 ``build(text, namespace)`` parses the cell, evaluates every mask expression in the namespace
 (with the mask constructors of :mod:`maskmagic.masks` in scope), builds a functional Keras model
 of :class:`~maskmagic.layers.MaskedDense` layers and the TrainOps. It never writes to the
-namespace: the magic binds the names only after everything here succeeded. Every failure,
-whatever raised it, comes out as a :class:`~maskmagic.errors.CellError` with a line and column.
+namespace: the magic binds the names only after everything here succeeded. What the cell
+caused comes out as a :class:`~maskmagic.errors.CellError` with a line and column: parse
+errors, maskmagic's validation, the user's own ``mask=`` expression raising, and the
+``ValueError``/``TypeError`` that Keras raises for an option value or shape it rejects, in the
+blocks that hand the cell's values to Keras. Any other exception is a bug in maskmagic and
+propagates unchanged (the magic shows it as one, with its traceback).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +23,7 @@ import keras
 import numpy as np
 
 from maskmagic import lang, masks
-from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.errors import CellError, MaskMagicError, first_line
 from maskmagic.expressions import evaluate
 from maskmagic.layers import MaskedConv1D, MaskedConv2D, MaskedDense
 from maskmagic.layers.conv import validate_conv_mask
@@ -56,11 +61,25 @@ class Built:
     ops: dict[str, TrainOp]
 
 
-@contextlib.contextmanager
-def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
-    """Turns any exception raised while building ``what`` into a CellError at ``loc``.
+# Foreign exceptions that Keras raises for values it rejects (unknown names, bad option
+# values or types, shapes that do not fit). Only blocks that pass the cell's values to Keras
+# list them; a block of maskmagic's own code converts MaskMagicError alone.
+KERAS_REJECTS: tuple[type[Exception], ...] = (ValueError, TypeError)
 
-    ``expected`` (what the statement needs there) ends the message of a foreign exception.
+
+@contextlib.contextmanager
+def _at(
+    loc: lang.Location,
+    what: str,
+    expected: str = "",
+    foreign: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """Turns the cell-caused errors raised while building ``what`` into a CellError at ``loc``.
+
+    MaskMagicError is always the cell's. ``foreign`` lists the other exception types that, in
+    this block, can only come from the cell's values (``(Exception,)`` for the user's own
+    expression); ``expected`` (what the statement needs there) ends their message. Anything
+    else is a maskmagic bug and propagates unchanged.
     """
     try:
         yield
@@ -69,16 +88,16 @@ def _at(loc: lang.Location, what: str, expected: str = "") -> Iterator[None]:
     except MaskMagicError as exc:
         message = str(exc) if str(exc).startswith(what) else f"{what}: {exc}"
         raise CellError(message, loc.line, loc.column, loc.source) from None
-    except Exception as exc:  # Keras, numpy and the user's own expressions: all input errors
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        message = f"{what} failed: {type(exc).__name__}: {message}"
+    except foreign as exc:
+        message = f"{what} failed: {type(exc).__name__}: {first_line(exc)}"
         if expected:
             message += f"; expected {expected}"
         raise CellError(message, loc.line, loc.column, loc.source) from None
 
 
 def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
-    with _at(loc, f"{key}={expression}", f"a Python expression giving a 0/1 {key}"):
+    expected = f"a Python expression giving a 0/1 {key}"
+    with _at(loc, f"{key}={expression}", expected, foreign=(Exception,)):  # the user's code
         return evaluate(expression, namespace, mask_scope())
 
 
@@ -130,6 +149,7 @@ def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | N
             spec.loc_of("activation"),
             f"activation={spec.activation}",
             "a Keras activation name such as relu, sigmoid, tanh, softmax, linear",
+            foreign=KERAS_REJECTS,
         ):
             keras.activations.get(spec.activation)
     initializer = _initializer(spec.kernel_initializer, seed, "glorot_uniform")
@@ -138,9 +158,10 @@ def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | N
             spec.loc_of("kernel_initializer"),
             f"kernel_initializer={spec.kernel_initializer}",
             "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros",
+            foreign=KERAS_REJECTS,
         ):
             keras.initializers.get(initializer)
-    with _at(spec.loc, f"dense layer '{spec.name}'"):
+    with _at(spec.loc, f"dense layer '{spec.name}'", foreign=KERAS_REJECTS):  # Keras options
         layer = MaskedDense(
             spec.units,
             mask=mask,
@@ -187,7 +208,7 @@ def _conv_layer(spec: lang.ConvSpec, x: Any, namespace: Mapping, seed: int | Non
     _check_names(spec)
     initializer = _initializer(spec.kernel_initializer, seed, "glorot_uniform")
     layer_class = MaskedConv2D if spec.rank == 2 else MaskedConv1D
-    with _at(spec.loc, f"conv{spec.rank}d layer '{spec.name}'"):
+    with _at(spec.loc, f"conv{spec.rank}d layer '{spec.name}'", foreign=KERAS_REJECTS):
         layer = layer_class(
             spec.filters,
             spec.kernel,
@@ -200,7 +221,7 @@ def _conv_layer(spec: lang.ConvSpec, x: Any, namespace: Mapping, seed: int | Non
             impl=spec.impl,
             kernel_initializer=initializer,
             name=spec.name,
-            **dict(spec.options),
+            **dict[str, Any](spec.options),
         )
         out = layer.compute_output_shape(tuple(x.shape))
         if any(d is not None and d < 1 for d in out[1:-1]):
@@ -219,6 +240,7 @@ def _check_names(spec: Any) -> None:
             spec.loc_of("activation"),
             f"activation={spec.activation}",
             "a Keras activation name such as relu, sigmoid, tanh, softmax, linear",
+            foreign=KERAS_REJECTS,
         ):
             keras.activations.get(spec.activation)
     if spec.kernel_initializer is not None:
@@ -226,6 +248,7 @@ def _check_names(spec: Any) -> None:
             spec.loc_of("kernel_initializer"),
             f"kernel_initializer={spec.kernel_initializer}",
             "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros",
+            foreign=KERAS_REJECTS,
         ):
             keras.initializers.get(spec.kernel_initializer)
 
@@ -259,7 +282,7 @@ def _pool_layer(spec: lang.PoolSpec, x: Any) -> Any:
             spec.loc.column,
             spec.loc.source,
         )
-    with _at(spec.loc, f"{what} '{spec.name}'"):
+    with _at(spec.loc, f"{what} '{spec.name}'", foreign=KERAS_REJECTS):
         return _POOLS[spec.kind, dims](size, name=spec.name)(x)
 
 
@@ -272,7 +295,8 @@ def build_spec(
     """Builds the model and TrainOps of a parsed cell (see :func:`build`)."""
     namespace = namespace if namespace is not None else {}
     if spec.base is not None:
-        return _with_ops(spec, _from_model(spec.base, namespace), namespace)
+        model = _from_model(spec.base, namespace)
+        return _with_ops(_described(spec, model), model, namespace)
     if not spec.layers:
         first = spec.inputs[0].loc
         raise CellError(
@@ -283,7 +307,7 @@ def build_spec(
         )
     tensors: dict[str, Any] = {}
     for given in spec.inputs:
-        with _at(given.loc, f"input '{given.name}'"):
+        with _at(given.loc, f"input '{given.name}'", foreign=KERAS_REJECTS):
             tensors[given.name] = keras.Input(given.shape, name=given.name)
     for index, item in enumerate(spec.layers):
         layer_seed = None if seed is None else seed + index
@@ -291,19 +315,19 @@ def build_spec(
             x = _source(item, tensors, dense=True)
             tensors[item.name] = _dense_layer(item, x, namespace, layer_seed)
         elif isinstance(item, lang.ConvSpec):
-            with _at(item.loc, f"conv{item.rank}d layer '{item.name}'"):
+            with _at(item.loc, f"conv{item.rank}d layer '{item.name}'", foreign=KERAS_REJECTS):
                 x = _source(item, tensors, dense=False)
             tensors[item.name] = _conv_layer(item, x, namespace, layer_seed)
         elif isinstance(item, lang.PoolSpec):
-            with _at(item.loc, f"{item.kind}pool layer '{item.name}'"):
+            with _at(item.loc, f"{item.kind}pool layer '{item.name}'", foreign=KERAS_REJECTS):
                 x = _source(item, tensors, dense=False)
             tensors[item.name] = _pool_layer(item, x)
         elif isinstance(item, lang.FlattenSpec):
-            with _at(item.loc, f"flatten layer '{item.name}'"):
+            with _at(item.loc, f"flatten layer '{item.name}'", foreign=KERAS_REJECTS):
                 x = _source(item, tensors, dense=False)
                 tensors[item.name] = keras.layers.Flatten(name=item.name)(x)
         else:
-            with _at(item.loc, f"dropout layer '{item.name}'"):
+            with _at(item.loc, f"dropout layer '{item.name}'", foreign=KERAS_REJECTS):
                 x = _source(item, tensors, dense=False)
                 tensors[item.name] = keras.layers.Dropout(
                     item.rate, seed=layer_seed, name=item.name
@@ -311,7 +335,7 @@ def build_spec(
     inputs = [tensors[i.name] for i in spec.inputs]
     outputs = [tensors[o] for o in spec.outputs]
     last = spec.layers[-1].loc
-    with _at(last, "building the model"):
+    with _at(last, "building the model", foreign=KERAS_REJECTS):
         model = keras.Model(
             inputs[0] if len(inputs) == 1 else inputs,
             outputs[0] if len(outputs) == 1 else outputs,
@@ -352,16 +376,63 @@ def _from_model(base: lang.ModelSpec, namespace: Mapping[str, Any]) -> keras.Mod
         return masked(model, **found)
 
 
+def _described(spec: lang.NetSpec, model: keras.Model) -> lang.NetSpec:
+    """``spec`` with inputs and layers describing ``model`` (for the summary and drawing).
+
+    MaskedDense layers become DenseSpecs; every other layer (BatchNormalization, a nested
+    model, ...) a pass-through DropoutSpec of rate 0, which the summary shows by its class.
+    """
+    from maskmagic import _compat
+
+    graph = _compat.functional_graph(model)
+    base = spec.base
+    if base is None:  # called for from_model cells only
+        raise AssertionError("a model description without from_model")
+    if graph is None:  # mypy found this: a subclassed model would fail here (issue 13 to check)
+        raise AssertionError(f"model {model.name!r} has no functional graph to describe")
+    inputs: list[lang.InputSpec] = []
+    layers: list[lang.DenseSpec | lang.DropoutSpec] = []
+    for layer in graph.layers:
+        nodes = _compat.inbound_nodes(layer)
+        tensors = nodes[0].input_tensors if nodes else []
+        # Every tensor of a functional graph has the layer that produced it.
+        sources = tuple(_compat.producing_layer(t).name for t in tensors)  # type: ignore[union-attr]
+        if isinstance(layer, keras.layers.InputLayer):
+            shape = tuple(int(d) for d in layer.output.shape[1:])
+            inputs.append(lang.InputSpec(layer.name, shape, base.loc))
+        elif isinstance(layer, MaskedDense):
+            activation = keras.activations.serialize(layer.activation)
+            layers.append(
+                lang.DenseSpec(
+                    layer.name,
+                    layer.units,
+                    sources,
+                    None if activation == "linear" else activation,
+                    None,
+                    None,
+                    layer.use_bias,
+                    None,
+                    layer.impl,
+                    (),
+                    base.loc,
+                )
+            )
+        else:
+            layers.append(lang.DropoutSpec(layer.name, 0.0, sources, base.loc))
+    return dataclasses.replace(spec, inputs=tuple(inputs), layers=tuple(layers))
+
+
 def _evaluate_value(
     expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str, expected: str
 ) -> Any:
-    with _at(loc, f"{key} {expression}", f"a Python expression giving {expected}"):
+    what = f"a Python expression giving {expected}"
+    with _at(loc, f"{key} {expression}", what, foreign=(Exception,)):  # the user's code
         return evaluate(expression, namespace, mask_scope())
 
 
 def _with_ops(spec: lang.NetSpec, model: keras.Model, namespace: Mapping[str, Any]) -> Built:
     """Adds the loss, optimizer and train ops of ``spec`` to ``model`` and compiles it."""
-    last = spec.layers[-1].loc if spec.layers else spec.base.loc
+    last = spec.layers[-1].loc if spec.layers or spec.base is None else spec.base.loc
     loss = _loss(spec.loss)
     optimizer = _optimizer(spec.optimizer)
     ops = {}
@@ -377,7 +448,7 @@ def _with_ops(spec: lang.NetSpec, model: keras.Model, namespace: Mapping[str, An
                 name=op.name,
                 **_hold_options(op, namespace, model),
             )
-    with _at(last, "compiling the model"):
+    with _at(last, "compiling the model", foreign=KERAS_REJECTS):
         model.compile(optimizer=optimizer, loss=loss)
     return Built(spec, model, ops)
 
@@ -390,10 +461,12 @@ def _hold_options(
         return {}
     options: dict[str, Any] = {"hold": list(op.hold)}
     if op.hold_on is not None:
-        with _at(op.loc_of("hold_on"), f"hold_on={op.hold_on}", "an array of reference inputs"):
+        loc, what = op.loc_of("hold_on"), f"hold_on={op.hold_on}"
+        with _at(loc, what, "an array of reference inputs", foreign=(Exception,)):  # user's code
             value = evaluate(op.hold_on, namespace)
+        with _at(loc, what):
             check_reference(model, value)  # a shape error points at hold_on=, not the statement
-            options["hold_on"] = value
+        options["hold_on"] = value
     if op.hold_tol is not None:
         options["hold_tol"] = op.hold_tol
     return options
@@ -402,14 +475,14 @@ def _hold_options(
 def _loss(spec: lang.LossSpec | None) -> keras.losses.Loss:
     if spec is None:
         return make_loss(DEFAULT_LOSS)
-    with _at(spec.loc, f"loss '{spec.name}'"):
+    with _at(spec.loc, f"loss '{spec.name}'", foreign=KERAS_REJECTS):
         return make_loss(spec.name, **dict(spec.options))
 
 
 def _optimizer(spec: lang.OptimizerSpec | None) -> keras.optimizers.Optimizer:
     if spec is None:
         return make_optimizer(DEFAULT_OPTIMIZER)
-    with _at(spec.loc, f"optimizer '{spec.name}'"):
+    with _at(spec.loc, f"optimizer '{spec.name}'", foreign=KERAS_REJECTS):
         return make_optimizer(spec.name, **dict(spec.options))
 
 

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from maskmagic import _compat
-from maskmagic.errors import MaskMagicError
+from maskmagic.errors import MaskMagicError, first_line
 from maskmagic.training.selectors import all_layers
 
 __all__ = [
@@ -348,7 +348,7 @@ def serve(path: str | os.PathLike) -> Callable[..., Any]:
             try:
                 tensor = tf.constant(value, dtype=spec.dtype)
             except (TypeError, ValueError, tf.errors.InvalidArgumentError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                first = first_line(exc, 200)
                 raise MaskMagicError(
                     f"input {name!r} cannot be converted to a {spec.dtype.name} tensor ({first}); "
                     f"received a {type(value).__name__}; expected {expected()}"

@@ -7,7 +7,7 @@ Only :mod:`maskmagic.magic` turns these into the short one-line notebook message
 
 from __future__ import annotations
 
-__all__ = ["CellError", "MaskError", "MaskMagicError", "SelectorError"]
+__all__ = ["CellError", "MaskError", "MaskMagicError", "SelectorError", "first_line"]
 
 
 class MaskMagicError(ValueError):
@@ -44,3 +44,9 @@ class CellError(MaskMagicError):
         if self.line:
             return f"line {self.line}, column {self.column}: {self.message}"
         return self.message
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters (its type name if the
+    message is empty): how a foreign exception is quoted inside a maskmagic message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]

@@ -2,9 +2,10 @@
 
 Every magic declares its arguments with IPython's ``magic_arguments`` (which also writes its
 ``%magic?`` help); :func:`_arguments` reads a line with them. Build (in
-:mod:`maskmagic.builder`), bind the names, display. An error is shown as one short message with
-the line and column, never a traceback, and leaves the namespace as it was: nothing is bound
-until everything has been built.
+:mod:`maskmagic.builder`), bind the names, display. An error in the cell is shown as one short
+message with the line and column, never a traceback. Any other exception is a bug in maskmagic:
+it is shown with its traceback under a one-line header that says so and what to report. Either
+way the namespace stays as it was: nothing is bound until everything has been built.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import keyword
 import shlex
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +48,38 @@ def short_message(exc: MaskMagicError) -> list[str]:
 def _shown_short(exc: MaskMagicError) -> MaskMagicError:
     """Makes IPython show ``exc`` as a short message instead of a traceback."""
     exc._render_traceback_ = lambda: short_message(exc)  # type: ignore[attr-defined]
+    return exc
+
+
+BUG_HEADER = (
+    "maskmagic bug: {kind} raised inside maskmagic, not by your cell; nothing was bound (the "
+    "namespace is unchanged). Please report it to {url} with the cell, this traceback and "
+    "your versions (maskmagic {version}, keras {keras}, tensorflow {tensorflow})."
+)
+ISSUES_URL = "the maskmagic issue tracker"
+
+
+def bug_header(exc: BaseException) -> str:
+    """The one line shown above the traceback of an exception from maskmagic's own code."""
+    import keras
+    import tensorflow as tf
+
+    from maskmagic._version import __version__
+
+    return BUG_HEADER.format(
+        kind=type(exc).__name__,
+        url=ISSUES_URL,
+        version=__version__,
+        keras=keras.__version__,
+        tensorflow=tf.__version__,
+    )
+
+
+def _shown_as_bug(exc: Exception) -> Exception:
+    """Makes IPython show ``exc`` as a maskmagic bug: the header, then the full traceback."""
+    header = f"{_RED}{bug_header(exc)}{_RESET}"
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    exc._render_traceback_ = lambda: [header, *"".join(lines).splitlines()]  # type: ignore[attr-defined]
     return exc
 
 
@@ -113,6 +147,9 @@ class MaskMagics(Magics):
             summary = None if args.quiet else _summary(built)
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
+        except Exception as exc:  # not the cell's fault: a bug, shown with its traceback
+            _shown_as_bug(exc)
+            raise
         # Everything that can fail has run: only now do the names reach the namespace.
         self._shell().push({args.name: built.model, **built.ops})
         if source is not None:
@@ -141,6 +178,9 @@ class MaskMagics(Magics):
             return editor_for(name, layer, self._namespace())
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
+        except Exception as exc:  # a bug, shown with its traceback
+            _shown_as_bug(exc)
+            raise
 
     @magic_arguments()
     @argument("net", metavar="NET", help="a Keras model (a name or an expression without spaces)")
@@ -162,6 +202,9 @@ class MaskMagics(Magics):
             )
         except MaskMagicError as exc:
             raise _shown_short(exc) from None
+        except Exception as exc:  # a bug, shown with its traceback
+            _shown_as_bug(exc)
+            raise
 
 
 def _build(cell: str, namespace: dict[str, Any], args: argparse.Namespace) -> Built:

@@ -4,7 +4,7 @@
 #            (created with `python3 -m venv` on first use, reused afterwards; the system Python
 #            is never touched) with the package and its dev extra
 #   lint     ruff
-#   types    (to come: the type checker)
+#   types    mypy over maskmagic/ (config in pyproject.toml)
 #   tests    the whole pytest suite on the newest supported TensorFlow (browser tests included)
 #   mutants  (to come: mutation testing)
 #   oldest   the core tests again on the oldest supported TensorFlow/Keras, in .venv-oldest
@@ -24,17 +24,18 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 make_venv .venv
 "$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[dev]"
-export PATH="$PWD/.venv/bin:$PATH"  # ruff, jupyter and the kernels' python come from .venv
+VENV_BIN="$PWD/.venv/bin"  # ruff, jupyter and the kernels' python come from .venv
 
 echo "== lint"
-ruff check maskmagic tests bench examples
-ruff format --check maskmagic tests bench
+"$VENV_BIN/ruff" check maskmagic tests bench examples
+"$VENV_BIN/ruff" format --check maskmagic tests bench
 
-# == types: the type checker's command goes here.
+echo "== types"
+"$VENV_PY" -m mypy  # [tool.mypy] in pyproject.toml: files = maskmagic/
 
 echo "== tests"
-export MASKMAGIC_REQUIRE_UI=1  # the real-browser tests must run here, not skip
-"$VENV_PY" -m pytest -q -p no:cacheprovider "$@"
+# MASKMAGIC_REQUIRE_UI=1: the real-browser tests must run here, not skip.
+PATH="$VENV_BIN:$PATH" MASKMAGIC_REQUIRE_UI=1 "$VENV_PY" -m pytest -q -p no:cacheprovider "$@"
 
 # == mutants: the mutation-testing command goes here.
 
@@ -46,6 +47,8 @@ else
   OLDEST_PY=$VENV_PY
   "$OLDEST_PY" -m pip install -q --disable-pip-version-check -c scripts/oldest-constraints.txt \
     -e . pytest pytest-timeout hypothesis
-  "$OLDEST_PY" -c 'import keras, tensorflow as tf; print("TensorFlow", tf.__version__, "Keras", keras.__version__)'
+  "$OLDEST_PY" -c 'import maskmagic, keras, tensorflow as tf; print("TensorFlow", tf.__version__, "Keras", keras.__version__)'
   "$OLDEST_PY" -m pytest -q -p no:cacheprovider "${CORE_TESTS[@]}"
 fi
+
+echo "== all steps passed. Start JupyterLab from the project environment: .venv/bin/jupyter lab"

@@ -1,14 +1,23 @@
-"""Fuzzing parse + build: whatever the cell, the only exception that escapes is MaskMagicError."""
+"""Fuzzing parse + build: whatever the cell, the only exception that escapes is MaskMagicError.
+
+The builder converts only cell-caused errors (see ``builder._at``), so any other exception
+escaping here is a maskmagic bug found by the fuzzer; the fault-injection tests at the end
+check that a fault inside maskmagic does escape, so these tests can fail.
+"""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from maskmagic import masks
 from maskmagic.builder import build
-from maskmagic.errors import MaskMagicError
+from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.layers import MaskedDense
+from maskmagic.training import reach
 
 NAMESPACE = {"A": np.ones((3, 2)), "B": [1, 0], "bad": np.full((3, 2), 0.5), "boom": None}
 
@@ -228,3 +237,43 @@ def test_the_near_valid_generator_really_builds_nets():
 
         sample()
     assert sum(BUILT) > len(BUILT) / 4
+
+
+def _broken_reach(*args, **kwargs):
+    raise AttributeError("injected fault in maskmagic's reachability")
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "cell"),
+    [
+        (reach, "influencers", "input x 3\ndense h 2\ndense out 2\ntrain keep freeze=out[0]\n"),
+        (MaskedDense, "build", "input x 3\ndense h 2\n"),
+        (masks, "validate", "input x 3\ndense h 2 mask=ones\n"),
+    ],
+)
+def test_a_fault_inside_maskmagic_escapes_as_itself(monkeypatch, target, name, cell):
+    """Bug caught: a builder that turns every exception into a CellError at the user's line,
+    which makes the fuzz tests above pass whatever maskmagic's code raises."""
+    monkeypatch.setattr(target, name, _broken_reach)
+    with pytest.raises(AttributeError, match="injected fault") as caught:
+        build(cell, {})
+    assert not isinstance(caught.value, MaskMagicError)
+
+
+@pytest.mark.parametrize(
+    ("cell", "words"),
+    [
+        ("input x 3\ndense h 2 mask=1/0\n", ["line 2", "ZeroDivisionError"]),
+        ("input x 3\ndense h 2 mask=undefined_name\n", ["line 2", "NameError"]),
+        ("input x 3\ndense h 2 activation=relux\n", ["line 2", "relux"]),
+        ("input x 3\ndense h 2 kernel_regularizer=nope\n", ["line 2", "nope"]),
+        ("input x 3\ndense h 2\noptimizer sgd momentum=x\n", ["line 3", "momentum"]),
+        ("input x 3\ndense h 2\nloss msee\n", ["line 3", "msee"]),
+    ],
+)
+def test_errors_the_cell_causes_are_cell_errors(cell, words):
+    """The user's own expression and values Keras rejects stay short cell errors."""
+    with pytest.raises(CellError) as caught:
+        build(cell, {})
+    for word in words:
+        assert word in str(caught.value)

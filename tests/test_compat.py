@@ -114,6 +114,26 @@ def test_csr_matrix_ops_multiply():
     np.testing.assert_array_equal(np.array(product), dense)
 
 
+@pytest.mark.parametrize("mode", [None, "int8"])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_serialization_names_are_what_dense_saves(mode, use_bias):
+    """Catches a Keras version that writes other Dense entries (the count of a MaskedDense
+    file's Dense entries, and so where its masks start, comes from these names)."""
+    layer = keras.layers.Dense(3, use_bias=use_bias)
+    layer.build((None, 4))
+    if mode:
+        layer.quantize(mode)
+    store: dict = {}
+    layer.save_own_variables(store)
+    names = _compat.dense_serialization_names(layer)
+    assert len(names) == len(store), (names, list(store))
+    for i, name in enumerate(names):
+        variable = _compat.dense_kernel(layer) if name == "kernel" else getattr(layer, name)
+        np.testing.assert_array_equal(
+            np.asarray(store[str(i)]), keras.ops.convert_to_numpy(variable)
+        )
+
+
 _PRIVATE = re.compile(
     r"\._(trainable_variables|get_variable_index|inbound_nodes|nodes_by_depth|keras_history"
     r"|functional|value|shape|ndim|tracker|layers|outbound_nodes)\b|tensorflow\.python|keras\.src"
@@ -132,3 +152,71 @@ def test_no_private_tf_keras_access_outside_compat():
     assert not offenders, "private TF/Keras access outside maskmagic/_compat.py:\n" + "\n".join(
         offenders
     )
+
+
+def test_dense_kernel_is_the_stored_kernel_variable():
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    assert _compat.dense_kernel(layer) is layer.kernel, "Dense._kernel changed"
+    layer.quantize("int8")
+    assert str(_compat.dense_kernel(layer).dtype) == "int8", "Dense._kernel (int8) changed"
+
+
+def test_dense_attributes_swaps_and_restores_what_quantized_calls_read():
+    layer = keras.layers.Dense(3, activation="relu")
+    layer.build((None, 4))
+    layer.quantize("float8")
+    x = np.ones((2, 4), "float32")
+    kernel, bias = _compat.dense_kernel(layer), layer.bias
+    with _compat.dense_attributes(layer, _kernel=tf.zeros((4, 3)), bias=None, activation=None):
+        out = layer(x)
+    np.testing.assert_array_equal(out, np.zeros((2, 3)))  # Dense._float8_call reads _kernel
+    assert _compat.dense_kernel(layer) is kernel and layer.bias is bias
+    assert len(layer.weights) == len(layer.trainable_weights) + len(layer.non_trainable_weights)
+
+
+@pytest.mark.parametrize("mode", ["gptq", "awq"])
+def test_dense_quantized_kernel_matches_dense_calibrated_call(mode):
+    # Packed 4-bit values, scales and zero points as a calibration would leave them; the
+    # kernel _compat dequantizes must be the one Dense's own calibrated call multiplies by.
+    pytest.importorskip(
+        f"keras.src.quantizers.{mode}_config",
+        reason=f"Keras {keras.__version__} has no {mode} quantization (newer Keras 3 releases only)",
+    )
+    from keras.src.quantizers.awq_config import AWQConfig
+    from keras.src.quantizers.gptq_config import GPTQConfig
+
+    make = GPTQConfig if mode == "gptq" else AWQConfig
+    config = make(dataset=None, tokenizer=None, weight_bits=4, group_size=-1)
+    layer = keras.layers.Dense(4, use_bias=False)
+    layer.build((None, 8))
+    layer.quantize(mode, config=config)
+    rng = np.random.default_rng(0)
+    layer.quantized_kernel.assign(rng.integers(0, 256, layer.quantized_kernel.shape))
+    layer.kernel_scale.assign(rng.uniform(0.1, 1, layer.kernel_scale.shape))
+    layer.kernel_zero.assign(rng.integers(0, 16, layer.kernel_zero.shape))
+    if mode == "awq":
+        layer.awq_scales.assign(rng.uniform(0.5, 2, layer.awq_scales.shape))
+    setattr(layer, f"is_{mode}_calibrated", True)
+    kernel = keras.ops.convert_to_numpy(_compat.dense_quantized_kernel(layer))
+    rows = keras.ops.convert_to_numpy(layer(np.eye(8, dtype="float32")))  # e_i @ W = row i
+    # A failure: Dense._gptq_call / _awq_call dequantize differently now.
+    np.testing.assert_array_equal(rows, kernel)
+
+
+def test_run_graph_calls_the_substitute_of_each_layer():
+    model = _model()
+    x = np.random.default_rng(0).normal(size=(5, int(model.inputs[0].shape[-1]))).astype("float32")
+    same = _compat.run_graph(model, x, lambda op: op)
+    np.testing.assert_array_equal(np.asarray(same), model(x).numpy())
+    seen = []
+
+    def doubled(op):
+        seen.append(op.name)
+        if op.name != "out":
+            return op
+        return lambda *args, **kwargs: 2 * op(*args, **kwargs)
+
+    twice = _compat.run_graph(model, x, doubled)
+    np.testing.assert_allclose(np.asarray(twice), 2 * model(x).numpy(), rtol=1e-6)
+    assert "out" in seen, "Functional._run_through_graph no longer calls operation_fn per layer"

@@ -147,11 +147,33 @@ def test_code_defines_the_same_model_and_ops_without_maskmagic():
     x = np.random.default_rng(1).normal(size=(4, 16, 16, 1)).astype("float32")
     # The same convolutions of the same effective kernels: bit-identical.
     np.testing.assert_array_equal(generated(x).numpy(), built.model(x).numpy())
+    generated_variables = {v.path: v for v in generated.trainable_variables}
     for name, op in built.ops.items():
-        twin = {v.path: v for v in namespace["net"].trainable_variables}
         for variable in op.var_list:
             np.testing.assert_array_equal(
-                namespace[name].update_mask(twin[variable.path]), op.update_mask(variable)
+                namespace[name].update_mask(generated_variables[variable.path]),
+                op.update_mask(variable),
             )
+    assert "class MaskedConv" in source and "keras.layers.Conv2D(" in source  # c1 has no mask
     dense_only = build_spec(lang.parse("input x 3\ndense out 2"), {}, name="d")
     assert "class MaskedConv" not in to_source(dense_only, "d")  # only what the cell uses
+
+
+def test_conv1d_cell_builds_pools_in_1d_and_freezes_exactly():
+    cell = """
+input seq (12, 3)
+conv1d c 4 kernel=3 padding=same mask=[[1,0,0,1],[0,1,0,1],[0,0,1,1]] activation=relu
+maxpool p 2
+flatten f
+dense out 2 mask=M
+train keep freeze=out[0]
+"""
+    mask = np.ones((24, 2), dtype=bool)
+    mask[:, 0] = np.arange(24) % 4 == 0  # out[0] reads channel 0 of the pooled maps only
+    model, ops = build(cell, {"M": mask}, seed=0)
+    assert type(model.get_layer("p")).__name__ == "MaxPooling1D"
+    assert model.get_layer("p").output.shape[1:] == (6, 4)
+    # out[0] reads only channel 0 of c, which reads only input channel 0: the kernel column
+    # of filter 0 and its bias are frozen, filters 1-3 stay trainable.
+    update = ops["keep"].update_mask(model.get_layer("c").kernel)
+    assert not update[..., 0].any() and update[..., 1:].any()

@@ -14,8 +14,8 @@ from keras.layers import Dense
 
 from maskmagic.errors import MaskError, MaskMagicError, SelectorError
 from maskmagic.masks import NamedMask
+from maskmagic.masks.check import unpack_bits
 from maskmagic.training import TrainOp
-from maskmagic.widgets.codec import unpack_bits
 from maskmagic.widgets.editor import MaskEditor, mask_image, state
 from tests.conftest import make_342
 from tests.magics import line_magic
@@ -578,3 +578,26 @@ def test_exported_html_without_widget_state_shows_the_image(tmp_path):
     assert output["data"]["image/png"].replace("\n", "") == expected
     html, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
     assert f'src="data:image/png;base64,{expected}"' in html.replace("\n", "")
+
+
+def test_an_edit_reaches_the_next_compiled_step_loss(data342):
+    """Bug caught: a step that keeps the mask it was traced with. The weights the write-back
+    protects would not show it; the loss the step computes does."""
+    import keras
+
+    x, y = data342
+    model = make_342()
+    layer = model.get_layer("hidden")
+    op = TrainOp(model, optimizer="sgd")
+    ed = MaskEditor(layer)
+    op(x, y)
+    for j in range(4):
+        ed.toggle(0, j)  # cut input 0 from every hidden unit
+    eager = float(keras.losses.MeanSquaredError()(y, model(x)))
+    # Compiled and eager are two computations of one value: a few float32 ulps apart.
+    assert op(x, y) == pytest.approx(eager, rel=1e-6) and op.trace_count == 1
+    ed.undo()
+    ed.undo()
+    eager_undone = float(keras.losses.MeanSquaredError()(y, model(x)))
+    assert abs(eager_undone - eager) > 1e-6
+    assert op(x, y) == pytest.approx(eager_undone, rel=1e-6)

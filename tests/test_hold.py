@@ -219,3 +219,79 @@ def test_hold_on_hidden_units_and_two_layers():
     assert np.abs(model(X).numpy()[:, 0] - before).max() <= DONE_DRIFT
     assert np.abs(hidden(X).numpy()[:, 3] - hidden_before).max() <= DONE_DRIFT
     assert op.hold_report.constraints == 16
+
+
+def _jacobians(model, hold, allowed_fn):
+    """The structured and the explicit Jacobian of one hold, on the same point and masks."""
+    from maskmagic.training import jacobian
+
+    op = TrainOp(model, "mse", "sgd", hold=hold)
+    held = op.hold
+    allowed = allowed_fn(op)
+    x = tf.constant(X)
+    structured = held._jacobian(held._select, x, allowed)
+    explicit = jacobian.ExplicitJacobian(held.held, x, held._variables, allowed)
+    return structured, explicit, held._variables
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_structured_jacobian_equals_the_explicit_one(partial):
+    """Catches: a wrong factor (A, D), a missed mask or update mask, a wrong masked Gram."""
+    from maskmagic.training import jacobian
+
+    hidden_mask = np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 0, 1]], bool) if partial else None
+    model = make_342(hidden_mask=hidden_mask)
+    model.get_layer("hidden").set_bias_mask(np.array([1, 0, 1, 1], bool))
+    rng = np.random.default_rng(5)
+    for v in model.trainable_variables:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+
+    def allowed(op):
+        masks = [None] * len(op.hold._variables)
+        if partial:  # an update mask on the output kernel too
+            masks[2] = tf.constant(np.array([[1, 0], [1, 1], [0, 1], [1, 1]], bool))
+        return masks
+
+    structured, explicit, variables = _jacobians(model, ["out[0]", "hidden[2]"], allowed)
+    assert isinstance(structured, jacobian.DenseJacobian)
+    # Both Grams are float64 sums of the same float32 products, in different orders: 1e-9.
+    np.testing.assert_allclose(structured.gram(), explicit.gram(), rtol=1e-9, atol=1e-9)
+    vectors = [tf.constant(rng.normal(size=v.shape), tf.float32) for v in variables]
+    # The structured J v runs its kernel product in float32 (rounding ~1e-7 per term, terms
+    # of order 1): 1e-5 is far above that and far below any wrong entry (order 1).
+    np.testing.assert_allclose(
+        structured.apply(vectors), explicit.apply(vectors), rtol=1e-5, atol=1e-5
+    )
+    alpha = tf.constant(rng.normal(size=16), tf.float64)
+    for a, b in zip(structured.transpose(alpha), explicit.transpose(alpha)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # cast back to float32
+
+
+def test_dependent_constraints_count_once():
+    """The same reference input twice: 16 constraints of rank 8, and the hold still holds."""
+    model = make_342()
+    reference = np.concatenate([X, X])
+    op = TrainOp(model, "mse", keras.optimizers.Adam(0.01), hold="out[0]", hold_on=reference)
+    before = model(X).numpy()[:, 0]
+    for _ in range(5):
+        op(X, Y)
+    assert op.hold_report.constraints == 16 and op.hold_report.rank == 8
+    assert np.abs(model(X).numpy()[:, 0] - before).max() <= DONE_DRIFT
+
+
+def test_plain_dense_and_other_layers_use_the_explicit_jacobian_and_hold():
+    """A net with a layer that is not Dense-like (LayerNormalization) falls back and holds."""
+    from maskmagic.training import jacobian
+
+    x = keras.Input((3,))
+    h = keras.layers.Dense(4, activation="tanh", name="hidden")(x)
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    model = keras.Model(x, keras.layers.Dense(2, name="out")(h))
+    op = TrainOp(model, "mse", keras.optimizers.Adam(0.01), hold="out[0]")
+    assert isinstance(
+        op.hold._jacobian(op.hold._select, tf.constant(X), [None] * 6), jacobian.ExplicitJacobian
+    )
+    before = model(X).numpy()[:, 0]
+    for _ in range(10):
+        op(X, Y)
+    assert np.abs(model(X).numpy()[:, 0] - before).max() <= DONE_DRIFT

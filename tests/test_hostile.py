@@ -320,7 +320,7 @@ def test_widget_message_of_the_wrong_length_is_rejected_by_the_editor(model):
     A message from the browser cannot raise into the notebook, so the editor refuses it with a
     warning and a ``reject`` message to the front end, both naming what was expected and found.
     """
-    from maskmagic.widgets.codec import pack_bits
+    from maskmagic.masks.check import pack_bits
     from maskmagic.widgets.editor import MaskEditor
 
     editor = MaskEditor(_hidden(model))
@@ -340,7 +340,7 @@ def test_widget_message_of_the_wrong_length_is_rejected_by_the_editor(model):
 
 def test_widget_bits_of_the_wrong_length_are_a_mask_error(model):
     """The codec behind every bit-packed mask message raises a MaskMagicError."""
-    from maskmagic.widgets.codec import pack_bits, unpack_bits
+    from maskmagic.masks.check import pack_bits, unpack_bits
 
     row = Bad("widget_bits", None, "expected 2 for shape (3, 4)", "has 1 bytes")
     before = _model_state(model)

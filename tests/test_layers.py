@@ -216,3 +216,35 @@ def test_set_mask_inside_compiled_op_does_not_retrace():
     # The next step used the new mask: masked entries no longer move.
     np.testing.assert_array_equal(after[~A], before[~A])
     assert np.any(after[A] != before[A])
+
+
+def test_set_mask_reaches_a_compiled_forward_pass():
+    """Bug caught: a compiled function that keeps the mask it was traced with (the trace count
+    alone cannot see it)."""
+    model = _model(mask=None, bias_mask=None)
+    x = np.random.default_rng(6).normal(size=(16, 5)).astype("float32")
+    forward = tf.function(lambda t: model(t))
+    old = forward(x).numpy()
+    model.get_layer("h").set_mask(A)
+    eager = model(x).numpy()
+    compiled = forward(x).numpy()
+    # Compiled and eager are two computations of one value (graph rewrites may fuse or reorder
+    # the float32 sums): a few ulps apart. A stale mask is off by far more (checked below).
+    np.testing.assert_allclose(compiled, eager, rtol=1e-6, atol=1e-6)
+    assert np.abs(old - eager).max() > 1e-2
+
+
+def test_set_mask_reaches_the_next_train_step_loss():
+    """The loss the compiled step reports after set_mask is the new model's loss."""
+    model = _model(mask=None, bias_mask=None)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(16, 5)).astype("float32")
+    y = rng.normal(size=(16, 2)).astype("float32")
+    op = TrainOp(model, loss="mse", optimizer="sgd")
+    op(x, y)
+    old = float(keras.losses.MeanSquaredError()(y, model(x)))
+    model.get_layer("h").set_mask(A)
+    eager = float(keras.losses.MeanSquaredError()(y, model(x)))
+    # Same tolerance and reason as the compiled forward pass above.
+    assert op(x, y) == pytest.approx(eager, rel=1e-6) and op.trace_count == 1
+    assert abs(old - eager) > 1e-3

@@ -196,3 +196,48 @@ def test_hold_shows_in_summary_and_refuses_code(shell, capsys):
 def test_help_shows_hold(shell):
     info = shell.object_inspect("%%masked_net")
     assert "hold=UNITS [hold_on=EXPR] [hold_tol=X]" in info["docstring"]
+
+
+def test_a_maskmagic_bug_is_shown_as_one_with_its_traceback(shell, capsys, monkeypatch):
+    """A fault inside maskmagic is not the user's mistake: the header says it is a maskmagic
+    bug, the traceback follows, and nothing is bound. Bug caught: internal errors reported as
+    ``line 4, column 1: train op 'keep' failed: AttributeError`` (blaming the cell)."""
+    from maskmagic.training import reach
+
+    def broken(*args, **kwargs):
+        raise AttributeError("injected fault")
+
+    monkeypatch.setattr(reach, "influencers", broken)
+    shell.user_ns["buggy"] = sentinel = object()
+    shell.user_ns.pop("keep", None)
+    capsys.readouterr()
+    result = run(
+        shell, "buggy --quiet", "input x 3\ndense h 2\ndense out 2\ntrain keep freeze=out[0]\n"
+    )
+    assert not result.success and isinstance(result.error_in_exec, AttributeError)
+    shown = "".join(capsys.readouterr())
+    assert "maskmagic bug: AttributeError raised inside maskmagic, not by your cell" in shown
+    assert shown.index("maskmagic bug") < shown.index("Traceback") < shown.index("injected fault")
+    assert "line 4, column" not in shown
+    assert shell.user_ns["buggy"] is sentinel and "keep" not in shell.user_ns
+
+
+def test_from_model_cell_binds_the_converted_model_and_refuses_code(shell, capsys):
+    # Catches: from_model cells failing in the magic (summary, binding), or --code writing
+    # source for a model whose source maskmagic does not have.
+    import keras
+
+    from maskmagic.layers import MaskedDense
+
+    shell.user_ns["plain"] = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, name="h"), keras.layers.Dense(2, name="o")]
+    )
+    cell = "from_model plain\ntrain keep freeze=o[0]\n"
+    assert run(shell, "converted", cell).success
+    assert isinstance(shell.user_ns["converted"].get_layer("h"), MaskedDense)
+    assert isinstance(shell.user_ns["keep"], TrainOp)
+    assert "MaskedDense" in capsys.readouterr().out
+    assert not run(shell, "coded_base --code --quiet", cell).success
+    shown = "".join(capsys.readouterr())
+    assert "--code cannot write source for a from_model cell" in shown
+    assert "coded_base" not in shell.user_ns and "Traceback" not in shown

@@ -259,3 +259,39 @@ def test_glu_mixes_its_units():
     out = keras.layers.Dense(4, activation="glu", name="out")(x)
     frozen = reach.influencers(keras.Model(x, out), {"out": np.array([True, False, False, False])})
     assert frozen["out/kernel"].all() and frozen["out/bias"].all()
+
+
+def test_dense_with_lora_mixes_its_units():
+    """LoRA's first factor feeds every unit: a Dense with extra variables is not per unit."""
+    x = keras.Input((3,))
+    layer = keras.layers.Dense(2, name="out")
+    out = layer(x)
+    layer.enable_lora(1)
+    frozen = reach.influencers(keras.Model(x, out), {"out": np.array([True, False])})
+    assert all(frozen[v.path].all() for v in layer.trainable_variables)
+
+
+def test_layer_normalization_mixes_units_and_freezes_its_parameters():
+    x = keras.Input((3,))
+    h = keras.layers.Dense(3, name="h")(x)
+    norm = keras.layers.LayerNormalization(name="norm")
+    out = MaskedDense(2, mask=[[1, 0], [0, 1], [0, 1]], name="out")(norm(h))
+    frozen = reach.influencers(keras.Model(x, out), {"out": np.array([True, False])})
+    assert all(frozen[v.path].all() for v in norm.trainable_variables)
+    assert frozen["h/kernel"].all()
+
+
+def test_every_keras_activation_is_classified():
+    """A new Keras activation is neither trusted nor forgotten: it mixes until it is listed,
+    and this test asks for the decision."""
+    exported = {
+        name
+        for name in dir(keras.activations)
+        if not name.startswith("_")
+        and name not in ("get", "serialize", "deserialize")
+        and callable(getattr(keras.activations, name))
+    }
+    mixing = {"softmax", "log_softmax", "sparsemax", "glu"}
+    per_unit = {n for n in exported if reach.is_per_unit_activation(getattr(keras.activations, n))}
+    assert not per_unit & mixing
+    assert per_unit | mixing == exported, f"unclassified: {sorted(exported - per_unit - mixing)}"

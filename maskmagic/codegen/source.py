@@ -9,7 +9,8 @@ and embedded). Small masks are written as numpy literals, larger ones as base64 
 ``np.packbits`` (or of the indices of their ones, when that is shorter).
 
 The source holds only what the cell uses: layers without a mask are plain ``keras.layers.Dense``;
-the ``MaskedDense`` class is pasted only when a layer has a mask, and the slot-restoring train op
+the ``MaskedDense`` class is pasted only when a layer has a mask (``MaskedConv`` likewise for
+convolutions; unmasked ones are ``keras.layers.Conv2D``/``Conv1D``), and the slot-restoring train op
 only when an op's optimizer moves entries whose gradient is zero (anything but plain SGD). Each
 pasted helper comes from :mod:`maskmagic.codegen.runtime` with a comment saying why it is there.
 """
@@ -44,6 +45,7 @@ __all__ = ["LITERAL_LIMIT", "encode_mask", "to_source"]
 
 _RUNTIME_NAMES = (
     "base64", "keras", "np", "tf", "MaskedDense", "MaskedTrainOp", "RestoringTrainOp",
+    "MaskedConv",
 )  # fmt: skip
 _SECTION = "# --- section: "
 
@@ -129,7 +131,7 @@ class _Writer:
         self.masks: list[str] = []
         self.objects: dict[int, tuple[str, str]] = {}  # id(object) -> (name, source)
         self.masked_layers: list[str] = []  # layers written as MaskedDense
-        self.conv_layers: list[str] = []  # layers written as MaskedConv
+        self.masked_convs: list[str] = []  # layers written as MaskedConv
         self.restoring: dict[str, str] = {}  # op name -> why it restores entries after a step
 
     def shared(self, obj: Any, expr: str, prefix: str) -> str:
@@ -143,46 +145,6 @@ class _Writer:
         self.masks.append(f"    # {note}\n    {quote(key)}: {_indent(encode_mask(mask), 4)},")
         return f"_MASKS[{quote(key)}]"
 
-    def _conv(self, spec: Any, target: str, x: str) -> str:
-        """``MaskedConv(...)``: the channel table when the mask is uniform over each window."""
-        layer = self.model.get_layer(spec.name)
-        args = [str(spec.filters), py_literal(tuple(spec.kernel))]
-        if any(s != 1 for s in spec.strides):
-            args.append(f"strides={py_literal(tuple(spec.strides))}")
-        if spec.padding != "valid":
-            args.append(f"padding={quote(spec.padding)}")
-        mask, table = layer.get_mask(), layer.get_channel_table()
-        uniform = np.array_equal(mask, np.broadcast_to(table, mask.shape))
-        ones, cells = count_ones(table if uniform else mask)
-        if ones < cells:
-            shape = "in_channels x filters" if uniform else "kernel-shaped"
-            note = f"{spec.name}: {shape} {tuple(table.shape if uniform else mask.shape)}"
-            note += f", {ones} of {cells} connected"
-            args.append(f"mask={self._mask_entry(spec.name, table if uniform else mask, note)}")
-        if layer.use_bias:
-            bias = layer.get_bias_mask()
-            if count_ones(bias)[0] < spec.filters:
-                note = f"{spec.name}: bias mask, {count_ones(bias)[0]} of {spec.filters} biases on"
-                args.append(f"bias_mask={self._mask_entry(spec.name + '.bias', bias, note)}")
-        if spec.activation is not None:
-            args.append(f"activation={quote(spec.activation)}")
-        if not spec.use_bias:
-            args.append("use_bias=False")
-        short = spec.kernel_initializer or "glorot_uniform"
-        init = keras_expr(layer.kernel_initializer, "initializers", short)
-        args.append(f"kernel_initializer={init}")
-        args += [f"{key}={self._option(layer, key, value)}" for key, value in spec.options]
-        args.append(f"name={quote(spec.name)}")
-        self.conv_layers.append(spec.name)
-        return _call(target, "MaskedConv", args, f"({x})")
-
-    def _plain(self, spec: Any, target: str, x: str) -> str:
-        """A pooling or flatten statement as the Keras layer the builder made."""
-        layer = self.model.get_layer(spec.name)
-        args = [py_literal(tuple(layer.pool_size))] if hasattr(layer, "pool_size") else []
-        args.append(f"name={quote(spec.name)}")
-        return _call(target, f"keras.layers.{type(layer).__name__}", args, f"({x})")
-
     def _dense(self, spec: Any, target: str, x: str) -> str:
         layer = self.model.get_layer(spec.name)
         args = [str(spec.units)]
@@ -191,29 +153,74 @@ class _Writer:
         if ones < cells:
             note = f"{spec.name}: {mask.shape[0]} inputs x {spec.units} units, {ones} of {cells} connected"
             args.append(f"mask={self._mask_entry(spec.name, mask, note)}")
-        if layer.use_bias:
-            bias = layer.get_bias_mask()
-            if count_ones(bias)[0] < spec.units:
-                note = f"{spec.name}: bias mask, {count_ones(bias)[0]} of {spec.units} biases on"
-                args.append(f"bias_mask={self._mask_entry(spec.name + '.bias', bias, note)}")
+        args += self._bias_mask(spec.name, layer, spec.units)
         masked = len(args) > 1
         if masked:
             self.masked_layers.append(spec.name)
+        args += self._layer_options(spec, layer)
+        layer_class = "MaskedDense" if masked else "keras.layers.Dense"
+        line = _call(target, layer_class, args, f"({x})")
+        if hasattr(mask, "toarray"):
+            line = "# impl=sparse in maskmagic: here a dense kernel times a constant mask\n" + line
+        return line
+
+    def _bias_mask(self, name: str, layer: Any, units: int) -> list[str]:
+        """``["bias_mask=..."]`` when some biases of the layer are off, else ``[]``."""
+        if not layer.use_bias:
+            return []
+        bias = layer.get_bias_mask()
+        on = count_ones(bias)[0]
+        if on == units:
+            return []
+        note = f"{name}: bias mask, {on} of {units} biases on"
+        return [f"bias_mask={self._mask_entry(name + '.bias', bias, note)}"]
+
+    def _layer_options(self, spec: Any, layer: Any) -> list[str]:
+        """The arguments after the masks: activation, bias, initializers, options, name."""
+        args = []
         if spec.activation is not None:
             args.append(f"activation={quote(spec.activation)}")
         if not spec.use_bias:
             args.append("use_bias=False")
         short = spec.kernel_initializer or "glorot_uniform"
         init = keras_expr(layer.kernel_initializer, "initializers", short)
-        if init != quote("glorot_uniform"):  # the default of both layer classes
+        if init != quote("glorot_uniform"):  # the default of every layer class written here
             args.append(f"kernel_initializer={init}")
         args += [f"{key}={self._option(layer, key, value)}" for key, value in spec.options]
         args.append(f"name={quote(spec.name)}")
-        layer_class = "MaskedDense" if masked else "keras.layers.Dense"
-        line = _call(target, layer_class, args, f"({x})")
-        if hasattr(mask, "toarray"):
-            line = "# impl=sparse in maskmagic: here a dense kernel times a constant mask\n" + line
-        return line
+        return args
+
+    def _conv(self, spec: ConvSpec, target: str, x: str) -> str:
+        """``MaskedConv(...)`` (the channel table when the mask is uniform over each kernel
+        window, else the kernel-shaped mask), or a plain ``keras.layers.ConvND`` without one."""
+        layer = self.model.get_layer(spec.name)
+        args = [str(spec.filters), py_literal(tuple(spec.kernel))]
+        mask, table = layer.get_mask(), layer.get_channel_table()
+        uniform = np.array_equal(mask, np.broadcast_to(table, mask.shape))
+        written = table if uniform else mask
+        ones, cells = count_ones(written)
+        if ones < cells:
+            kind = "in_channels x filters" if uniform else "kernel-shaped"
+            note = f"{spec.name}: {kind} {tuple(written.shape)}, {ones} of {cells} connected"
+            args.append(f"mask={self._mask_entry(spec.name, written, note)}")
+        args += self._bias_mask(spec.name, layer, spec.filters)
+        masked = len(args) > 2
+        if masked:
+            self.masked_convs.append(spec.name)
+        if any(s != 1 for s in spec.strides):
+            args.append(f"strides={py_literal(tuple(spec.strides))}")
+        if spec.padding != "valid":
+            args.append(f"padding={quote(spec.padding)}")
+        args += self._layer_options(spec, layer)
+        layer_class = "MaskedConv" if masked else f"keras.layers.Conv{spec.rank}D"
+        return _call(target, layer_class, args, f"({x})")
+
+    def _plain(self, spec: Any, target: str, x: str) -> str:
+        """A maxpool, avgpool or flatten statement as the Keras layer the builder made."""
+        layer = self.model.get_layer(spec.name)
+        args = [py_literal(tuple(layer.pool_size))] if hasattr(layer, "pool_size") else []
+        args.append(f"name={quote(spec.name)}")
+        return _call(target, f"keras.layers.{type(layer).__name__}", args, f"({x})")
 
     def _option(self, layer: Any, key: str, value: Any) -> str:
         for kind in ("initializers", "regularizers", "constraints"):
@@ -469,7 +476,7 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
             "# Connectivity masks: (inputs, units), True where the input feeds the unit"
             + (
                 " (convolutions: (in_channels, filters) or kernel-shaped)"
-                if writer.conv_layers
+                if writer.masked_convs
                 else ""
             )
             + ".\n"
@@ -486,13 +493,19 @@ def to_source(built: Built, name: str, cell: str | None = None) -> str:
             f"layers with a mask: {', '.join(writer.masked_layers)}."
         )
         helpers.append("masked_dense")
-    if writer.conv_layers:
+    if writer.masked_convs:
+        conv_note = (
+            "MaskedConv computes conv(x, kernel * mask) + bias * bias_mask; it is here for the "
+            f"convolutions with a mask: {', '.join(writer.masked_convs)}."
+        )
         helpers.append("masked_conv")
     head = [_header(built, name, cell) + _imports(body + runtime(*helpers))]
     if helpers:
         pasted = runtime(*helpers)
         if writer.masked_layers:
             pasted = pasted.replace("class MaskedDense", _comment(note) + "\nclass MaskedDense")
+        if writer.masked_convs:
+            pasted = pasted.replace("class MaskedConv", _comment(conv_note) + "\nclass MaskedConv")
         head.append(pasted)
     return "\n\n".join(block.rstrip("\n") + "\n" for block in [*head, body])
 

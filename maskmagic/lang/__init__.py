@@ -22,6 +22,8 @@ from maskmagic.lang.lexer import Token, split_logical
 from maskmagic.lang.lexer import parse_selector as _parse_selector_token
 from maskmagic.lang.parser import Parser
 from maskmagic.lang.specs import (
+    CONV_IMPLS,
+    IMPLS,
     KEYWORDS,
     PASSTHROUGH_OPTIONS,
     ConvSpec,
@@ -31,6 +33,7 @@ from maskmagic.lang.specs import (
     InputSpec,
     Location,
     LossSpec,
+    ModelSpec,
     NetSpec,
     OptimizerSpec,
     PoolSpec,
@@ -39,7 +42,9 @@ from maskmagic.lang.specs import (
 )
 
 __all__ = [
+    "CONV_IMPLS",
     "HELP",
+    "IMPLS",
     "KEYWORDS",
     "PASSTHROUGH_OPTIONS",
     "ConvSpec",
@@ -49,6 +54,7 @@ __all__ = [
     "InputSpec",
     "Location",
     "LossSpec",
+    "ModelSpec",
     "NetSpec",
     "OptimizerSpec",
     "PoolSpec",
@@ -67,13 +73,12 @@ One statement per line; `#` starts a comment; a line ending in `\\` continues on
   input NAME SIZE              SIZE: 3 or a shape tuple such as (28, 28, 1)
   dense NAME UNITS [OPTIONS]   a MaskedDense layer
       from=a or from=a,b       sources, concatenated (default: the previous input or layer)
-      activation=relu  use_bias=false  kernel_initializer=glorot_uniform  impl=auto|dense|sparse
+      activation=relu  use_bias=false  kernel_initializer=glorot_uniform  impl=<IMPLS>
       mask=EXPR  bias_mask=EXPR   a Python expression: A, [[0,1],[1,0]], random(0.1, seed=0),
                                   eye(10), banded(2), blocks(3), ones, from_csv("a.csv")
-      also kernel_regularizer=, bias_regularizer=, activity_regularizer=, bias_initializer=,
-      kernel_constraint=, bias_constraint=, dtype=, trainable=
+      also <PASSTHROUGH>
   conv2d NAME FILTERS kernel=K [OPTIONS]   a MaskedConv2D layer (input: height, width, channels)
-      kernel=5 or kernel=(5, 3)  stride=1  padding=valid|same  impl=auto|dense|grouped
+      kernel=5 or kernel=(5, 3)  stride=1  padding=valid|same  impl=<CONV_IMPLS>
       mask=EXPR   a channel table (in_channels, filters) or a kernel-shaped mask
       also from=, activation=, bias_mask=, use_bias=, kernel_initializer= as for dense
   conv1d NAME FILTERS kernel=K [OPTIONS]   a MaskedConv1D layer (input: length, channels)
@@ -110,6 +115,14 @@ Example:
   train keep_first freeze=out[0]
   train refine out[1] hold=out[0]
 """
+HELP = HELP.replace("<IMPLS>", "|".join(IMPLS)).replace("<CONV_IMPLS>", "|".join(CONV_IMPLS))
+HELP = HELP.replace(
+    "<PASSTHROUGH>",
+    "\n      ".join(
+        " ".join(f"{key}=" for key in PASSTHROUGH_OPTIONS[start : start + 5])
+        for start in range(0, len(PASSTHROUGH_OPTIONS), 5)
+    ),
+)
 
 
 def parse(text: str) -> NetSpec:

@@ -24,6 +24,8 @@ from maskmagic.lang.lexer import (
     tokenize,
 )
 from maskmagic.lang.specs import (
+    CONV_IMPLS,
+    IMPLS,
     KEYWORDS,
     PASSTHROUGH_OPTIONS,
     ConvSpec,
@@ -44,8 +46,12 @@ from maskmagic.lang.specs import (
 __all__ = ["Parser"]
 
 _DENSE_KEYS = ("from", "activation", "mask", "bias_mask", "use_bias", "kernel_initializer", "impl")
-_IMPLS = ("auto", "dense", "sparse")
 _LOSS = "a loss name such as mse or binary_crossentropy"
+
+
+def _choices(names: tuple[str, ...]) -> str:
+    """``"auto, dense or sparse"``: the names an option accepts, for its error message."""
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _named_value(value: object) -> bool:
@@ -56,7 +62,7 @@ _DENSE_VALUES = {  # option: (default, check, what is expected)
     "activation": (None, _named_value, "an activation name such as relu, or none"),
     "use_bias": (True, lambda value: isinstance(value, bool), "true or false"),
     "kernel_initializer": (None, _named_value, "an initializer name such as glorot_uniform"),
-    "impl": ("auto", lambda value: value in _IMPLS, "auto, dense or sparse"),
+    "impl": ("auto", lambda value: value in IMPLS, _choices(IMPLS)),
 }
 _OPTIMIZER = "an optimizer name such as sgd or adam"
 _TRAIN_KEYS = ("freeze", "hold", "hold_on", "hold_tol", "optimizer", "loss")
@@ -66,18 +72,25 @@ _CONV_KEYS = (
     "kernel", "stride", "padding", "from", "activation", "mask", "bias_mask", "use_bias",
     "kernel_initializer", "impl",
 )  # fmt: skip
-_CONV_IMPLS = ("auto", "dense", "grouped")
 _CONV_VALUES = {  # option: (default, check, what is expected)
     "activation": _DENSE_VALUES["activation"],
     "use_bias": _DENSE_VALUES["use_bias"],
     "kernel_initializer": _DENSE_VALUES["kernel_initializer"],
-    "impl": ("auto", lambda value: value in _CONV_IMPLS, "auto, dense or grouped"),
+    "impl": ("auto", lambda value: value in CONV_IMPLS, _choices(CONV_IMPLS)),
     "padding": ("valid", lambda value: value in ("valid", "same"), "valid or same"),
 }
 
 
 def _loc(line: Logical, offset: int) -> Location:
     return Location(line.line, offset + 1, line.text)
+
+
+def _converted(line: Logical, tok: Token, what: str) -> object:
+    """The value of ``tok``, or None when it is no value at all (the caller says what it wants)."""
+    try:
+        return convert(line, tok, what)
+    except CellError:
+        return None
 
 
 def _suggest(word: str, choices) -> str:
@@ -93,7 +106,7 @@ class Parser:
 
     def __init__(self) -> None:
         self.inputs: list[InputSpec] = []
-        self.layers: list[DenseSpec | DropoutSpec] = []
+        self.layers: list[DenseSpec | ConvSpec | PoolSpec | FlattenSpec | DropoutSpec] = []
         self.defined: dict[str, tuple[str, int]] = {}  # input/layer name -> (keyword, line)
         self.width: dict[str, int | None] = {}  # output width of 1-D inputs and layers
         self.rows: dict[str, int | None] = {}  # kernel rows of each dense layer, if known
@@ -146,7 +159,7 @@ class Parser:
                     tok.offset,
                 )
             options[key] = (Token(key, tok.offset), value)
-        if keyword.text in ("input", "dense", "dropout", "from_model"):
+        if keyword.text not in ("loss", "optimizer", "train"):  # inputs and layers
             self._one_source_of_layers(line, keyword)
         getattr(self, "_" + keyword.text)(line, keyword, positional, options)
 
@@ -163,7 +176,7 @@ class Parser:
             raise line.error(
                 f"`from_model` takes the inputs and layers from the model, but line "
                 f"{first[0].line} already has `{first[1].text}`; expected either from_model or "
-                "input/dense/dropout statements",
+                "input and layer statements",
                 keyword.offset,
             )
         if keyword.text != "from_model" and self.base is not None:
@@ -182,6 +195,8 @@ class Parser:
         self._extra(line, positional, 1, "from_model EXPR [masks=EXPR] [bias_masks=EXPR]")
         self._keys(line, keyword, options, ("masks", "bias_masks"))
         expression = self._expression(line, {"model": (tok, tok)}, "model")
+        if expression is None:  # the option is given just above
+            raise AssertionError("from_model without its expression")
         self.base = ModelSpec(
             expression,
             self._expression(line, options, "masks"),
@@ -293,10 +308,7 @@ class Parser:
         what = "a size (a positive integer, or a shape tuple such as (28, 28, 1))"
         what = f"{what} after 'input {name.text}'"
         tok = self._arg(line, positional, 1, what)
-        try:
-            value = convert(line, tok, "the size")
-        except CellError:
-            value = None
+        value = _converted(line, tok, "the size")
         shape = value if isinstance(value, tuple) else (value,)
         if not shape or not all(type(v) is int and v > 0 for v in shape):
             raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
@@ -384,7 +396,7 @@ class Parser:
                 len(line.text),
             )
         kernel = self._sizes(line, options["kernel"][1], rank, "kernel=")
-        strides = (1,)
+        strides: tuple[int, ...] = (1,)
         if "stride" in options:
             strides = self._sizes(line, options["stride"][1], rank, "stride=")
         sources = self._sources(line, keyword, name, options)
@@ -396,7 +408,7 @@ class Parser:
             strides=strides * rank if len(strides) == 1 else strides,
             sources=sources,
             **{key: self._value(line, options, key, *rule) for key, rule in _CONV_VALUES.items()},
-            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},
+            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},  # type: ignore[arg-type]
             options=tuple(
                 (key, convert(line, value, f"{key}="))
                 for key, (_, value) in options.items()
@@ -444,10 +456,7 @@ class Parser:
         name = self._name(line, keyword, positional, "a layer name")
         what = f"a dropout rate in [0, 1) after 'dropout {name.text}'"
         tok = self._arg(line, positional, 1, what)
-        try:
-            rate = convert(line, tok, "the rate")
-        except CellError:
-            rate = None
+        rate = _converted(line, tok, "the rate")
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
             raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
         self._extra(line, positional, 2, "dropout NAME RATE [from=SRC]")
@@ -553,7 +562,7 @@ class Parser:
         if "hold_tol" in options:
             tok = options["hold_tol"][1]
             tol = convert(line, tok, "hold_tol=")
-            if type(tol) not in (int, float) or not 0 < tol < 1:
+            if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
                 raise line.error(
                     f"expected a number between 0 and 1 (exclusive) such as 1e-7 for hold_tol=, "
                     f"found '{show(tok.text)}'",

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "KEYWORDS",
+    "IMPLS",
+    "CONV_IMPLS",
     "PASSTHROUGH_OPTIONS",
     "ConvSpec",
     "FlattenSpec",
@@ -29,6 +31,11 @@ __all__ = [
     "TrainSpec",
 ]
 
+IMPLS = ("auto", "dense", "sparse")
+"""The kernel implementations of a MaskedDense (``impl=``); the cell language and the layer
+share this one list."""
+CONV_IMPLS = ("auto", "dense", "grouped")
+"""The kernel implementations of a MaskedConv1D/2D (``impl=``), likewise shared."""
 KEYWORDS = (
     "input",
     "dense",

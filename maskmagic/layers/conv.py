@@ -30,6 +30,7 @@ from keras import ops
 
 from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
+from maskmagic.lang.specs import CONV_IMPLS
 from maskmagic.masks import check as mask_check
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "validate_conv_mask",
 ]
 
-CONV_IMPLS = ("auto", "dense", "grouped")
 # Kernel masks with at most this many entries are also stored, bit-packed, in get_config().
 CONFIG_MASK_LIMIT = 1 << 22
 # impl="auto" runs the blocks separately when they hold at most this fraction of the table
@@ -336,7 +336,7 @@ class _MaskedConv(keras.layers.Layer):
         self._pending_mask = self._pending_bias_mask = None
 
     def _choose_impl(self, full: np.ndarray) -> tuple[str, list]:
-        table = full.any(axis=tuple(range(self.rank)))
+        table = np.asarray(full.any(axis=tuple(range(self.rank))))
         blocks = channel_blocks(table)
         wanted = self._saved_format or self.impl
         if wanted == "dense" or not blocks:
@@ -424,10 +424,10 @@ class _MaskedConv(keras.layers.Layer):
                 if identity_out
                 else _selection(np.argsort(out_order), self.filters),
             }
-        return self._plan_cache
+        return self._plan_cache  # type: ignore[return-value]  # set just above
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
-        spatial = []
+        spatial: list[int | None] = []
         for n, k, s, d in zip(
             input_shape[1:-1], self.kernel_size, self.strides, self.dilation_rate, strict=True
         ):
@@ -490,7 +490,7 @@ class _MaskedConv(keras.layers.Layer):
 
     def get_channel_table(self) -> np.ndarray:
         """The (in_channels, filters) channel table: True where any kernel tap connects them."""
-        return self.get_mask().any(axis=tuple(range(self.rank)))
+        return np.asarray(self.get_mask().any(axis=tuple(range(self.rank))))
 
     def set_mask(self, mask: MaskLike) -> None:
         """Replaces the mask: a channel table (in_channels, filters) or a kernel-shaped mask.
@@ -503,21 +503,53 @@ class _MaskedConv(keras.layers.Layer):
         """
         self._require_built("mask")
         full = self._validate(mask)
-        if self.kernel_format == "grouped":
-            allowed = np.zeros((self.in_channels, self.filters), dtype=bool)
-            for in_idx, out_idx in self.blocks:
-                allowed[np.ix_(in_idx, out_idx)] = True
-            outside = full.any(axis=tuple(range(self.rank))) & ~allowed
-            if outside.any():
-                i, j = (int(v[0]) for v in np.nonzero(outside))
-                raise MaskMagicError(
-                    f"layer '{self.name}' runs its channel table as {len(self.blocks)} separate "
-                    f"blocks (impl='grouped', fixed at build); the new mask connects input "
-                    f"channel {i} to filter {j}, across blocks; expected a mask inside the "
-                    "blocks, or build the layer with impl='dense' to change them freely"
-                )
+        self._check_blocks(np.asarray(full.any(axis=tuple(range(self.rank)))))
         self.kernel_mask.assign(full)
         self.mask_version += 1
+
+    def _check_blocks(self, table: np.ndarray) -> None:
+        """On the grouped implementation, refuses a table that connects two blocks."""
+        if self.kernel_format != "grouped":
+            return
+        allowed = np.zeros((self.in_channels, self.filters), dtype=bool)
+        for in_idx, out_idx in self.blocks:
+            allowed[np.ix_(in_idx, out_idx)] = True
+        outside = np.asarray(table, dtype=bool) & ~allowed
+        if outside.any():
+            i, j = (int(v[0]) for v in np.nonzero(outside))
+            raise MaskMagicError(
+                f"layer '{self.name}' runs its channel table as {len(self.blocks)} separate "
+                f"blocks (impl='grouped', fixed at build); the new mask connects input "
+                f"channel {i} to filter {j}, across blocks; expected a mask inside the "
+                "blocks, or build the layer with impl='dense' to change them freely"
+            )
+
+    def check_channel_table(self, table: MaskLike) -> np.ndarray:
+        """Validates a channel table for :meth:`set_channel_table` without changing anything.
+
+        Returns:
+            The table as a numpy bool array.
+
+        Raises:
+            MaskError, MaskMagicError: a bad table, or one that connects two grouped blocks.
+        """
+        self._require_built("mask")
+        new = mask_check.dense_bool(masklib.validate(table, (self.in_channels, self.filters)))
+        self._check_blocks(new)
+        return new
+
+    def set_channel_table(self, table: MaskLike) -> None:
+        """Connects input channel i to filter j where ``table[i, j]`` is 1 (what editors change).
+
+        Pairs whose table entry stays the same keep their kernel-shaped mask (single taps
+        included); a newly connected pair gets its whole kernel window, a disconnected pair
+        none. Validated like :meth:`set_mask`; no re-trace.
+        """
+        new = self.check_channel_table(table)
+        full = self.get_mask()
+        old = full.any(axis=tuple(range(self.rank)))
+        full = np.where(new == old, full, new)
+        self.set_mask(full)
 
     def get_bias_mask(self) -> np.ndarray:
         """Returns the (filters,) bias mask as a numpy bool array."""

@@ -39,13 +39,13 @@ from keras import ops
 from maskmagic import _compat
 from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
+from maskmagic.lang.specs import IMPLS
 from maskmagic.layers import csr as sparse
 from maskmagic.layers.sparse_kernel import SparseKernelMixin, pack_connections, unpack_connections
 from maskmagic.masks import check as mask_check
 
 __all__ = ["MaskedDense"]
 
-IMPLS = ("auto", "dense", "sparse")
 # Masks with at most this many entries are also stored, bit-packed, in get_config().
 CONFIG_MASK_LIMIT = 1 << 22
 # Sparse layers with at most this many connections also store them in get_config().
@@ -103,6 +103,8 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
         **kwargs: initializers, regularizers, constraints, ``lora_rank``, ``lora_alpha``,
             ``quantization_config`` and base Layer arguments, as for ``keras.layers.Dense``.
     """
+
+    bias: Any  # a keras.Variable, or None without a bias (Any at the Keras boundary)
 
     def __init__(
         self,
@@ -162,12 +164,12 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
 
     # ------------------------------------------------------------------ variables
     @property
-    def kernel_mask(self) -> keras.Variable | None:
+    def kernel_mask(self) -> Any:  # a keras.Variable or None: Any at the Keras boundary
         """The (inputs, units) bool mask variable (None on the sparse implementation)."""
         return self._masks.kernel
 
     @property
-    def bias_mask(self) -> keras.Variable | None:
+    def bias_mask(self) -> Any:  # a keras.Variable or None: Any at the Keras boundary
         """The (units,) bias mask variable (None without a bias)."""
         return self._masks.bias
 
@@ -322,7 +324,7 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
         return (*input_shape[:-1], self.units)
 
     def get_config(self) -> dict:
-        config = {
+        config: dict[str, Any] = {
             "impl": self.impl,
             "input_names": list(self.input_names) if self.input_names else None,
             "unit_names": list(self.unit_names) if self.unit_names else None,
@@ -423,14 +425,7 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
 
     def _dense_entry_count(self) -> int:
         """How many entries ``Dense.load_own_variables`` reads for this layer."""
-        count = 0
-        for name in self.variable_serialization_spec[self.quantization_mode]:
-            if name == "bias" and self.bias is None:
-                continue
-            if name in ("kernel_zero", "g_idx") and not hasattr(self, name):
-                continue
-            count += 1
-        return count
+        return len(_compat.dense_serialization_names(self))
 
     def _sparse_entries(self) -> list:
         """The sparse layer's file layout (that of the first version: kept as it was)."""

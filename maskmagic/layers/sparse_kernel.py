@@ -54,6 +54,7 @@ class SparseKernelMixin:
     units: int
     mask_version: int
     _saved_nnz: int | None
+    kernel: Any
     kernel_mask: Any
     kernel_initializer: Any
     kernel_regularizer: Any

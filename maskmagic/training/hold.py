@@ -14,10 +14,10 @@ A step with a hold, inside the op's compiled step:
    space);
 3. Gauss-Newton corrections ``delta = -J^T (J J^T)^+ r`` on the allowed entries bring the held
    values back to their values before the step, until the largest change is within
-   ``tol * max|held values|``.
+   ``tol * max|held values|`` (chord iterations: ``J`` from before the step, factored once).
 
-``(J J^T)^+`` is a pseudo-inverse from an eigendecomposition in float64; the rank it keeps is
-the number of independent constraints. When that rank reaches the number of parameters the op
+``(J J^T)^+`` is applied through a float64 Cholesky factorisation (with a tiny ridge, so
+dependent constraints are allowed); the rank reported counts its pivots above ``RCOND``. When that rank reaches the number of parameters the op
 may change, no step can move anything without moving the held units: the op raises a
 :class:`~maskmagic.errors.MaskMagicError` when it is built (fixed ``hold_on``), or warns with
 :class:`HoldWarning` and leaves the parameters as they were (reference = each batch).
@@ -25,7 +25,7 @@ may change, no step can move anything without moving the held units: the op rais
 Entries outside the op (masked connections, unselected or frozen entries) are written back
 with ``tf.where``, so they stay bit-identical.
 
-The Jacobian is never materialised for Dense-like layers (see :mod:`maskmagic.training.jacobian`).
+For Dense-like layers the Jacobian is never materialised (:mod:`maskmagic.training.jacobian`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from maskmagic.training import jacobian, selectors
 __all__ = ["Hold", "HoldReport", "HoldWarning", "DEFAULT_TOL"]
 
 DEFAULT_TOL = 1e-6
-MAX_CORRECTIONS = 12  # Gauss-Newton converges in one to three; more means it cannot
+MAX_CORRECTIONS = 12  # chord Gauss-Newton: usually one or two; more means it cannot
 
 
 class HoldWarning(UserWarning):
@@ -61,7 +61,9 @@ class HoldReport:
         drift: largest absolute change of a held value on the reference inputs over the step.
         relative_drift: ``drift / max|held values before the step|``.
         tol: the relative tolerance asked for.
-        rank: independent constraints the step respected (rank of ``J J^T``).
+        rank: independent constraints the step respected: the Cholesky pivots of ``J J^T``
+            above ``RCOND`` (an estimate for ill-conditioned constraints), at most
+            ``parameters``.
         constraints: held values (reference inputs x held units).
         parameters: entries the op may change.
         corrections: Gauss-Newton iterations run after the optimizer's update.
@@ -195,15 +197,25 @@ class Hold:
         self._indices = [tf.constant(np.flatnonzero(v), tf.int32) for v in units.values()]
         self._variables = list(variables)
         self._masks = [masks.get(v.path) for v in self._variables]
-        self._factor = jacobian.Factorizer(model, self._held_model, self._indices, self._variables)
+        self._jacobian = jacobian.make_jacobian(model, self._held_model, self._variables)
         self._context: dict[str, Any] = {}
         self._stats = tf.Variable(tf.zeros([6], tf.float64), trainable=False, name="hold_report")
         self.steps = 0
 
     # ------------------------------------------------------------------ values
+    def _select(self, outputs: Any) -> tf.Tensor:
+        """(samples, held units) from the held model's outputs."""
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        parts = [tf.gather(out, idx, axis=-1) for out, idx in zip(outputs, self._indices)]
+        return tf.concat(parts, axis=-1)
+
     def held(self, x: tf.Tensor) -> tf.Tensor:
         """The held values on ``x`` (inference mode), flattened sample-major."""
-        return self._factor.held(x)
+        return tf.reshape(self._select(self._held_model(x, training=False)), [-1])
+
+    def solver(self, x: tf.Tensor, allowed: list) -> jacobian.Solver:
+        """The least-squares solver of the held values on ``x`` at the current parameters."""
+        return jacobian.Solver(self._jacobian(self._select, x, allowed))
 
     def _allowed(self) -> list:
         return [
@@ -218,21 +230,25 @@ class Hold:
             total += tf.cast(count, tf.float64)
         return total
 
+    def _rank(self, solver: jacobian.Solver) -> tf.Tensor:
+        """The solver's rank estimate (Cholesky pivots), never above the parameter count."""
+        return tf.minimum(tf.cast(solver.rank, tf.float64), self.parameter_count())
+
     # ------------------------------------------------------------------ step hooks
     def project_gradient(self, grads: list, x: Any) -> list:
         """Hook before the optimizer: saves the state and returns the projected gradient."""
         reference = self.reference if self.reference is not None else x
         allowed = self._allowed()
         old = [tf.identity(v.value) for v in self._variables]
-        before = self.held(reference)
-        solver = self._factor.solver(reference, allowed)
-        room = self.parameter_count() - tf.cast(solver.rank, tf.float64)
+        solver = self.solver(reference, allowed)
+        before = solver.values if solver.values is not None else self.held(reference)
+        room = self.parameter_count() - self._rank(solver)
         self._context = dict(
             reference=reference, allowed=allowed, old=old, before=before, solver=solver, room=room
         )
         projected = solver.project(grads)
         # No room: nothing may move (the projection is already ~0; make it exactly 0).
-        return [tf.where(room > 0, g, tf.zeros_like(g)) for g in projected]
+        return [tf.cond(room > 0, lambda g=g: g, lambda g=g: tf.zeros_like(g)) for g in projected]
 
     def restore(self) -> None:
         """Hook after the optimizer's update: projects it, then corrects the held values."""
@@ -245,28 +261,36 @@ class Hold:
         scale = tf.maximum(tf.reduce_max(tf.abs(before)), tf.constant(1e-30, before.dtype))
         limit = tf.cast(self.tol, before.dtype) * scale
 
-        def drift():
-            return tf.reduce_max(tf.abs(self.held(reference) - before))
+        def residual():
+            return self.held(reference) - before
 
-        def keep_going(i, d):
-            return tf.logical_and(i < MAX_CORRECTIONS, d > limit)
+        def keep_going(i, r, previous):
+            d = tf.reduce_max(tf.abs(r))
+            # Past the tolerance, keep going while it still pays (to limit/4): stopping just
+            # under the limit every step lets the drift add up over many steps.
+            useful = tf.logical_and(d > limit / 4, d < previous / 2)
+            return tf.logical_and(i < MAX_CORRECTIONS, tf.logical_or(d > limit, useful))
 
-        def correct(i, d):
+        def correct(i, r, previous):
             current = [tf.identity(v.value) for v in self._variables]
-            residual = self.held(reference) - before
-            step = self._factor.solver(reference, allowed).min_norm(residual)
+            step = solver.min_norm(r)  # chord: J from before the step (factored once)
             self._write([c - s for c, s in zip(current, step)], old, allowed, ctx["room"])
-            return i + 1, drift()
+            return i + 1, residual(), tf.reduce_max(tf.abs(r))
 
-        count, final = tf.while_loop(
-            keep_going, correct, (tf.constant(0), drift()), parallel_iterations=1
+        start = residual()
+        count, last, _ = tf.while_loop(
+            keep_going,
+            correct,
+            (tf.constant(0), start, tf.constant(np.inf, start.dtype)),
+            parallel_iterations=1,
         )
+        final = tf.reduce_max(tf.abs(last))
         self._stats.assign(
             tf.stack(
                 [
                     tf.cast(final, tf.float64),
                     tf.cast(final / scale, tf.float64),
-                    tf.cast(solver.rank, tf.float64),
+                    self._rank(solver),
                     tf.cast(tf.size(before), tf.float64),
                     self.parameter_count(),
                     tf.cast(count, tf.float64),
@@ -277,10 +301,9 @@ class Hold:
     def _write(self, values: list, old: list, allowed: list, room: tf.Tensor) -> None:
         """Assigns ``values`` on allowed entries; every other entry gets back its old value."""
         for variable, value, before, mask in zip(self._variables, values, old, allowed):
-            keep = room > 0
             if mask is not None:
-                keep = tf.logical_and(keep, tf.cast(mask, tf.bool))
-            variable.assign(tf.where(keep, value, before))
+                value = tf.where(tf.cast(mask, tf.bool), value, before)
+            variable.assign(tf.cond(room > 0, lambda v=value: v, lambda b=before: b))
 
     # ------------------------------------------------------------------ report
     def report(self) -> HoldReport | None:
@@ -303,6 +326,8 @@ class Hold:
         """Python-side checks after a step: warns when the hold had no room or missed tol."""
         self.steps += 1
         report = self.report()
+        if report is None:  # steps was just counted: report() has the step
+            raise AssertionError("no hold report after a step")
         if report.room == 0:
             warnings.warn(
                 f"train op {self.name!r}: hold leaves no room: the {report.constraints} held "
@@ -326,8 +351,8 @@ class Hold:
         """Raises when fixed reference inputs leave no room (checked when the op is built)."""
         if self.reference is None:
             return
-        solver = self._factor.solver(self.reference, self._allowed())
-        rank, parameters = int(solver.rank), int(self.parameter_count())
+        solver = self.solver(self.reference, self._allowed())
+        rank, parameters = int(self._rank(solver)), int(self.parameter_count())
         if rank >= parameters:
             raise MaskMagicError(
                 f"train op {self.name!r}: hold leaves no room to train: the "

@@ -1,120 +1,346 @@
 """Jacobians of held values and the least-squares solves of a hold (see ``hold.py``).
 
-``J`` has one row per held value (reference input x held unit) and one column per parameter
-entry the op may change (columns of other entries are zero). A hold needs three products:
-``J v`` (how a change ``v`` moves the held values), ``J^T alpha`` and the Gram matrix ``J J^T``,
-whose float64 eigendecomposition gives the pseudo-inverse and the rank.
+``J`` has one row per held value (reference input ``n`` x held unit ``u``, sample-major) and one
+column per parameter entry the op may change (columns of other entries are zero). A hold needs
+``J v``, ``J^T alpha`` and the Gram matrix ``G = J J^T`` (float64), factored once per step.
+
+Two ways to get them:
+
+* :class:`DenseJacobian`, when every variable of the op belongs to a Dense-like layer
+  (``MaskedDense`` on its dense implementation, ``keras.layers.Dense``): the row of sample ``n``
+  and unit ``u`` for a kernel is ``W * outer(a_n, d_nu)`` (``a_n`` the layer's input,
+  ``d_nu = d held_nu / d z_n`` the gradient at the layer's pre-activation, ``W`` the entries the
+  op may change that the mask connects). So ``J^T alpha = W * (A^T E)`` with
+  ``E_n = sum_u alpha_nu d_nu``, ``J v = rowwise(A (W * V), D)``, and with ``W`` all ones
+  ``G = (A A^T expanded) * (D D^T)``; with a partial ``W``, ``G = sum_j (A diag(W_j) A^T) * d_j
+  d_j^T``. ``D`` comes from one backward pass per held unit (samples are independent in
+  inference mode), never from one per held value, and ``J`` is never materialised.
+* :class:`ExplicitJacobian` otherwise: ``tf.GradientTape.jacobian`` (M x parameters).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
-__all__ = ["Factorizer", "Solver", "RCOND"]
+from maskmagic import _compat
 
-# Eigenvalues of J J^T below RCOND * the largest are dependencies, not constraints. J is float32
-# (relative error ~1e-7 per entry), so a dependency shows up as an eigenvalue of about
-# (1e-7)^2 = 1e-14 of the largest, far below 1e-10; a real constraint that weak (singular
-# value 1e-5 of the largest) would need corrections 1e5 times larger than the drift they remove.
-RCOND = 1e-10
+__all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "Solver", "make_jacobian"]
+
+# G = J J^T is formed in float64 from float32 factors and factored by Cholesky with a ridge
+# RIDGE * max(diag G): J v for kernels runs in float32 (error e ~ 1e-7 relative), and the
+# solve turns e into a change of at most e / (2 sqrt(RIDGE * max diag G)) along directions that
+# barely move the held values (the change in held values stays <= e). RIDGE = 1e-8 keeps that
+# ~1e-3 of the vector; directions weaker than the ridge are only partly projected, and the
+# Gauss-Newton corrections remove what is left. A constraint whose pivot (squared distance of its
+# row of J to the span of the previous rows) is below RCOND * max(diag G), 100 times the ridge,
+# counts as dependent in the reported rank (a distance under 1e-3 of the largest row).
+RCOND = 1e-6
+RIDGE = 1e-8
+
+
+def _f64(x: Any) -> tf.Tensor:
+    return tf.cast(x, tf.float64)
 
 
 class Solver:
-    """Products with ``J`` and its pseudo-inverse at one point, for one set of references.
+    """Least-squares solves with ``J`` at one point (``J J^T`` factored once).
 
     Args:
-        jac: list of per-variable Jacobians shaped (M, *variable shape), masked, or None.
-        variables: the variables, for shapes.
+        jacobian: an object with ``gram()``, ``apply(vectors)`` and ``transpose(alpha)``.
     """
 
-    def __init__(self, jac: list, variables: list) -> None:
-        self._shapes = [tf.shape(v.value) for v in variables]
-        self._dtype = variables[0].dtype
-        rows = [tf.reshape(j, [tf.shape(j)[0], -1]) for j in jac if j is not None]
-        self._jac = jac
-        self._flat = tf.cast(tf.concat(rows, axis=1), tf.float64)
-        gram = tf.matmul(self._flat, self._flat, transpose_b=True)
-        values, vectors = tf.linalg.eigh(gram)
-        top = tf.reduce_max(values)
-        keep = values > RCOND * tf.maximum(top, 1e-300)
-        self.rank = tf.reduce_sum(tf.cast(keep, tf.int32))
-        inverse = tf.where(keep, 1.0 / tf.where(keep, values, 1.0), 0.0)
-        self._pinv = tf.matmul(vectors * inverse[None, :], vectors, transpose_b=True)
+    def __init__(self, jacobian: Any) -> None:
+        self._jacobian = jacobian
+        self.values = getattr(jacobian, "values", None)  # the held values, when computed
+        gram = jacobian.gram()
+        top = tf.reduce_max(tf.linalg.diag_part(gram))
+        top = tf.maximum(top, tf.constant(1e-300, tf.float64))
+        size = tf.shape(gram)[0]
+        self._chol = tf.linalg.cholesky(gram + RIDGE * top * tf.eye(size, dtype=tf.float64))
+        pivots = tf.square(tf.linalg.diag_part(self._chol))
+        self.rank = tf.reduce_sum(tf.cast(pivots > RCOND * top, tf.int32))
 
-    def _flatten(self, vectors: list) -> tf.Tensor:
-        parts = [
-            tf.reshape(tf.cast(v, tf.float64), [-1])
-            for v, j in zip(vectors, self._jac)
-            if j is not None
-        ]
-        return tf.concat(parts, axis=0)
-
-    def _unflatten(self, flat: tf.Tensor) -> list:
-        out, start = [], 0
-        for j, shape in zip(self._jac, self._shapes):
-            if j is None:
-                out.append(tf.zeros(shape, self._dtype))
-                continue
-            size = tf.reduce_prod(shape)
-            out.append(tf.cast(tf.reshape(flat[start : start + size], shape), self._dtype))
-            start += size
-        return out
-
-    def apply(self, vectors: list) -> tf.Tensor:
-        """``J v`` for ``v`` given per variable (float64, shape (M,))."""
-        return tf.linalg.matvec(self._flat, self._flatten(vectors))
-
-    def transpose(self, alpha: tf.Tensor) -> list:
-        """``J^T alpha`` per variable."""
-        return self._unflatten(tf.linalg.matvec(self._flat, alpha, transpose_a=True))
+    def _solve(self, rhs: tf.Tensor) -> tf.Tensor:
+        return tf.linalg.cholesky_solve(self._chol, rhs[:, None])[:, 0]
 
     def min_norm(self, residual: tf.Tensor) -> list:
         """The smallest change ``d`` (per variable) with ``J d = residual`` (least squares)."""
-        alpha = tf.linalg.matvec(self._pinv, tf.cast(residual, tf.float64))
-        return self.transpose(alpha)
+        return self._jacobian.transpose(self._solve(_f64(residual)))
 
     def project(self, vectors: list) -> list:
         """``v - J^T (J J^T)^+ J v``: ``v`` with every component that moves a held value removed."""
-        alpha = tf.linalg.matvec(self._pinv, self.apply(vectors))
-        back = self.transpose(alpha)
+        back = self._jacobian.transpose(self._solve(self._jacobian.apply(vectors)))
         return [tf.cast(v, b.dtype) - b for v, b in zip(vectors, back)]
 
 
-class Factorizer:
-    """Builds a :class:`Solver` at the current parameters.
+class ExplicitJacobian:
+    """``J`` materialised with ``tf.GradientTape.jacobian`` (any layers; small nets)."""
 
-    Args:
-        model: the op's model.
-        held_model: a model from the inputs to the layers of the held units.
-        indices: per held layer, the held unit indices.
-        variables: the op's step variables.
-    """
-
-    def __init__(self, model: keras.Model, held_model: keras.Model, indices: list, variables: list):
-        self._held_model = held_model
-        self._indices = indices
+    def __init__(self, values_fn, x: tf.Tensor, variables: list, allowed: list) -> None:
         self._variables = variables
-
-    def held(self, x: tf.Tensor) -> tf.Tensor:
-        outputs = self._held_model(x, training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        parts = [tf.gather(out, idx, axis=-1) for out, idx in zip(outputs, self._indices)]
-        return tf.reshape(tf.concat(parts, axis=-1), [-1])
-
-    def solver(self, x: tf.Tensor, allowed: list) -> Solver:
-        """The solver for reference inputs ``x`` and update masks ``allowed`` (None: all)."""
         with tf.GradientTape() as tape:
-            values = self.held(x)
-        jac = tape.jacobian(values, self._variables, experimental_use_pfor=True)
-        masked = []
+            values = values_fn(x)
+        jac = tape.jacobian(values, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        rows = tf.size(values)
+        flat = []
         for j, mask in zip(jac, allowed):
-            if j is not None and mask is not None:
+            if mask is not None:
                 j = j * tf.cast(mask, j.dtype)[None]
-            masked.append(j)
-        if all(j is None for j in masked):
-            masked[0] = tf.zeros(
-                tf.concat([tf.shape(values), tf.shape(self._variables[0].value)], 0),
-                self._variables[0].dtype,
+            flat.append(tf.reshape(j, [rows, -1]))
+        self._flat = _f64(tf.concat(flat, axis=1))
+        self._sizes = [tf.size(v.value) for v in variables]
+
+    def gram(self) -> tf.Tensor:
+        return tf.matmul(self._flat, self._flat, transpose_b=True)
+
+    def apply(self, vectors: list) -> tf.Tensor:
+        flat = tf.concat([tf.reshape(_f64(v), [-1]) for v in vectors], axis=0)
+        return tf.linalg.matvec(self._flat, flat)
+
+    def transpose(self, alpha: tf.Tensor) -> list:
+        flat = tf.linalg.matvec(self._flat, alpha, transpose_a=True)
+        parts = tf.split(flat, tf.stack(self._sizes))
+        return [
+            tf.cast(tf.reshape(p, tf.shape(v.value)), v.dtype)
+            for p, v in zip(parts, self._variables)
+        ]
+
+
+def _dense_like(layer: Any) -> bool:
+    """Layers whose call is ``activation(x @ kernel_eff + bias_eff)`` on a 2-D input (no LoRA,
+    no quantization, float32; MaskedDense on its dense implementation, or exactly Dense)."""
+    if getattr(layer, "compute_dtype", None) != "float32":
+        return False
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        return False
+    if hasattr(layer, "get_mask"):
+        return not getattr(layer, "is_sparse", False) and _mask_of(layer, "kernel") is not None
+    return type(layer) is keras.layers.Dense
+
+
+def _mask_of(layer: Any, kind: str) -> Any:
+    """The layer's ``kernel_mask`` / ``bias_mask`` variable, or None."""
+    return getattr(layer, f"{kind}_mask", None)
+
+
+class _Layer:
+    """One Dense-like layer of the op: its variables' positions and connectivity."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.kernel = self.bias = None  # indices into the op's variables
+
+    def kernel_eff(self) -> tf.Tensor:
+        kernel = tf.convert_to_tensor(self.layer.kernel)
+        mask = self.connected("kernel")
+        return kernel if mask is None else tf.where(mask, kernel, tf.zeros_like(kernel))
+
+    def bias_eff(self) -> tf.Tensor | None:
+        if getattr(self.layer, "bias", None) is None:
+            return None
+        bias = tf.convert_to_tensor(self.layer.bias)
+        mask = self.connected("bias")
+        return bias if mask is None else bias * tf.cast(mask, bias.dtype)
+
+    def connected(self, kind: str) -> tf.Tensor | None:
+        """Bool entries the network uses (None: all)."""
+        mask = _mask_of(self.layer, kind)
+        return None if mask is None else tf.cast(tf.convert_to_tensor(mask), tf.bool)
+
+
+def _restrict(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """``x`` with entries outside ``mask`` zeroed (a full mask skips the kernel-sized select)."""
+    return tf.cond(
+        tf.reduce_all(mask),
+        lambda: tf.identity(x),
+        lambda: tf.where(mask, x, tf.zeros([], x.dtype)),
+    )
+
+
+def _and(a: tf.Tensor | None, b: tf.Tensor | None) -> tf.Tensor | None:
+    """Elementwise and of two masks (bool or 0/1 floats) as bool; None means all."""
+    masks = [tf.cast(m, tf.bool) for m in (a, b) if m is not None]
+    if not masks:
+        return None
+    return masks[0] if len(masks) == 1 else tf.logical_and(*masks)
+
+
+class DenseJacobian:
+    """``J`` of Dense-like layers, kept as per-layer factors ``A`` (inputs) and ``D``."""
+
+    def __init__(self, graph, layers: dict, values_fn, x, variables: list, allowed: list):
+        self._variables = variables
+        inputs: dict = {}
+        probes: dict = {}
+
+        def wrap(operation):
+            entry = layers.get(id(operation))
+            if entry is None:
+                return operation
+
+            def call(a, *args, **kwargs):
+                a = tf.convert_to_tensor(a)
+                z = tf.matmul(a, entry.kernel_eff())
+                bias = entry.bias_eff()
+                if bias is not None:
+                    z = z + bias
+                probe = tf.zeros_like(z)
+                tape.watch(probe)
+                inputs[id(operation)], probes[id(operation)] = a, probe
+                z = z + probe
+                activation = entry.layer.activation
+                return z if activation is None else activation(z)
+
+            return call
+
+        with tf.GradientTape() as tape:
+            outputs = _compat.run_graph(graph, x, wrap)
+            held = values_fn(outputs)  # (N, U)
+            sums = tf.reduce_sum(held, axis=0)  # samples are independent: one pass per unit
+        order = [key for key in layers if key in probes]
+        grads = tape.jacobian(
+            sums, [probes[k] for k in order], unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        self.values = tf.reshape(held, [-1])
+        self._n = tf.shape(held)[0]
+        self._u = tf.shape(held)[1]
+        self._parts = []  # (entry, A (N, in) f64, D (N, U, out) f64, kernel W, bias W)
+        self._inputs32 = {}  # kernel-sized products run in float32 (see apply/transpose)
+        for key, d in zip(order, grads):
+            entry = layers[key]
+            kernel_w = bias_w = None
+            if entry.kernel is not None:
+                kernel_w = _and(entry.connected("kernel"), allowed[entry.kernel])
+                kernel_w = (
+                    tf.ones(tf.shape(entry.layer.kernel.value), tf.bool)
+                    if kernel_w is None
+                    else kernel_w
+                )
+            if entry.bias is not None:
+                bias_w = _and(entry.connected("bias"), allowed[entry.bias])
+                bias_w = (
+                    tf.ones(tf.shape(entry.layer.bias.value), tf.bool) if bias_w is None else bias_w
+                )
+            d = _f64(tf.transpose(d, [1, 0, 2]))  # (N, U, out)
+            self._inputs32[id(entry)] = inputs[key]
+            self._parts.append((entry, _f64(inputs[key]), d, kernel_w, bias_w))
+
+    def gram(self) -> tf.Tensor:
+        m = self._n * self._u
+        gram = tf.zeros([m, m], tf.float64)
+        for _, a, d, kernel_w, bias_w in self._parts:
+            flat = tf.reshape(d, [m, -1])
+            full = tf.constant(True)
+            for w in (kernel_w, bias_w):
+                if w is not None:
+                    full = tf.logical_and(full, tf.reduce_all(w))
+            gram += tf.cond(
+                full,
+                lambda a=a, flat=flat, k=kernel_w, b=bias_w: self._full_gram(a, flat, k, b),
+                lambda a=a, d=d, flat=flat, k=kernel_w, b=bias_w: self._partial_gram(
+                    a, d, flat, k, b
+                ),
             )
-        return Solver(masked, self._variables)
+        return gram
+
+    def _full_gram(self, a, flat, kernel_w, bias_w) -> tf.Tensor:
+        """Every entry allowed: ``(expand(A A^T) + 1) * (D D^T)``, one product of D."""
+        factor = tf.zeros([], tf.float64)
+        if kernel_w is not None:
+            factor = factor + self._expand(tf.matmul(a, a, transpose_b=True))
+        if bias_w is not None:
+            factor = factor + 1.0
+        return factor * tf.matmul(flat, flat, transpose_b=True)
+
+    def _partial_gram(self, a, d, flat, kernel_w, bias_w) -> tf.Tensor:
+        gram = tf.zeros([tf.shape(flat)[0]] * 2, tf.float64)
+        if kernel_w is not None:
+            gram += self._masked_gram(a, d, kernel_w)
+        if bias_w is not None:
+            gram += tf.matmul(flat * _f64(bias_w)[None], flat, transpose_b=True)
+        return gram
+
+    def _expand(self, samples: tf.Tensor) -> tf.Tensor:
+        """(N, N) -> (N*U, N*U): entry [n*U+u, m*U+v] = samples[n, m]."""
+        return tf.repeat(tf.repeat(samples, self._u, axis=0), self._u, axis=1)
+
+    def _masked_gram(self, a: tf.Tensor, d: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+        # B[n, m, j] = sum_i a_ni a_mi W_ij; G[nu, mv] = sum_j d_nuj d_mvj B[n, m, j]
+        pairs = tf.reshape(a[:, None, :] * a[None, :, :], [self._n * self._n, -1])
+        b = tf.reshape(tf.matmul(pairs, _f64(w)), [self._n, self._n, -1])
+        t = tf.einsum("nuj,nmj->mnuj", d, b)  # batched over m below
+        g = tf.einsum("mnuj,mvj->numv", t, d)
+        m = self._n * self._u
+        return tf.reshape(g, [m, m])
+
+    def apply(self, vectors: list) -> tf.Tensor:
+        total = tf.zeros([self._n, self._u], tf.float64)
+        for entry, _, d, kernel_w, bias_w in self._parts:
+            if kernel_w is not None:
+                # The (N, in) x (in, out) product in float32 like the forward pass: J v is then
+                # exact to float32 rounding (the corrections remove what is left).
+                v = _restrict(vectors[entry.kernel], kernel_w)
+                z = _f64(tf.matmul(self._inputs32[id(entry)], tf.cast(v, tf.float32)))
+                total += tf.einsum("nj,nuj->nu", z, d)
+            if bias_w is not None:
+                v = tf.where(bias_w, _f64(vectors[entry.bias]), tf.zeros([], tf.float64))
+                total += tf.einsum("j,nuj->nu", v, d)
+        return tf.reshape(total, [-1])
+
+    def transpose(self, alpha: tf.Tensor) -> list:
+        out = [tf.zeros_like(v.value) for v in self._variables]
+        alpha = tf.reshape(alpha, [self._n, self._u])
+        for entry, _, d, kernel_w, bias_w in self._parts:
+            e = tf.einsum("nu,nuj->nj", alpha, d)
+            if kernel_w is not None:  # kernel-sized: float32, like a gradient
+                k = tf.matmul(self._inputs32[id(entry)], tf.cast(e, tf.float32), transpose_a=True)
+                k = _restrict(k, kernel_w)
+                out[entry.kernel] += tf.cast(k, out[entry.kernel].dtype)
+            if bias_w is not None:
+                b = tf.where(bias_w, tf.reduce_sum(e, axis=0), tf.zeros([], tf.float64))
+                out[entry.bias] += tf.cast(b, out[entry.bias].dtype)
+        return out
+
+
+def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list):
+    """A function ``(values_fn, x, allowed) -> jacobian`` for the op's variables.
+
+    The structured :class:`DenseJacobian` when every variable is the kernel or bias of a
+    Dense-like layer of the held model's graph; else :class:`ExplicitJacobian`.
+    """
+    graph = _compat.functional_graph(held_model)
+    layers: dict[int, _Layer] = {}
+    ok = graph is not None
+    for index, variable in enumerate(variables):
+        owner = None
+        for layer in selectors_layers(model):
+            for kind in ("kernel", "bias"):
+                if getattr(layer, kind, None) is variable:
+                    owner = (layer, kind)
+        if owner is None or not _dense_like(owner[0]):
+            ok = False
+            break
+        entry = layers.setdefault(id(owner[0]), _Layer(owner[0]))
+        setattr(entry, owner[1], index)
+
+    def structured(values_fn, x, allowed):
+        return DenseJacobian(graph, layers, values_fn, x, variables, allowed)
+
+    def explicit(values_fn, x, allowed):
+        return ExplicitJacobian(
+            lambda inputs: tf.reshape(values_fn(held_model(inputs, training=False)), [-1]),
+            x,
+            variables,
+            allowed,
+        )
+
+    return structured if ok else explicit
+
+
+def selectors_layers(model: keras.Model) -> list:
+    from maskmagic.training.selectors import parameter_layers
+
+    return list(parameter_layers(model).values())

@@ -28,6 +28,7 @@ from maskmagic.layers import csr as sparse
 from maskmagic.training import batches, distributed, reach, selectors
 from maskmagic.training import hold as holds
 from maskmagic.training.objectives import make_loss, make_optimizer
+from maskmagic.training.progress import FitProgress, check_verbose
 from maskmagic.training.writeback import WriteBack
 
 __all__ = ["TrainOp", "make_loss", "make_optimizer"]
@@ -456,18 +457,21 @@ class TrainOp:
         batch_size: int = 32,
         shuffle: bool = True,
         seed: int | None = 0,
-        verbose: bool = True,
+        verbose: int | bool = 1,
     ) -> list[float]:
-        """Runs the op over ``(x, y)`` in mini-batches, with a progress bar.
+        """Runs the op over ``(x, y)`` in mini-batches.
+
+        Args:
+            verbose: like Keras: 1 (or True) one progress bar for the whole fit, with the
+                epoch and the loss in it; 2 one line per epoch; 0 (or False) nothing.
 
         Returns:
             The mean loss of each epoch.
         """
-        from tqdm.auto import tqdm
-
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise MaskMagicError(f"{name} must be an integer >= 1; received {value!r}")
+        verbose = check_verbose(verbose)
         count = batches.length(x)
         if count == 0:
             raise MaskMagicError("x has no samples; expected at least one sample to train on")
@@ -478,19 +482,20 @@ class TrainOp:
         rng = np.random.default_rng(seed)
         history = []
         steps = -(-count // batch_size)
-        for epoch in range(epochs):
-            order = rng.permutation(count) if shuffle else np.arange(count)
-            losses = []
-            bar = tqdm(
-                total=steps, desc=f"{self.name} epoch {epoch + 1}/{epochs}", disable=not verbose
-            )
-            for start in range(0, count, batch_size):
-                batch = order[start : start + batch_size]
-                losses.append(self(batches.take(x, batch), batches.take(y, batch)))
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4g}")
-            bar.close()
-            history.append(float(np.mean(losses)))
+        progress = FitProgress(self.name, epochs, steps, verbose)
+        try:
+            for epoch in range(epochs):
+                order = rng.permutation(count) if shuffle else np.arange(count)
+                losses = []
+                progress.start_epoch(epoch)
+                for start in range(0, count, batch_size):
+                    batch = order[start : start + batch_size]
+                    losses.append(self(batches.take(x, batch), batches.take(y, batch)))
+                    progress.batch(losses[-1])
+                history.append(float(np.mean(losses)))
+                progress.end_epoch(epoch, history[-1])
+        finally:
+            progress.close()
         return history
 
     # ------------------------------------------------------------------ inspection

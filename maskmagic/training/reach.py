@@ -39,6 +39,7 @@ from maskmagic.training.selectors import kernel_units
 __all__ = [
     "PER_UNIT_ACTIVATIONS",
     "PER_UNIT_LAYERS",
+    "is_per_unit_activation",
     "Units",
     "channel_table",
     "connected_entries",

@@ -44,3 +44,28 @@ def substituted_module(dense: type, name: str) -> types.ModuleType:
     exec(code, module.__dict__)  # noqa: S102 - Keras' own test file, from the installed wheel
     module.layers = _Layers(dense)  # after the imports: the test bodies look it up at call time
     return module
+
+
+class WithMask:
+    """Stands for a MaskedDense class whose layers get ``mask`` by default (a mask constructor).
+
+    Calling it makes a MaskedDense with that mask; ``from_config`` and the other class
+    attributes are MaskedDense's, and a ``class MyDense(WithMask(...))`` statement subclasses
+    MaskedDense itself (``__mro_entries__``).
+    """
+
+    def __init__(self, cls: type, mask) -> None:
+        self._cls, self._mask = cls, mask
+
+    def __call__(self, *args, **kwargs):
+        kwargs.setdefault("mask", self._mask)
+        return self._cls(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._cls, name)
+
+    def __mro_entries__(self, bases: tuple) -> tuple:
+        return (self._cls,)
+
+    def __instancecheck__(self, instance) -> bool:
+        return isinstance(instance, self._cls)

@@ -2,7 +2,9 @@
 
 Fixtures (see ``harness.py`` for the helpers they return):
 
-* ``jupyter_server`` (package): a loopback-only JupyterLab server, started once.
+* ``jupyter_server`` (function): a loopback-only JupyterLab server, started once per run; a test
+  parametrized with ``@pytest.mark.parametrize("frontend", FRONTENDS, indirect=True)`` runs in
+  JupyterLab and in Jupyter Notebook 7 (a second server, started once too).
 * ``browser`` (package): Debian Chromium via Playwright, launched once; skips every UI test
   when ``/usr/bin/chromium`` is missing.
 * ``page`` (function): a fresh browser context and page per test; afterwards every kernel
@@ -89,7 +91,7 @@ def _require_ui_tools() -> None:
         if required:
             pytest.fail(f"MASKMAGIC_REQUIRE_UI=1 but {harness.SKIP_REASON}")
         pytest.skip(harness.SKIP_REASON)
-    for module in ("playwright.sync_api", "jupyterlab"):
+    for module in ("playwright.sync_api", "jupyterlab", "notebook"):
         if required:
             __import__(module)  # an ImportError fails the test
         else:
@@ -97,20 +99,49 @@ def _require_ui_tools() -> None:
 
 
 @pytest.fixture(scope="package")
-def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.JupyterServer]:
-    """A JupyterLab server on ``127.0.0.1:<free port>``, shared by all UI tests.
+def jupyter_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], harness.JupyterServer]]:
+    """``get(frontend) -> JupyterServer``: one server per front end, started on first use and
+    shared by all UI tests (see :func:`jupyter_server`)."""
+    _require_ui_tools()
+    servers: dict[str, harness.JupyterServer] = {}
+
+    def get(frontend: str) -> harness.JupyterServer:
+        if frontend not in servers:
+            base = tmp_path_factory.mktemp(f"jupyter-{frontend}")
+            servers[frontend] = harness.start_jupyter_server(base, frontend=frontend)
+        return servers[frontend]
+
+    try:
+        yield get
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture
+def frontend(request: pytest.FixtureRequest) -> str:
+    """The front end of this test: ``"lab"``, unless the test is parametrized over
+    :data:`harness.FRONTENDS` with
+    ``@pytest.mark.parametrize("frontend", FRONTENDS, indirect=True)``."""
+    return getattr(request, "param", "lab")
+
+
+@pytest.fixture
+def jupyter_server(
+    jupyter_servers: Callable[[str], harness.JupyterServer], frontend: str
+) -> harness.JupyterServer:
+    """A JupyterLab (or Notebook 7) server on ``127.0.0.1:<free port>``, shared by all UI tests
+    of its front end.
 
     No token, no password, no XSRF check; news, update checks and the PyPI extension manager
-    are off; ``window.jupyterapp`` is exposed to pages; the user's Jupyter/IPython config is
-    replaced by empty temporary directories; kernels get the repository root on PYTHONPATH.
-    Yields a :class:`harness.JupyterServer` (``.url``, ``.root_dir``, ``.log_tail()``, ...).
+    are off; ``window.jupyterapp`` is exposed to pages; widget state is saved with notebooks;
+    the user's Jupyter/IPython config is replaced by empty temporary directories; kernels get
+    the repository root on PYTHONPATH. A :class:`harness.JupyterServer` (``.url``,
+    ``.root_dir``, ``.log_tail()``, ...).
     """
-    _require_ui_tools()
-    server = harness.start_jupyter_server(tmp_path_factory.mktemp("jupyter"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    return jupyter_servers(frontend)
 
 
 @pytest.fixture(scope="package")

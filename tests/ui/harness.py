@@ -75,7 +75,13 @@ _LAB_SETTINGS = {
     },
     # Keep every cell attached to the DOM so locators find cells outside the viewport.
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    # Settings > Save Widget State Automatically: saved notebooks carry the widgets' state.
+    "@jupyter-widgets/jupyterlab-manager/plugin.jupyterlab-settings": {"saveState": True},
 }
+
+#: The front ends the widget tests run in: JupyterLab 4 and Jupyter Notebook 7 (both load
+#: widgets through the same jupyterlab-manager and anywidget extensions).
+FRONTENDS = ("lab", "notebook")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -116,9 +122,10 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @dataclass
 class JupyterServer:
-    """A running JupyterLab server (see :func:`start_jupyter_server`).
+    """A running JupyterLab or Notebook 7 server (see :func:`start_jupyter_server`).
 
     Attributes:
+        frontend: ``"lab"`` (JupyterLab) or ``"notebook"`` (Jupyter Notebook 7).
         url: Base URL without a trailing slash, e.g. ``http://127.0.0.1:41234``.
         root_dir: Directory the server serves; notebooks are written here.
         runtime_dir: ``JUPYTER_RUNTIME_DIR`` of the server; kernel connection files live here.
@@ -126,12 +133,20 @@ class JupyterServer:
         proc: The server process (leader of its own process group).
     """
 
+    frontend: str
     url: str
     root_dir: Path
     runtime_dir: Path
     log_path: Path
     proc: subprocess.Popen = field(repr=False)
     _notebooks: set = field(default_factory=set, repr=False)  # those with a kernel client
+
+    def page_url(self, path: str) -> str:
+        """The URL that opens notebook ``path`` in this front end (JupyterLab: from an empty
+        workspace, so notebooks of earlier tests are not reopened)."""
+        if self.frontend == "lab":
+            return f"{self.url}/lab/tree/{path}?reset"
+        return f"{self.url}/notebooks/{path}"
 
     def log_tail(self, n: int = 40) -> str:
         """Return the last ``n`` lines of the server log."""
@@ -202,11 +217,17 @@ def _write_lab_settings(settings_dir: Path) -> None:
 
 
 def start_jupyter_server(
-    base_dir: Path, *, timeout: float = SERVER_START_TIMEOUT, attempts: int = 3
+    base_dir: Path,
+    *,
+    frontend: str = "lab",
+    timeout: float = SERVER_START_TIMEOUT,
+    attempts: int = 3,
 ) -> JupyterServer:
-    """Start ``jupyter lab`` on a free loopback port and wait until ``/api/status`` answers.
+    """Start ``jupyter lab`` (or ``jupyter notebook``, Notebook 7) on a free loopback port and
+    wait until ``/api/status`` answers.
 
     Args:
+        frontend: ``"lab"`` or ``"notebook"`` (see :data:`FRONTENDS`).
         base_dir: An empty temporary directory; ``root``, ``runtime``, ``config``,
             ``settings``, ``workspaces`` and ``ipython`` are created inside it, so the user's
             own Jupyter/IPython configuration never leaks into tests.
@@ -247,7 +268,7 @@ def start_jupyter_server(
             sys.executable,
             "-m",
             "jupyter",
-            "lab",
+            frontend,
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={port}",
@@ -259,10 +280,14 @@ def start_jupyter_server(
             "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             "--LabApp.extension_manager=readonly",
-            "--LabApp.expose_app_in_browser=True",
-            f"--LabApp.user_settings_dir={dirs['settings']}",
-            f"--LabApp.workspaces_dir={dirs['workspaces']}",
         ]
+        # Notebook 7 also loads JupyterLab's server extension (LabApp), which serves settings.
+        for app in ("LabApp",) if frontend == "lab" else ("LabApp", "JupyterNotebookApp"):
+            cmd += [
+                f"--{app}.expose_app_in_browser=True",
+                f"--{app}.user_settings_dir={dirs['settings']}",
+                f"--{app}.workspaces_dir={dirs['workspaces']}",
+            ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")  # CI containers run as root
         with open(log_path, "wb") as log:
@@ -277,6 +302,7 @@ def start_jupyter_server(
                 preexec_fn=_die_with_parent,
             )
         server = JupyterServer(
+            frontend=frontend,
             url=f"http://127.0.0.1:{port}",
             root_dir=dirs["root"],
             runtime_dir=dirs["runtime"],
@@ -309,6 +335,26 @@ def launch_browser(playwright: Any, *, headless: bool = True) -> Any:
     return playwright.chromium.launch(
         executable_path=CHROMIUM, headless=headless, args=CHROMIUM_ARGS, timeout=60_000
     )
+
+
+def saved_widget_states(notebook: dict) -> dict[str, dict]:
+    """``{model_id: state}`` from a saved notebook's widget metadata, with each binary buffer
+    decoded back into its place in the state (as ``bytes``)."""
+    import base64
+
+    saved = notebook.get("metadata", {}).get("widgets", {})
+    models = saved.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    states = {}
+    for model_id, entry in models.items():
+        state = entry["state"]
+        for buffer in entry.get("buffers", []):
+            *parents, last = buffer["path"]
+            target = state
+            for key in parents:
+                target = target[key]
+            target[last] = base64.b64decode(buffer["data"])
+        states[model_id] = state
+    return states
 
 
 def notebook_json(cells: Sequence[str]) -> dict:
@@ -635,6 +681,47 @@ class Notebook:
                 )
             time.sleep(interval)
 
+    # -- saving and reopening ------------------------------------------------------------------
+
+    def save(self, timeout: float = 30.0) -> dict:
+        """File > Save (the ``docmanager:save`` command, as Ctrl+S) and return the notebook as
+        written to disk. With the harness's settings the file carries the widget state."""
+        result = self._js(
+            """
+            const app = window.jupyterapp;
+            const panel = panelFor(arg);
+            if (!panel) return 'no panel';
+            app.shell.activateById(panel.id);
+            await app.commands.execute('docmanager:save');
+            return panel.context.model.dirty ? 'still dirty' : 'ok';
+            """,
+            self.path,
+        )
+        if result != "ok":
+            raise HarnessError(f"saving {self.path} failed: {result}\n" + self.diagnostics())
+        return json.loads((self.server.root_dir / self.path).read_text())
+
+    def reopen(self, timeout: float = KERNEL_START_TIMEOUT) -> None:
+        """Shut the kernel down and load the notebook's page again from the saved file.
+
+        The page gets a fresh kernel that has run nothing, so every widget it shows is rebuilt
+        from the widget state saved in the file alone (jupyterlab-manager, in JupyterLab and
+        Notebook 7, restores saved widgets only once a kernel is connected).
+        """
+        self.close_client()
+        self.server.shutdown_kernels()
+        start_session(self.server, self.path, timeout)
+        self.page.goto(
+            self.server.page_url(self.path), wait_until="domcontentloaded", timeout=timeout * 1000
+        )
+        self._wait_js(
+            "const p = panelFor(arg); return !!p && !!p.sessionContext.session;",
+            self.path,
+            timeout,
+            f"the notebook did not open again within {timeout:.0f} s",
+        )
+        self.wait_kernel_idle(timeout)
+
     def close_client(self) -> None:
         """Close the ZMQ client used by :meth:`kernel_eval` (the kernel keeps running)."""
         client, self._client, self._client_kernel_id = self._client, None, None
@@ -644,6 +731,26 @@ class Notebook:
                 client.stop_channels()
             with contextlib.suppress(Exception):
                 client.context.destroy(linger=0)
+
+
+def start_session(server: JupyterServer, path: str, timeout: float = KERNEL_START_TIMEOUT) -> None:
+    """Start a kernel session for notebook ``path`` before its page loads; the page joins it.
+
+    Also what keeps saved widgets showing: jupyterlab-manager restores the widget state saved
+    in a notebook only when the kernel is there as the page connects (if the page starts the
+    kernel itself, it may mark the restore done first and show "model not found").
+    """
+    try:
+        server.api(
+            "POST",
+            "/api/sessions",
+            {"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}},
+            timeout=timeout,
+        )
+    except (OSError, ValueError) as exc:
+        raise HarnessError(
+            f"cannot start a kernel for {path}: {exc}\n{server.log_tail()}"
+        ) from None
 
 
 def open_notebook(
@@ -670,25 +777,9 @@ def open_notebook(
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
     path = f"{stem}.ipynb"
     (server.root_dir / path).write_text(json.dumps(notebook_json(cells), indent=1))
-    # Start the kernel now, while the page loads; JupyterLab then joins this session.
-    try:
-        server.api(
-            "POST",
-            "/api/sessions",
-            {"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}},
-            timeout=timeout,
-        )
-    except (OSError, ValueError) as exc:
-        raise HarnessError(
-            f"cannot start a kernel for {path}: {exc}\n{server.log_tail()}"
-        ) from None
+    start_session(server, path, timeout)
     nb = Notebook(page, server, path)
-    # ?reset: start from an empty workspace, so notebooks of earlier tests are not reopened.
-    page.goto(
-        f"{server.url}/lab/tree/{path}?reset",
-        wait_until="domcontentloaded",
-        timeout=timeout * 1000,
-    )
+    page.goto(server.page_url(path), wait_until="domcontentloaded", timeout=timeout * 1000)
     nb._wait_js(
         "const p = panelFor(arg); return !!p && !!p.sessionContext.session;",
         path,
@@ -696,6 +787,8 @@ def open_notebook(
         f"JupyterLab did not open the notebook within {timeout:.0f} s",
     )
     nb.wait_kernel_idle(timeout)
-    # A wider notebook for screenshots: hide the file browser.
-    page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+    # A wider notebook for screenshots: hide the file browser (JupyterLab's left area).
+    page.evaluate(
+        "() => window.jupyterapp.shell.collapseLeft && window.jupyterapp.shell.collapseLeft()"
+    )
     return nb

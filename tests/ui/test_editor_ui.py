@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+try:  # conftest.py imports the harness the same way
+    from .harness import FRONTENDS, saved_widget_states
+except ImportError:
+    from harness import FRONTENDS, saved_widget_states
 
 pytestmark = pytest.mark.ui
 
@@ -90,7 +98,8 @@ def wait_mask(nb, expr: str, expected: list[list[int]]) -> None:
     nb.wait_for_kernel(expr, repr(expected))
 
 
-def test_magic_net_click_drag_undo_graph(new_notebook, tmp_path):
+@pytest.mark.parametrize("frontend", FRONTENDS, indirect=True)
+def test_magic_net_click_drag_undo_graph(new_notebook, tmp_path, frontend):
     """%%masked_net + %mask_editor: edits reach the layer; the train step does not re-trace."""
     nb = new_notebook(["%load_ext maskmagic", NET, STEP, "ed = %mask_editor net.hidden\ned"])
     nb.run_all()
@@ -163,7 +172,8 @@ def test_magic_net_click_drag_undo_graph(new_notebook, tmp_path):
     assert nb.kernel_eval("(step(xb, yb), step.trace_count)[1]") == "1"
 
     # The README's screenshot: written to docs/ when MASKMAGIC_UPDATE_DOCS=1.
-    target = DOCS if os.environ.get("MASKMAGIC_UPDATE_DOCS") == "1" else tmp_path
+    update = os.environ.get("MASKMAGIC_UPDATE_DOCS") == "1" and frontend == "lab"
+    target = DOCS if update else tmp_path
     shot = nb.screenshot(target / "editor.png", selector=ROOT)
     assert shot.read_bytes().startswith(b"\x89PNG")
 
@@ -175,7 +185,8 @@ ed = MaskEditor(NamedMask(np.zeros((5, 6), bool), tuple("abcde"), tuple("uvwxyz"
 ed"""
 
 
-def test_rectangle_headers_toolbar_and_kernel_side_edits(new_notebook):
+@pytest.mark.parametrize("frontend", FRONTENDS, indirect=True)
+def test_rectangle_headers_toolbar_and_kernel_side_edits(new_notebook, frontend):
     nb = new_notebook([SMALL, "ed"])  # two views of one editor
     nb.run_all()
     wait_ready(nb)
@@ -291,3 +302,61 @@ def test_large_mask_draws_fast_and_sends_small_edits(page, new_notebook):
     assert len(edits) == 1 and len(edits[0]) < 4096, [len(f) for f in edits]
     changes = [f for f in replies if b'"change"' in f]
     assert changes and max(len(f) for f in changes) < 4096
+
+
+def _saved_mask(notebook: dict) -> np.ndarray:
+    """The mask held by the one editor's saved widget state."""
+    editors = [s for s in saved_widget_states(notebook).values() if "_editor_id" in s]
+    assert len(editors) == 1, editors
+    rows, cols = editors[0]["shape"]
+    bits = np.unpackbits(np.frombuffer(editors[0]["bits"], np.uint8))[: rows * cols]
+    return bits.reshape(rows, cols).astype(int)
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS, indirect=True)
+def test_saved_notebook_shows_the_edited_mask(new_notebook, frontend, tmp_path):
+    """Catches edits missing from the saved widget state: the first version saved the mask as
+    first displayed, so a reopened notebook or its HTML export showed the mask before edits."""
+    nb = new_notebook([SMALL])
+    nb.run_all()
+    wait_ready(nb)
+    expr = "ed.mask.astype(int).tolist()"
+    click(nb, 1, 2)  # an edit in the browser
+    expected = np.zeros((5, 6), int)
+    expected[1, 2] = 1
+    wait_mask(nb, expr, expected.tolist())
+    nb.kernel_exec("ed.paint([(4, 0), (4, 5)])")  # an edit in the kernel
+    expected[4, [0, 5]] = 1
+    nb.page.wait_for_function(
+        "(sel) => document.querySelector(sel).dataset.count === '3'", arg=ROOT
+    )
+    settled(nb)
+
+    saved = nb.save()
+    np.testing.assert_array_equal(_saved_mask(saved), expected)
+
+    # The HTML export embeds that saved state (its widget view renders from it).
+    exported = tmp_path / "exported.html"
+    subprocess.run(
+        [sys.executable, "-m", "nbconvert", "--to", "html", "--output", str(exported),
+         str(nb.server.root_dir / nb.path)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    html = exported.read_text()
+    (model_id,) = [k for k, v in saved_widget_states(saved).items() if "_editor_id" in v]
+    assert "application/vnd.jupyter.widget-state+json" in html and model_id in html
+    bits = saved["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert bits[model_id]["buffers"][0]["data"] in html
+
+    # Reopened: a fresh kernel that has run nothing; the editor is drawn from the file alone.
+    nb.reopen()
+    assert nb.kernel_eval("'ed' in globals()") == "False"
+    nb.page.wait_for_function(
+        "(sel) => { const el = document.querySelector(sel);"
+        " return !!el && el.dataset.count === '3'; }",
+        arg=ROOT,
+    )
+    on, off = pixel(nb, 1, 2), pixel(nb, 0, 0)
+    assert on != off
+    drawn = [[int(pixel(nb, i, j) == on) for j in range(6)] for i in range(5)]
+    assert drawn == expected.tolist()

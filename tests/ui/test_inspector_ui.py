@@ -3,12 +3,15 @@ connection, the Step button runs the op and the kernel sees the new drift."""
 
 from __future__ import annotations
 
+import ast
+
+import numpy as np
 import pytest
 
 try:  # conftest.py imports the harness the same way
-    from .harness import REPO_ROOT
+    from .harness import FRONTENDS, REPO_ROOT, saved_widget_states
 except ImportError:
-    from harness import REPO_ROOT
+    from harness import FRONTENDS, REPO_ROOT, saved_widget_states
 
 pytestmark = pytest.mark.ui
 
@@ -47,7 +50,8 @@ _PAINTED = """(c) => {
 }"""
 
 
-def test_heatmaps_hover_and_step(new_notebook):
+@pytest.mark.parametrize("frontend", FRONTENDS, indirect=True)
+def test_heatmaps_hover_and_step(new_notebook, frontend, tmp_path):
     nb = new_notebook([SETUP, SHOW, POOLED])
     nb.run_all()
     widget = nb.output(1).locator(".mm-insp")
@@ -89,7 +93,8 @@ def test_heatmaps_hover_and_step(new_notebook):
     nb.page.mouse.move(box["x"] + 9.5 * cell, box["y"] + 0.5 * cell)
     tip.wait_for(state="visible")
     assert "(i, j) = (0, 9)" in tip.inner_text() and "mask 0" in tip.inner_text()
-    nb.screenshot(REPO_ROOT / "docs" / "inspector.png", selector=".mm-insp")
+    docs = REPO_ROOT / "docs" if frontend == "lab" else tmp_path  # the README shows JupyterLab
+    nb.screenshot(docs / "inspector.png", selector=".mm-insp")
 
     # A 600 x 300 layer arrives pooled (3 x 2 blocks); a click zooms into full resolution.
     pooled = nb.output(2).locator(".mm-insp")
@@ -105,3 +110,45 @@ def test_heatmaps_hover_and_step(new_notebook):
     )
     assert wide.evaluate("(c) => c.width") == 512  # 256 columns of 2 px
     assert wide.evaluate(_PAINTED) > 0
+
+
+def _painted_share(canvas) -> float:
+    canvas.element_handle().wait_for_element_state("visible")
+    return canvas.evaluate(_PAINTED) / canvas.evaluate("(c) => c.width * c.height")
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS, indirect=True)
+def test_saved_notebook_shows_the_latest_gradient_view(new_notebook, frontend):
+    """Catches heatmaps missing from the saved widget state (the first version sent them only
+    as messages: a reopened notebook showed empty panels) or a stale one (before the step)."""
+    nb = new_notebook([SETUP, SHOW])
+    nb.run_all()
+    widget = nb.output(1).locator(".mm-insp")
+    widget.locator(".mm-insp-step").click()
+    nb.wait_for_kernel("w.step_info.get('steps')", "1", timeout=30)
+    revision = int(nb.kernel_eval("w.revision"))
+    assert revision >= 2  # the step computed the gradients again
+    canvas = widget.locator('.mm-insp-layer[data-layer="0"] canvas.mm-insp-canvas')
+    nb.page.wait_for_function("(c) => c.width > 0", arg=canvas.element_handle())
+    gradient = np.array(
+        ast.literal_eval(nb.kernel_eval("w.gradients['hidden'].tolist()")), np.float32
+    )
+
+    saved = nb.save()
+    (state,) = [s for s in saved_widget_states(saved).values() if "_tiles" in s]
+    tile = state["_tiles"]["0"]
+    assert tile["header"]["revision"] == revision and tile["header"]["name"] == "hidden"
+    arrays = dict(zip(tile["header"]["buffers"], tile["buffers"]))
+    rows, cols = tile["header"]["rows"], tile["header"]["cols"]
+    saved_gradient = np.frombuffer(arrays["g"], "<f4").reshape(rows, cols)
+    np.testing.assert_array_equal(saved_gradient, gradient)  # the same float32 values, copied
+    assert sorted(state["_tiles"]) == ["0", "1"]
+
+    # Reopened: a fresh kernel that has run nothing; the heatmaps come from the file alone.
+    nb.reopen()
+    assert nb.kernel_eval("'w' in globals()") == "False"
+    widget = nb.output(1).locator(".mm-insp")
+    widget.wait_for(state="visible")
+    canvas = widget.locator('.mm-insp-layer[data-layer="0"] canvas.mm-insp-canvas')
+    nb.page.wait_for_function("(c) => c.width > 0", arg=canvas.element_handle())
+    assert _painted_share(canvas) > 0.5

@@ -13,13 +13,14 @@ import scipy.sparse as sp
 
 from maskmagic import _compat, masks
 from maskmagic.errors import MaskError, MaskMagicError
-from maskmagic.widgets.codec import png_bytes
+from maskmagic.widgets import palette
 from maskmagic.widgets.editor import state
+from maskmagic.widgets.png import png_bytes
 
-__all__ = ["Source", "check_cells", "check_index", "fit_names", "is_net", "mask_image",
-           "masked_layers", "open_source"]  # fmt: skip
+__all__ = ["Source", "check_cells", "check_index", "fit_names", "is_net", "layer_matrix",
+           "mask_image", "masked_layers", "open_source", "set_layer_matrix"]  # fmt: skip
 
-_ON, _OFF, _GRID = (37, 99, 235), (241, 243, 246), (214, 218, 224)
+_ON, _OFF = (np.array(palette.EDITOR[key], np.uint8) for key in ("on", "off"))
 
 
 def mask_image(mask: np.ndarray) -> bytes:
@@ -38,11 +39,13 @@ def mask_image(mask: np.ndarray) -> bytes:
         mask = np.asarray(padded.reshape(padded.shape[0] // step, step, -1, step).any(axis=(1, 3)))
         longest = max(mask.shape)
     scale = min(max(256 // longest, 1), 24)
-    rgb = np.where(mask[..., None], np.array(_ON, np.uint8), np.array(_OFF, np.uint8))
+    rgb = np.where(mask[..., None], _ON, _OFF)
     rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
     if scale >= 6:
-        rgb[::scale, :] = _GRID
-        rgb[:, ::scale] = _GRID
+        grid, alpha = np.array(palette.EDITOR["grid"], float), palette.GRID_ALPHA
+        line = np.zeros(rgb.shape[:2], dtype=bool)
+        line[::scale, :] = line[:, ::scale] = True
+        rgb[line] = np.round(rgb[line] * (1 - alpha) + grid * alpha).astype(np.uint8)
     return png_bytes(rgb)
 
 
@@ -109,12 +112,32 @@ class Source:
     sparse: bool = False  # the layer's get_mask() returns scipy.sparse
 
 
+def layer_matrix(layer: Any) -> Any:
+    """The 2-D mask an editor shows for a layer: a conv's channel table, else ``get_mask()``."""
+    if hasattr(layer, "get_channel_table"):
+        return layer.get_channel_table()
+    return layer.get_mask()
+
+
+def set_layer_matrix(layer: Any, matrix: Any) -> None:
+    """Writes an edited 2-D mask back: a conv's channel table, else ``set_mask``."""
+    if hasattr(layer, "set_channel_table"):
+        layer.set_channel_table(matrix)
+    else:
+        layer.set_mask(matrix)
+
+
 def open_source(obj: Any) -> Source:
     """Opens a MaskedDense layer (duck-typed: ``get_mask``/``set_mask``) or a 0/1 matrix.
 
     Raises:
         MaskMagicError: another kind of layer, a model, an unbuilt layer, a bad or huge matrix.
     """
+    if hasattr(obj, "get_channel_table") and hasattr(obj, "set_channel_table"):
+        table = obj.get_channel_table()  # an unbuilt layer raises a MaskMagicError here
+        check_size(table.shape, f"layer '{obj.name}'")
+        label = _source_name(obj) or "input"
+        return Source(obj, table, ((), ()), obj.name, f"{label} channel", f"{obj.name} filter")
     if hasattr(obj, "get_mask") and hasattr(obj, "set_mask"):
         current = obj.get_mask()  # an unbuilt layer raises a MaskMagicError here
         check_size(current.shape, f"layer '{obj.name}'")  # before densifying a sparse mask

@@ -6,7 +6,7 @@ kernel (here) and by the front end (``static/editor.js``):
 
 * ``set``: the cells of some runs take ``value`` (0 or 1);
 * ``flip``: the cells of some runs change value;
-* ``replace``: the whole mask becomes a bit-packed bitmap (:func:`codec.pack_bits` layout).
+* ``replace``: the whole mask becomes a bit-packed bitmap (:func:`maskmagic.masks.check.pack_bits` layout).
 
 A run is a ``(start, length)`` pair of flat indices, sent as two little-endian uint32; the runs
 of one edit are sorted and do not overlap. numpy only (no Jupyter, no TensorFlow).
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from maskmagic.widgets.codec import pack_bits
+from maskmagic.masks.check import pack_bits
 
 __all__ = [
     "MAX_CELLS",

@@ -19,18 +19,16 @@ kernel -> front end
     ``{"type": "reset", "version", "acked": {client: id}, "count"}`` with the bitmap;
     ``{"type": "reject", "client", "id", "reason"}``; ``{"type": "weight", "i", "j", "value"}``.
 
-The ``bits`` trait (bit-packed, :func:`codec.pack_bits`) always holds the current mask for
+The ``bits`` trait (bit-packed, :func:`maskmagic.masks.check.pack_bits`) always holds the current mask for
 views opened later; it is not re-sent on each change, since the change messages carry it.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -40,21 +38,25 @@ import traitlets
 
 from maskmagic import masks
 from maskmagic.errors import MaskError, MaskMagicError, SelectorError
-from maskmagic.widgets.codec import pack_bits
+from maskmagic.masks.check import pack_bits
+from maskmagic.widgets import STATIC, widget_css
+from maskmagic.widgets import palette as palettes
 from maskmagic.widgets.editor import state
 from maskmagic.widgets.editor.source import (
     check_cells,
     check_index,
     fit_names,
     is_net,
+    layer_matrix,
     mask_image,
     masked_layers,
     open_source,
+    set_layer_matrix,
 )
+from maskmagic.widgets.png import PngFallback
 
 __all__ = ["MaskEditor", "editor_for", "mask_image"]
 
-_STATIC = Path(__file__).resolve().parent.parent / "static"
 GRAPH_LIMIT = 32  # the graph view is offered up to GRAPH_LIMIT x GRAPH_LIMIT
 
 
@@ -67,7 +69,7 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-class MaskEditor(anywidget.AnyWidget):
+class MaskEditor(PngFallback, anywidget.AnyWidget):
     """A widget to paint the (inputs x units) connectivity mask of a layer or of a matrix.
 
     Args:
@@ -84,14 +86,24 @@ class MaskEditor(anywidget.AnyWidget):
             more than ``MAX_CELLS`` cells.
     """
 
-    _esm = _STATIC / "editor.js"
-    _css = _STATIC / "editor.css"
+    _esm = STATIC / "editor.js"
+    _css = widget_css("editor.css")
+
+    palette = traitlets.Dict(
+        default_value=palettes.EDITOR,
+        help="the front end's colours, [r, g, b] by role (maskmagic.widgets.palette.EDITOR)",
+    ).tag(sync=True)
+    grid_alpha = traitlets.Float(
+        palettes.GRID_ALPHA, help="the opacity of the grid lines drawn over the cells"
+    ).tag(sync=True)
 
     shape = traitlets.Tuple(
         traitlets.Int(), traitlets.Int(), default_value=(1, 1),
         help="(inputs, units): the rows and columns of the mask; fixed",
     ).tag(sync=True)  # fmt: skip
-    bits = traitlets.Bytes(help="the mask, bit-packed row-major (codec.pack_bits)").tag(sync=True)
+    bits = traitlets.Bytes(help="the mask, bit-packed row-major (masks.check.pack_bits)").tag(
+        sync=True
+    )
     version = traitlets.Int(0, help="number of changes published so far").tag(sync=True)
     input_names = traitlets.List(traitlets.Unicode(), help="row names ([] = indices)").tag(
         sync=True
@@ -155,6 +167,9 @@ class MaskEditor(anywidget.AnyWidget):
     def _valid_mask(self, proposal: dict) -> np.ndarray:
         checked = masks.validate(proposal["value"], tuple(self.shape))
         dense = checked.toarray() if sp.issparse(checked) else checked
+        layer = getattr(self, "_layer", None)
+        if layer is not None and hasattr(layer, "check_channel_table"):
+            layer.check_channel_table(dense)  # a grouped conv refuses edits across its blocks
         return _frozen(np.array(dense, dtype=bool))
 
     @traitlets.validate("shape")
@@ -261,11 +276,8 @@ class MaskEditor(anywidget.AnyWidget):
         """A PNG image of the mask (what an exported notebook shows without a kernel)."""
         return mask_image(self.mask)
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = {**data, "image/png": base64.b64encode(self.to_png()).decode("ascii")}
-        return data, metadata
+    def _fallback_png(self) -> bytes:
+        return self.to_png()
 
     def __repr__(self) -> str:
         rows, cols = self.shape
@@ -314,7 +326,7 @@ class MaskEditor(anywidget.AnyWidget):
             self._history.record(flipped)
         if self._layer is not None and flipped.size:
             new = change["new"]
-            self._layer.set_mask(sp.csr_array(new) if self._sparse_layer else new)
+            set_layer_matrix(self._layer, sp.csr_array(new) if self._sparse_layer else new)
             self._layer_version = getattr(self._layer, "mask_version", 0)
         self._publish(flipped)
 
@@ -358,7 +370,7 @@ class MaskEditor(anywidget.AnyWidget):
         version = getattr(layer, "mask_version", 0)
         if layer is None or (not force and version == self._layer_version):
             return
-        current = layer.get_mask()
+        current = layer_matrix(layer)
         current = np.asarray(current.toarray() if sp.issparse(current) else current, dtype=bool)
         self._layer_version = version
         if not np.array_equal(current, self.mask):

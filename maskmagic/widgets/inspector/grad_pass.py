@@ -188,7 +188,7 @@ class GradientPass:
         by_source = dict(zip([id(s) for s in sources], grads))
         layers = []
         for probe, kernel, bias, update in zip(self.probes, kernels, biases, updates):
-            wb = by_source[id(kernel)]
+            wb = probe.overview(by_source[id(kernel)])
             summary = probe.summary(wb, update)
             if probe.has_would_be and (probe.grid.pooled or wb.dtype != tf.float32):
                 summary["wb"] = wb  # small float32 layers: the cells hold it exactly

@@ -20,7 +20,6 @@ __all__ = [
     "check_model",
     "check_targets",
     "finite",
-    "first_line",
     "model_loss",
     "name_of",
     "names",
@@ -178,11 +177,6 @@ def finite(value: Any) -> float | None:
     """``value`` as a float, or None when it is inf or nan (JSON has neither)."""
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def first_line(exc: Exception) -> str:
-    """The first line of an exception's message (its type name if empty), at most 300 chars."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def shapes(value: Any) -> str:

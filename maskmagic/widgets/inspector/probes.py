@@ -31,6 +31,7 @@ __all__ = [
     "GRID",
     "TOP_K",
     "Grid",
+    "ConvProbe",
     "Probe",
     "apply_mask",
     "apply_mask_numpy",
@@ -292,6 +293,19 @@ class Probe:
         ones = tf.ones(tf.shape(mask), dtype=mask.dtype)
         return [(self.bias, effective), (self.bias_mask, ones)], effective
 
+    def overview(self, kernel_grad: Any) -> Any:
+        """The (inputs, units) matrix the views show for the kernel target's gradient (in
+        graph); the gradient itself for a layer with a 2-D kernel."""
+        return kernel_grad
+
+    def table_update(self, update: Any) -> Any:
+        """The op's update set over the kernel, as (inputs, units) (numpy; None stays None)."""
+        return update
+
+    def weight_matrix(self) -> Any:
+        """The (inputs, units) weights shown next to each connection (a tensor)."""
+        return tf.convert_to_tensor(self.layer.kernel)
+
     def mask_tensor(self) -> Any:
         """The kernel's mask as a tensor (bool or 0/1), or None for a layer without one."""
         return None
@@ -304,8 +318,7 @@ class Probe:
                 :meth:`sources` (the would-be gradient, for layers that have one).
             update: (inputs, units) bool update set of the op, or None.
         """
-        kernel = tf.convert_to_tensor(self.layer.kernel)
-        return self._summary(kernel_grad, self.mask_tensor(), update, kernel)
+        return self._summary(kernel_grad, self.mask_tensor(), update, self.weight_matrix())
 
     def _summarise(self, wb: Any, mask: Any, update: Any, kernel: Any) -> dict:
         """The compiled body of :meth:`summary`."""
@@ -438,7 +451,65 @@ class SparseProbe(Probe):
         return self.layer.get_mask()
 
 
+class ConvProbe(MaskedProbe):
+    """A ``MaskedConv1D``/``MaskedConv2D``: its (in_channels, filters) channel table.
+
+    Each connection (input channel i, filter j) is shown as the sum of |gradient| over its
+    kernel window: over the window's connected taps for a connected pair, over the whole
+    window for a masked one (its would-be gradient: what it would receive if the table
+    switched it on, which connects the whole window). The gradient view is zero exactly where
+    the table is. The weight shown is the sum of |kernel * mask| over the window.
+    """
+
+    kind = "conv"
+
+    def _shape(self) -> tuple[int, int]:
+        """(in_channels, filters)."""
+        return (int(self.layer.in_channels), int(self.layer.filters))
+
+    def _window_axes(self) -> list[int]:
+        return list(range(self.layer.rank))
+
+    def overview(self, kernel_grad: Any) -> Any:
+        """Sum of |would-be gradient| over each kernel window, in the table's shape."""
+        mask = tf.cast(tf.convert_to_tensor(self.layer.kernel_mask), tf.bool)
+        pair_on = tf.reduce_any(mask, axis=self._window_axes())
+        counted = tf.logical_or(mask, tf.logical_not(pair_on))  # broadcasts over the window
+        magnitude = tf.abs(tf.convert_to_tensor(kernel_grad))
+        return tf.reduce_sum(
+            tf.where(counted, magnitude, tf.zeros_like(magnitude)), axis=self._window_axes()
+        )
+
+    def table_update(self, update: Any) -> Any:
+        """A pair is in the update set when any tap of its window is."""
+        if update is None:
+            return None
+        return np.asarray(update, dtype=bool).any(axis=tuple(self._window_axes()))
+
+    def weight_matrix(self) -> Any:
+        """Sum of |kernel * mask| over each window."""
+        kernel = tf.convert_to_tensor(self.layer.kernel)
+        mask = tf.cast(tf.convert_to_tensor(self.layer.kernel_mask), tf.bool)
+        effective = tf.where(mask, tf.abs(kernel), tf.zeros_like(kernel))
+        return tf.reduce_sum(effective, axis=self._window_axes())
+
+    def mask_tensor(self) -> Any:
+        """The channel table as a bool tensor."""
+        mask = tf.cast(tf.convert_to_tensor(self.layer.kernel_mask), tf.bool)
+        return tf.reduce_any(mask, axis=self._window_axes())
+
+    @property
+    def select(self) -> bool:
+        """The table is bool: the gradient view selects."""
+        return True
+
+    def connected(self) -> np.ndarray:
+        """The (in_channels, filters) channel table."""
+        return self.layer.get_channel_table()
+
+
 _PROBES: list[tuple[Callable[[Any], bool], type[Probe]]] = [
+    (lambda layer: hasattr(layer, "get_channel_table"), ConvProbe),
     (lambda layer: getattr(layer, "is_sparse", False), SparseProbe),
     (lambda layer: getattr(layer, "kernel_mask", None) is not None, MaskedProbe),
     (lambda layer: len(getattr(getattr(layer, "kernel", None), "shape", ())) == 2, Probe),

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from maskmagic.widgets.codec import png_bytes
+from maskmagic.widgets import palette
 from maskmagic.widgets.inspector.probes import GRID, Grid
+from maskmagic.widgets.png import png_bytes
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -50,11 +51,7 @@ ZOOM = GRID
 
 MASKED, SOME_MASKED, FROZEN, SOME_FROZEN = 1, 2, 4, 8
 
-# Diverging colour map (negative blue, zero light grey-white, positive red); inspector.js has
-# the same anchors.
-_ANCHORS = np.array(
-    [[33, 102, 172], [103, 169, 207], [247, 247, 247], [239, 138, 98], [178, 24, 43]], float
-)
+_ANCHORS = np.array(palette.INSPECTOR["diverging"], float)
 
 
 def flags_from_counts(on: np.ndarray, frozen: np.ndarray | None, sizes: np.ndarray) -> np.ndarray:
@@ -170,14 +167,14 @@ def _cell_image(
     yy, xx = np.indices(big.shape)
     hatch = (big & MASKED) != 0
     if overlay:  # would-be view: the value shows through the hatching
-        image[hatch & ((xx + yy) % 4 == 0)] = 90
+        image[hatch & ((xx + yy) % 4 == 0)] = palette.INSPECTOR["hatch_over"]
     else:
-        image[hatch] = 226
-        image[hatch & ((xx + yy) % 4 == 0)] = 140
+        image[hatch] = palette.INSPECTOR["masked"]
+        image[hatch & ((xx + yy) % 4 == 0)] = palette.INSPECTOR["hatch"]
     if size >= 4:
         inner_y, inner_x = yy % size, xx % size
         edge = (inner_y == 0) | (inner_x == 0) | (inner_y == size - 1) | (inner_x == size - 1)
-        image[((big & FROZEN) != 0) & edge] = 30
+        image[((big & FROZEN) != 0) & edge] = palette.INSPECTOR["frozen"]
     return image
 
 

@@ -76,7 +76,9 @@ def static_state(probes: list, op: Any, key: tuple) -> Static:
     state = Static(key, [], [], [], [], [], [], [], [], [], [])
     for probe in probes:
         connected = probe.connected()
-        update = update_of(op, probe.layer.kernel, tuple(probe.layer.kernel.shape))
+        update = probe.table_update(
+            update_of(op, probe.layer.kernel, tuple(probe.layer.kernel.shape))
+        )
         bias_shape = None if probe.bias is None else (probe.shape[1],)
         if probe.kind == "sparse":
             rows, cols = probe.layer.connections()
@@ -220,7 +222,7 @@ def _window(data: LayerData, r0: int, c0: int) -> tuple[dict, dict]:
         wb = np.asarray(result.wb[r0:r1, c0:c1])
         connected = shown.connected[index][r0:r1, c0:c1]
         g = probe.gradient_numpy(wb, connected)
-        weights = tf.convert_to_tensor(probe.layer.kernel)[r0:r1, c0:c1].numpy()
+        weights = probe.weight_matrix()[r0:r1, c0:c1].numpy()
         allowed = None if update is None else update[r0:r1, c0:c1]
         frozen = np.zeros(g.shape, bool) if allowed is None else connected & ~allowed
         applied = g if allowed is None else np.where(allowed, g, 0).astype(np.float32)

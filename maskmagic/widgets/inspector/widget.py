@@ -17,9 +17,7 @@ view and scale travel as traits.
 
 from __future__ import annotations
 
-import base64
 import re
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -30,16 +28,18 @@ import tensorflow as tf
 import traitlets
 
 from maskmagic import _compat
-from maskmagic.errors import MaskMagicError
+from maskmagic.errors import MaskMagicError, first_line
 from maskmagic.training import TrainOp
+from maskmagic.widgets import STATIC, widget_css
+from maskmagic.widgets import palette as palettes
 from maskmagic.widgets.inspector import tiles
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
+from maskmagic.widgets.inspector.hold_drift import HeldDrift
 from maskmagic.widgets.inspector.inputs import (
     batch,
     check_model,
     check_targets,
     finite,
-    first_line,
     model_loss,
     names,
     probes,
@@ -55,16 +55,16 @@ from maskmagic.widgets.inspector.view import (
     tile_for,
     top_rows,
 )
+from maskmagic.widgets.png import PngFallback
 
 __all__ = ["GradientInspector", "inspector_for"]
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
 VIEWS = ("gradient", "would_be", "update")
 SCALES = ("linear", "symlog")
 TOP_ROWS = 12  # rows of the table of top connections
 
 
-class GradientInspector(anywidget.AnyWidget):
+class GradientInspector(PngFallback, anywidget.AnyWidget):
     """The gradient of every connection of ``model`` on the batch ``(x, y)``.
 
     Args:
@@ -84,7 +84,12 @@ class GradientInspector(anywidget.AnyWidget):
     """
 
     _esm = STATIC / "inspector.js"
-    _css = STATIC / "inspector.css"
+    _css = widget_css("inspector.css")
+
+    palette = traitlets.Dict(
+        default_value=palettes.INSPECTOR,
+        help="the front end's colours by role (maskmagic.widgets.palette.INSPECTOR)",
+    ).tag(sync=True)
 
     target = traitlets.Any(
         LOSS,
@@ -115,13 +120,18 @@ class GradientInspector(anywidget.AnyWidget):
         None, allow_none=True, help="the target's value: the loss, or the unit's summed output"
     ).tag(sync=True)
     step_info = traitlets.Dict(
-        help="after a step: {steps, loss_before, loss_after, drift: {layer: [per unit]}}"
+        help="after a step: {steps, loss_before, loss_after, drift: {layer: [per unit]}, "
+        "hold: {reference, fresh, references, rank, relative_drift, tol} for an op with hold=}"
     ).tag(sync=True)
     op_name = traitlets.Unicode(None, allow_none=True, help="the op's name, or null").tag(sync=True)
     revision = traitlets.Int(0, help="how many times the gradients were computed").tag(sync=True)
     error = traitlets.Unicode("", help="the last error of an action started in the front end").tag(
         sync=True
     )
+    _tiles = traitlets.Dict(
+        help="front end only: the latest tile of each layer, kept there in place so that a "
+        "saved notebook shows the latest view; the kernel never sets it"
+    ).tag(sync=True)
 
     def __init__(
         self,
@@ -158,6 +168,7 @@ class GradientInspector(anywidget.AnyWidget):
         self._zoom: dict[int, tuple[int, int]] = {}
         self._frontend = False
         self._drift: dict[str, np.ndarray] | None = None
+        self._held = None if getattr(op, "hold", None) is None else HeldDrift(op, self._x)
         self.largest_message = 0
         super().__init__(**kwargs)  # opens the widget's comm: close it if the rest fails
         try:
@@ -311,6 +322,8 @@ class GradientInspector(anywidget.AnyWidget):
                 "op=train_op) or %grad_inspector net x y --op train_op"
             )
         before, loss_before = self._pass.evaluate(self._x, self._y)
+        if self._held is not None:
+            self._held.before_step()
         self._op(self._x, self._y)
         after, loss_after = self._pass.evaluate(self._x, self._y)
         drift = {}
@@ -318,12 +331,17 @@ class GradientInspector(anywidget.AnyWidget):
             change = np.abs(new.astype(np.float32) - old.astype(np.float32))
             drift[name] = change.reshape(-1, change.shape[-1]).max(axis=0)
         self._drift = drift
-        info = {
+        info: dict[str, Any] = {
             "steps": int(self.step_info.get("steps", 0)) + 1,
             "loss_before": finite(loss_before),
             "loss_after": finite(loss_after),
             "drift": {name: [finite(v) for v in values] for name, values in drift.items()},
         }
+        if self._held is not None:  # the held units on the reference and on fresh inputs
+            info["hold"] = {
+                k: finite(v) if isinstance(v, float) else v
+                for k, v in self._held.after_step().items()
+            }
         with self.hold_sync():
             self.step_info = info
             self.refresh()
@@ -405,12 +423,8 @@ class GradientInspector(anywidget.AnyWidget):
             raise AssertionError("the inspector has no gradient pass to show yet")
         return self._shown
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = dict(data)
-        data["image/png"] = base64.b64encode(self.png()).decode("ascii")
-        return data, metadata
+    def _fallback_png(self) -> bytes:
+        return self.png()
 
     def __repr__(self) -> str:
         layers = ", ".join(f"{p.name} {p.shape[0]}x{p.shape[1]}" for p in self._probes)

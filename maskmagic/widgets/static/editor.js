@@ -5,10 +5,6 @@
 // and the neuron graph) draws from it. A finished gesture becomes one "edit" message of runs
 // of flat cell indices (see maskmagic/widgets/editor.py for the protocol).
 
-const ON = [37, 99, 235];
-const OFF = [241, 243, 246];
-const GRID_LINE = "rgba(15, 23, 42, 0.10)";
-const HOVER = "#f97316";
 const VIEW = 520; // largest side of the cell area, CSS px
 const MAX_CELL = 28; // largest cell at first display, CSS px
 const MAX_ZOOM = 64; // largest cell when zooming, CSS px
@@ -226,6 +222,16 @@ class Store {
     this.emit(null);
   }
 
+  // Copies the confirmed cells into the model's `bits`, in place: the widget state a notebook
+  // saves (JupyterLab, Notebook 7, exported HTML) then shows the current mask. In place, not
+  // model.set(): a set would be sent back to the kernel with the next save_changes().
+  persist() {
+    const bits = this.model.get("bits");
+    const packed = pack(this.confirmed);
+    if (!bits || !ArrayBuffer.isView(bits) || bits.byteLength !== packed.length) return;
+    new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength).set(packed);
+  }
+
   // ---- messages from the kernel
   onMessage(msg, buffers) {
     if (!msg || typeof msg !== "object") return;
@@ -234,6 +240,7 @@ class Store {
       this.version = msg.version;
       const acked = (msg.acked || {})[this.client] || 0;
       this.pending = this.pending.filter((e) => e.id > acked);
+      this.persist();
       this.recompute();
     } else if (msg.type === "change") {
       if (this.version === null || msg.version <= this.version) return; // in the coming reset
@@ -243,6 +250,7 @@ class Store {
         ? { op: "replace", cells: unpack(buffers[0], this.n) }
         : { op: "flip", runs: readRuns(buffers[0]) };
       applyEdit(this.confirmed, diff, false);
+      this.persist();
       if (msg.client === this.client) {
         while (this.pending.length && this.pending[0].id <= msg.id) this.pending.shift();
         this.emit([], { pending: true }); // the cells shown already hold this edit
@@ -306,6 +314,7 @@ function s(tag, attrs) {
 }
 
 function rgb(c) { return `rgb(${c[0]}, ${c[1]}, ${c[2]})`; }
+function rgba(c, alpha) { return `rgba(${c[0]}, ${c[1]}, ${c[2]}, ${alpha})`; }
 
 function packedColor(c) { // ImageData is RGBA in memory; a little-endian Uint32 reads ABGR
   return (255 << 24) | (c[2] << 16) | (c[1] << 8) | c[0];
@@ -353,8 +362,8 @@ class GridView {
     this.offCtx = this.off.getContext("2d");
     this.image = this.offCtx.createImageData(cols, rows);
     this.pixels = new Uint32Array(this.image.data.buffer);
-    this.onColor = packedColor(ON);
-    this.offColor = packedColor(OFF);
+    this.onColor = packedColor(editor.palette.on);
+    this.offColor = packedColor(editor.palette.off);
     this.hover = null;
     this.gesture = null;
     this.frame = 0;
@@ -455,7 +464,7 @@ class GridView {
     ctx.drawImage(this.off, this.ox, this.oy, cols * s, rows * s);
     const [i0, i1, j0, j1] = this.visible();
     if (s >= 6) {
-      ctx.strokeStyle = GRID_LINE;
+      ctx.strokeStyle = rgba(this.editor.palette.grid, this.editor.gridAlpha);
       ctx.lineWidth = 1;
       ctx.beginPath();
       for (let i = i0; i <= i1 + 1; i++) {
@@ -475,14 +484,14 @@ class GridView {
       const [a, b] = [g.start, g.end];
       const y = this.oy + Math.min(a[0], b[0]) * s, x = this.ox + Math.min(a[1], b[1]) * s;
       const hh = (Math.abs(a[0] - b[0]) + 1) * s, ww = (Math.abs(a[1] - b[1]) + 1) * s;
-      ctx.fillStyle = g.value ? "rgba(37, 99, 235, 0.35)" : "rgba(255, 255, 255, 0.55)";
+      ctx.fillStyle = g.value ? rgba(this.editor.palette.on, 0.35) : "rgba(255, 255, 255, 0.55)";
       ctx.fillRect(x, y, ww, hh);
-      ctx.strokeStyle = HOVER;
+      ctx.strokeStyle = rgb(this.editor.palette.hover);
       ctx.strokeRect(x + 0.5, y + 0.5, ww - 1, hh - 1);
     }
     if (this.hover && !g) {
       const [i, j] = this.hover;
-      ctx.strokeStyle = HOVER;
+      ctx.strokeStyle = rgb(this.editor.palette.hover);
       ctx.lineWidth = s >= 4 ? 2 : 1;
       ctx.strokeRect(this.ox + j * s, this.oy + i * s, Math.max(s, 2), Math.max(s, 2));
     }
@@ -762,8 +771,14 @@ class Editor {
     this.unitNames = model.get("unit_names") || [];
     this.inputLabel = model.get("input_label") || "input";
     this.unitLabel = model.get("unit_label") || "unit";
+    // The colours come from Python (maskmagic/widgets/palette.py); the CSS reads them as variables.
+    this.palette = model.get("palette");
+    this.gridAlpha = model.get("grid_alpha");
     const t0 = performance.now();
     this.root = h("div", { class: "mm-editor", tabindex: "0", "data-lm-suppress-shortcuts": "true" });
+    for (const [role, name] of [["on", "--mm-on"], ["edge_off", "--mm-off"], ["hover", "--mm-hover"]]) {
+      this.root.style.setProperty(name, rgb(this.palette[role]));
+    }
     this.weightTimer = 0;
     this.hovered = null;
     this.buildToolbar();

@@ -5,7 +5,6 @@
 // named in header.buffers (see maskmagic/widgets/inspector_tiles.py). Switching the view or the
 // colour scale redraws from the tiles already here; zooming and stepping ask the kernel.
 
-const ANCHORS = [[33, 102, 172], [103, 169, 207], [247, 247, 247], [239, 138, 98], [178, 24, 43]];
 const MASKED = 1, SOME_MASKED = 2, FROZEN = 4, SOME_FROZEN = 8;
 const VIEW_PX = 512; // largest side of a heatmap, CSS px
 const MAX_CELL = 32;
@@ -26,11 +25,12 @@ function fmt(v) {
   return a < 1e-3 || a >= 1e4 ? v.toExponential(3) : v.toPrecision(4);
 }
 
-function colour(t) {
+// The colours come from Python (maskmagic/widgets/palette.py, the model's "palette").
+function colour(t, anchors) {
   const p = (Math.max(-1, Math.min(1, t)) + 1) * 2;
   const lo = Math.min(Math.floor(p), 3);
   const f = p - lo;
-  const a = ANCHORS[lo], b = ANCHORS[lo + 1];
+  const a = anchors[lo], b = anchors[lo + 1];
   return [a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, a[2] + (b[2] - a[2]) * f];
 }
 
@@ -51,6 +51,12 @@ function maxAbs(values) {
     if (a > m && Number.isFinite(a)) m = a;
   }
   return m;
+}
+
+function asDataView(b) {
+  if (b instanceof DataView) return b;
+  if (b instanceof ArrayBuffer) return new DataView(b);
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }
 
 function decode(header, buffers) {
@@ -155,18 +161,19 @@ class LayerPanel {
     const vmax = maxAbs(values);
     const t = scaler(scale, vmax);
     const overlay = this.view.model.get("view") === "would_be";
+    const pal = this.view.model.get("palette");
     const paint = (r0, c0, w, hgt, v, f) => {
-      const rgb = colour(t(v));
+      const rgb = colour(t(v), pal.diverging);
       const masked = (f & MASKED) !== 0;
       const frozen = (f & FROZEN) !== 0, someFrozen = (f & SOME_FROZEN) !== 0;
       for (let y = r0; y < r0 + hgt; y++) {
         for (let x = c0; x < c0 + w; x++) {
           let c = rgb;
-          if (masked && overlay) c = ((x + y) % 4 === 0) ? [90, 90, 90] : rgb;
-          else if (masked) c = ((x + y) % 4 === 0) ? [140, 140, 140] : [226, 226, 226];
+          if (masked && overlay) c = ((x + y) % 4 === 0) ? pal.hatch_over : rgb;
+          else if (masked) c = ((x + y) % 4 === 0) ? pal.hatch : pal.masked;
           if ((frozen || someFrozen) && !masked) {
             const edge = w >= 4 ? (y === r0 || x === c0 || y === r0 + hgt - 1 || x === c0 + w - 1) : true;
-            if (edge) c = frozen ? [30, 30, 30] : [110, 110, 110];
+            if (edge) c = frozen ? pal.frozen : pal.some_frozen;
             else if (w < 4) c = [c[0] * 0.5, c[1] * 0.5, c[2] * 0.5];
           }
           const k = (y * W + x) * 4;
@@ -185,7 +192,7 @@ class LayerPanel {
       const bt = scaler(scale, maxAbs(bv));
       const y0 = h.rows * s + this.biasGap;
       for (let c = 0; c < h.cols; c++) {
-        paintBias(px, W, y0, c * s, s, this.biasH, colour(bt(bv[c])), bf[c], overlay);
+        paintBias(px, W, y0, c * s, s, this.biasH, colour(bt(bv[c]), pal.diverging), bf[c], overlay, pal);
       }
     }
     ctx.putImageData(img, 0, 0);
@@ -209,7 +216,7 @@ class LayerPanel {
   drawLegend(vmax, scale) {
     const ctx = this.legend.getContext("2d");
     for (let x = 0; x < this.legend.width; x++) {
-      const c = colour((x / (this.legend.width - 1)) * 2 - 1);
+      const c = colour((x / (this.legend.width - 1)) * 2 - 1, this.view.model.get("palette").diverging);
       ctx.fillStyle = `rgb(${c[0]},${c[1]},${c[2]})`;
       ctx.fillRect(x, 0, 1, this.legend.height);
     }
@@ -293,13 +300,13 @@ class LayerPanel {
   }
 }
 
-function paintBias(px, W, y0, x0, w, hgt, rgb, f, overlay) {
+function paintBias(px, W, y0, x0, w, hgt, rgb, f, overlay, pal) {
   for (let y = y0; y < y0 + hgt; y++) {
     for (let x = x0; x < x0 + w; x++) {
       let c = rgb;
-      if ((f & MASKED) && overlay) c = ((x + y) % 4 === 0) ? [90, 90, 90] : rgb;
-      else if (f & MASKED) c = ((x + y) % 4 === 0) ? [140, 140, 140] : [226, 226, 226];
-      else if ((f & FROZEN) && w >= 4 && (y === y0 || x === x0 || y === y0 + hgt - 1 || x === x0 + w - 1)) c = [30, 30, 30];
+      if ((f & MASKED) && overlay) c = ((x + y) % 4 === 0) ? pal.hatch_over : rgb;
+      else if (f & MASKED) c = ((x + y) % 4 === 0) ? pal.hatch : pal.masked;
+      else if ((f & FROZEN) && w >= 4 && (y === y0 || x === x0 || y === y0 + hgt - 1 || x === x0 + w - 1)) c = pal.frozen;
       const k = (y * W + x) * 4;
       px[k] = c[0]; px[k + 1] = c[1]; px[k + 2] = c[2]; px[k + 3] = 255;
     }
@@ -426,6 +433,13 @@ class InspectorView {
       });
     });
     this.driftBox.append(list);
+    const hold = info.hold;
+    if (hold) {  // an op with hold=: the held units on the reference inputs and on fresh ones
+      this.driftBox.append(el("div", "mm-insp-hold",
+        `held units: drift ${fmt(hold.reference)} on the ${hold.references} reference inputs ` +
+        `(relative ${fmt(hold.relative_drift)}, tol ${fmt(hold.tol)}, rank ${hold.rank}); ` +
+        `${fmt(hold.fresh)} on fresh inputs`));
+    }
   }
 
   syncLayers() {
@@ -460,6 +474,13 @@ class InspectorView {
 
   onTile(msg, buffers) {
     if (!msg || msg.type !== "tile") return;
+    // The latest tile of each layer also goes into the model's `_tiles`, in place (a set()
+    // would be sent back to the kernel with the next save_changes()): the widget state that a
+    // notebook saves then holds the latest view, and render() draws it without a kernel.
+    const saved = this.model.get("_tiles");
+    if (saved && typeof saved === "object") {
+      saved[String(msg.layer)] = { header: msg, buffers: (buffers || []).map(asDataView) };
+    }
     const arrays = decode(msg, buffers || []);
     this.tiles.set(msg.layer, { header: msg, arrays });
     const panel = this.panels[msg.layer];
@@ -507,6 +528,10 @@ function render({ model, el: root }) {
   view.syncLayers();
   view.syncTop();
   view.syncError();
+  // Saved tiles first (all there is in a notebook reopened without a kernel); the kernel's
+  // answer to "hello" replaces them.
+  const saved = model.get("_tiles") || {};
+  Object.keys(saved).forEach((k) => view.onTile(saved[k].header, saved[k].buffers));
   model.send({ type: "hello" });
   return () => handlers.forEach(([name, fn]) => model.off(name, fn));
 }

@@ -1,0 +1,270 @@
+"""Mutation check of the exactness machinery: each named mutant must be killed by the fast tests.
+
+Each mutant replaces one exact piece of source text in a temporary copy of the package (the tree
+is never edited) and runs the few tests that guard that piece. A mutant that survives, or whose
+text is no longer found in the source (a refactor moved it: update the mutant), fails the run.
+
+Usage: ``python scripts/mutants.py [--only NAME ...] [--list]`` (from the repository root).
+Exit status 0 only if the unmutated tests pass and every mutant is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIED = ("maskmagic", "tests", "pyproject.toml")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One source change and the tests that must fail with it."""
+
+    name: str
+    path: str  # relative to the repository root
+    find: str  # exact text, found exactly once in the file
+    replace: str
+    tests: tuple[str, ...]
+
+
+OPT = "tests/test_optimizers_exact.py::test_frozen_outputs_and_their_slots_stay_bit_identical"
+ORACLE = "tests/test_reach_oracle.py::"
+
+MUTANTS = (
+    Mutant(
+        "no slot restore",
+        "maskmagic/training/ops.py",
+        "writes.append((slot, tf.where(mask, slot.value, old_slot)))",
+        "pass",
+        (f"{OPT}[adam]",),
+    ),
+    Mutant(
+        "no value write-back",
+        "maskmagic/training/ops.py",
+        "writes.append((variable, tf.where(mask, variable.value, old)))",
+        "pass",
+        (f"{OPT}[momentum]",),
+    ),
+    Mutant(
+        "write-back skipped for sparse layers",
+        "maskmagic/training/ops.py",
+        "            if v.path in self._mask_vars\n        ]",
+        "            if v.path in self._mask_vars and v.path not in self._sparse_kernels\n        ]",
+        (
+            "tests/test_sparse.py::"
+            "test_question1_freeze_is_bit_identical_with_a_sparse_hidden_layer",
+        ),
+    ),
+    Mutant(
+        "BatchNorm statistics not held",
+        "maskmagic/training/ops.py",
+        "writes.extend(zip(others, saved_others))",
+        "pass",
+        (
+            "tests/test_training.py::"
+            "test_freeze_holds_batchnorm_statistics_so_frozen_output_stays_identical",
+        ),
+    ),
+    Mutant(
+        "update masks not refreshed after set_mask",
+        "maskmagic/training/ops.py",
+        "if versions == self._versions:",
+        "if True:",
+        ("tests/test_training.py::test_traced_once_across_steps_and_mask_changes",),
+    ),
+    Mutant(
+        "unrestorable optimizer accepted",
+        "maskmagic/training/ops.py",
+        "            if problems:\n",
+        "            if False:\n",
+        (
+            "tests/test_optimizers_exact.py::test_adafactor_factored_moments_are_refused_with_freeze",
+        ),
+    ),
+    Mutant(
+        "slot discovery misses private slot lists",
+        "maskmagic/_compat.py",
+        'if attr == "_trainable_variables" or not isinstance(value, list):',
+        'if attr.startswith("_") or not isinstance(value, list):',
+        (f"{OPT}[adam]",),
+    ),
+    Mutant(
+        "mask captured at trace time",
+        "maskmagic/layers/dense.py",
+        "        mask = self.kernel_mask.value\n",
+        '        with __import__("tensorflow").init_scope():  # read once, when traced\n'
+        "            mask = ops.convert_to_tensor(self.kernel_mask.numpy())\n",
+        (
+            "tests/test_layers.py::test_set_mask_reaches_a_compiled_forward_pass",
+            "tests/test_layers.py::test_set_mask_reaches_the_next_train_step_loss",
+        ),
+    ),
+    Mutant(
+        "every activation per unit",
+        "maskmagic/training/reach.py",
+        "return activation is None or activation in PER_UNIT_ACTIVATIONS",
+        "return True",
+        (
+            "tests/test_reach.py::test_softmax_mixes_every_unit_of_its_layer",
+            f"{ORACLE}test_glu_mixes_its_units",
+        ),
+    ),
+    Mutant(
+        "bias left out of freeze",
+        "maskmagic/training/reach.py",
+        '    if kind == "dense":\n'
+        "        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))\n"
+        "        if layer.bias is not None:\n"
+        "            _freeze(frozen, layer.bias, out_units)",
+        '    if kind == "dense":\n'
+        "        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))\n"
+        "        if layer.bias is not None:\n"
+        "            pass",
+        ("tests/test_reach.py",),
+    ),
+    Mutant(
+        "off-by-one in unit slicing (Concatenate)",
+        "maskmagic/training/reach.py",
+        "out_units[start : start + width]",
+        "out_units[start + 1 : start + 1 + width]",
+        ("tests/test_reach.py::test_freeze_through_concatenate_splits_units",),
+    ),
+    Mutant(
+        "masks ignored on the way back (wrong units)",
+        "maskmagic/training/reach.py",
+        "units[None, :]).any(axis=1)",
+        "units[None, ::-1]).any(axis=1)",
+        ("tests/test_reach.py",),
+    ),
+    Mutant(
+        "Flatten mapped by position instead of unit",
+        "maskmagic/training/reach.py",
+        "units[hit % units.size] = True",
+        "units[hit // units.size % units.size] = True",
+        (f"{ORACLE}test_flatten_maps_units_through_the_flat_index",),
+    ),
+    Mutant(
+        "subclasses of allowed layers trusted",
+        "maskmagic/training/reach.py",
+        "    kind = type(layer)\n",
+        "    kind = next((k for k in PER_UNIT_LAYERS if isinstance(layer, k)), type(layer))\n",
+        (f"{ORACLE}test_a_subclass_of_dense_is_not_trusted",),
+    ),
+    Mutant(
+        "extra Dense variables (LoRA) ignored",
+        "maskmagic/training/reach.py",
+        "if any(id(v) not in own for v in layer.trainable_variables):  # LoRA",
+        "if False:  # LoRA",
+        (f"{ORACLE}test_dense_with_lora_mixes_its_units",),
+    ),
+    Mutant(
+        "parameters of mixing layers not frozen",
+        "maskmagic/training/reach.py",
+        "        _freeze(frozen, variable, True)\n    for tensor in inputs:",
+        "        pass\n    for tensor in inputs:",
+        (f"{ORACLE}test_layer_normalization_mixes_units_and_freezes_its_parameters",),
+    ),
+    Mutant(
+        "masked kernel entries used",
+        "maskmagic/layers/dense.py",
+        "lambda: ops.where(mask, kernel, zero)",
+        "lambda: kernel",
+        ("tests/test_layers.py", "tests/test_grads.py"),
+    ),
+    Mutant(
+        "maskmagic bugs reported as cell errors",
+        "maskmagic/builder.py",
+        "    except foreign as exc:",
+        "    except Exception as exc:",
+        ("tests/test_build_fuzz.py::test_a_fault_inside_maskmagic_escapes_as_itself",),
+    ),
+)
+
+
+def _copy_tree(destination: Path) -> None:
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(
+                source, destination / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(source, destination / name)
+
+
+def _pytest(workdir: Path, tests: tuple[str, ...]) -> tuple[int, str]:
+    """Runs the tests in the copy; returns pytest's exit status and its summary line(s)."""
+    env = {**os.environ, "PYTHONPATH": str(workdir), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider", *tests]
+    run = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    lines = (run.stdout + run.stderr).strip().splitlines()
+    failed = [line for line in lines if line.startswith("FAILED ")]
+    return run.returncode, " | ".join([*failed[:1], *lines[-1:]])
+
+
+def _apply(workdir: Path, mutant: Mutant) -> bool:
+    """Applies the mutant in the copy; False unless its text is in the source exactly once."""
+    path = workdir / mutant.path
+    text = path.read_text()
+    if text.count(mutant.find) != 1:
+        return False
+    path.write_text(text.replace(mutant.find, mutant.replace))
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, help="names (substrings) to run")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args(argv)
+    mutants = [m for m in MUTANTS if args.only is None or any(o in m.name for o in args.only)]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name:45} {m.path}  ->  {' '.join(m.tests)}")
+        return 0
+    rows, failed = [], False
+    with tempfile.TemporaryDirectory(prefix="maskmagic-mutants-") as tmp:
+        base = Path(tmp) / "base"
+        _copy_tree(base)
+        everything = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
+        start = time.monotonic()
+        code, last = _pytest(base, everything)
+        if code != 0:
+            print(f"the unmutated tests fail ({last}); fix them before judging mutants")
+            return 2
+        print(f"unmutated: {len(everything)} test targets pass ({time.monotonic() - start:.0f} s)")
+        for mutant in mutants:
+            work = Path(tmp) / "work"
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(base, work)
+            start = time.monotonic()
+            if not _apply(work, mutant):
+                rows.append((mutant.name, "PATTERN GONE", 0.0, f"not once in {mutant.path}"))
+                failed = True
+                continue
+            code, last = _pytest(work, mutant.tests)
+            killed = code in (1, 2)  # 1: a test failed; 2: collection or import broke
+            failed |= not killed
+            status = "killed" if code == 1 else "killed (error)" if code == 2 else "SURVIVED"
+            rows.append((mutant.name, status, time.monotonic() - start, last))
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'mutant':{width}}  {'result':14}  {'time':>6}  last line of pytest")
+    for name, status, seconds, last in rows:
+        print(f"{name:{width}}  {status:14}  {seconds:5.0f}s  {last}")
+    survived = [r[0] for r in rows if r[1] not in ("killed", "killed (error)")]
+    print(f"\n{len(rows) - len(survived)} of {len(rows)} mutants killed")
+    if survived:
+        print("not killed: " + "; ".join(survived))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
