@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import re
+import statistics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(os.path.dirname(HERE), "README.md")
@@ -43,6 +44,24 @@ def _source(name: str, record: dict, loads: list) -> str:
 
 def _pct(d: float) -> str:
     return f"{d * 100:g}%"
+
+
+def _best_impl(target: dict, row: dict, group: dict) -> dict:
+    """The "auto within 10% of the best impl" verdict, judged on the dedicated models.
+
+    ``masked-auto`` runs the same code as ``masked-dense`` or ``masked-sparse``; comparing its
+    own timing with theirs would measure noise. The verdict is whether the implementation it
+    chose was within 10% of the faster one, per round (median over rounds).
+    """
+    times = group.get("times", {})
+    if target["reference"] != "best" or "masked-sparse" not in times:
+        return target
+    chosen = times["masked-" + row["impl"]]
+    ratios = [
+        c / min(a, b) for c, a, b in zip(chosen, times["masked-dense"], times["masked-sparse"])
+    ]
+    value = statistics.median(ratios)
+    return {**target, "ratio": value, "met": value <= target["limit"]}
 
 
 def run_table(results: list[tuple[str, dict]]) -> str:
@@ -80,7 +99,7 @@ def run_table(results: list[tuple[str, dict]]) -> str:
             cells.append(f"{row['vs_dense']:.2f}x{impl}")
         verdicts = []
         for row in group["rows"]:
-            for t in row["targets"]:
+            for t in map(lambda t: _best_impl(t, row, group), row["targets"]):
                 ok = t["met"]
                 met, missed = met + ok, missed + (not ok)
                 short = "dense" if row["model"] == "masked-dense" else "auto"

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 
 # The modules whose tests must pass on every supported TensorFlow.
-CORE_TESTS=(tests/test_compat.py tests/test_layers.py tests/test_training.py tests/test_reach.py tests/test_deploy.py)
+CORE_TESTS=(tests/test_compat.py tests/test_layers.py tests/test_training.py tests/test_writeback.py tests/test_reach.py tests/test_deploy.py)
 
 echo "== install"
 if ! command -v chromium >/dev/null 2>&1; then
