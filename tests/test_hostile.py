@@ -87,7 +87,7 @@ CELLS = [
     Bad("optimizer_keyword", BASE + "optimizer sgd speed=3\n", "optimizer name", "{'speed': 3}"),
     # selectors and freeze
     Bad("selector_range", BASE + "train t out[5]\n", "valid: -2 to 1", "index 5"),
-    Bad("selector_layer", BASE + "train t nope[0]\n", "dense layers: hidden, out", "'nope'"),
+    Bad("selector_layer", BASE + "train t nope[0]\n", "dense or conv layers: hidden, out", "'nope'"),
     Bad("selector_variable", BASE + "train t out.weights\n", ".kernel or .bias", "'.weights'"),
     Bad("kernel_index_range", BASE + "train t out.kernel[9, 0]\n", "valid: -4 to 3", "index 9"),
     Bad("selector_unclosed", BASE + "train t out[\n", "expected ']'", "never closed"),
