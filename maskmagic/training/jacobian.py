@@ -39,6 +39,15 @@ __all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "Solver", "make_jacobia
 # counts as dependent in the reported rank (a distance under 1e-3 of the largest row).
 RCOND = 1e-6
 RIDGE = 1e-8
+# DenseJacobian builds its D D^T products in float32 (float32 GEMMs run ~10x faster than float64
+# on CPU): each entry of G then carries a rounding error of about sqrt(k) * EPS32 of the
+# Cauchy-Schwarz bound (k = the layer's width). Its noise estimate is NOISE32 * sqrt(k) * max(diag
+# G) (4 times that typical error); its ridge is twice the noise (so the Cholesky of a Gram with
+# dependent constraints cannot fail) and a pivot counts in the rank when it exceeds the ridge by
+# more than max(RCOND, noise). The projections are refined once against the exact J (see
+# Solver.project), so the float32 Gram only slows convergence along directions weaker than the
+# ridge, which the corrections finish.
+NOISE32 = 4 * 2.0**-24
 
 
 def _f64(x: Any) -> tf.Tensor:
@@ -56,12 +65,16 @@ class Solver:
         self._jacobian = jacobian
         self.values = getattr(jacobian, "values", None)  # the held values, when computed
         gram = jacobian.gram()
+        noise = getattr(jacobian, "noise", 0.0)  # relative error of an approximate Gram
+        ridge = max(RIDGE, 2 * noise)
+        self._refine = noise > 0  # an approximate Gram: refine projections once
         top = tf.reduce_max(tf.linalg.diag_part(gram))
         top = tf.maximum(top, tf.constant(1e-300, tf.float64))
         size = tf.shape(gram)[0]
-        self._chol = tf.linalg.cholesky(gram + RIDGE * top * tf.eye(size, dtype=tf.float64))
+        self._chol = tf.linalg.cholesky(gram + ridge * top * tf.eye(size, dtype=tf.float64))
         pivots = tf.square(tf.linalg.diag_part(self._chol))
-        self.rank = tf.reduce_sum(tf.cast(pivots > RCOND * top, tf.int32))
+        threshold = (ridge + max(RCOND, noise)) if noise > 0 else RCOND
+        self.rank = tf.reduce_sum(tf.cast(pivots > threshold * top, tf.int32))
 
     def _solve(self, rhs: tf.Tensor) -> tf.Tensor:
         return tf.linalg.cholesky_solve(self._chol, rhs[:, None])[:, 0]
@@ -71,7 +84,16 @@ class Solver:
         return self._jacobian.transpose(self._solve(_f64(residual)))
 
     def project(self, vectors: list) -> list:
-        """``v - J^T (J J^T)^+ J v``: ``v`` with every component that moves a held value removed."""
+        """``v - J^T (J J^T)^+ J v``: ``v`` with every component that moves a held value removed.
+
+        With an approximate (float32-built) Gram the projection runs twice: the second pass is
+        one sweep of iterative refinement (its right-hand side ``J p`` is the residual of the
+        first solve, computed with the exact ``J``), reusing the same factor.
+        """
+        projected = self._project_once(vectors)
+        return self._project_once(projected) if self._refine else projected
+
+    def _project_once(self, vectors: list) -> list:
         back = self._jacobian.transpose(self._solve(self._jacobian.apply(vectors)))
         return [tf.cast(v, b.dtype) - b for v, b in zip(vectors, back)]
 
@@ -171,6 +193,8 @@ def _and(a: tf.Tensor | None, b: tf.Tensor | None) -> tf.Tensor | None:
 class DenseJacobian:
     """``J`` of Dense-like layers, kept as per-layer factors ``A`` (inputs) and ``D``."""
 
+    noise = 0.0  # relative error of its float32-built Gram (see NOISE32), set in __init__
+
     def __init__(self, graph, layers: dict, values_fn, x, variables: list, allowed: list):
         self._variables = variables
         inputs: dict = {}
@@ -209,6 +233,7 @@ class DenseJacobian:
         self._u = tf.shape(held)[1]
         self._parts = []  # (entry, A (N, in) f64, D (N, U, out) f64, kernel W, bias W)
         self._inputs32 = {}  # kernel-sized products run in float32 (see apply/transpose)
+        self._d32: dict = {}  # D in float32, for the Gram's products (see NOISE32)
         for key, d in zip(order, grads):
             entry = layers[key]
             kernel_w = bias_w = None
@@ -224,22 +249,26 @@ class DenseJacobian:
                 bias_w = (
                     tf.ones(tf.shape(entry.layer.bias.value), tf.bool) if bias_w is None else bias_w
                 )
-            d = _f64(tf.transpose(d, [1, 0, 2]))  # (N, U, out)
+            d32 = tf.transpose(d, [1, 0, 2])  # (N, U, out)
             self._inputs32[id(entry)] = inputs[key]
-            self._parts.append((entry, _f64(inputs[key]), d, kernel_w, bias_w))
+            self._d32[id(entry)] = d32
+            self._parts.append((entry, _f64(inputs[key]), _f64(d32), kernel_w, bias_w))
+            width = max(int(d32.shape[-1] or 1), int(inputs[key].shape[-1] or 1))
+            self.noise = max(self.noise, NOISE32 * width**0.5)
 
     def gram(self) -> tf.Tensor:
         m = self._n * self._u
         gram = tf.zeros([m, m], tf.float64)
-        for _, a, d, kernel_w, bias_w in self._parts:
+        for entry, a, d, kernel_w, bias_w in self._parts:
             flat = tf.reshape(d, [m, -1])
             full = tf.constant(True)
             for w in (kernel_w, bias_w):
                 if w is not None:
                     full = tf.logical_and(full, tf.reduce_all(w))
+            a32, d32 = self._inputs32[id(entry)], tf.reshape(self._d32[id(entry)], [m, -1])
             gram += tf.cond(
                 full,
-                lambda a=a, flat=flat, k=kernel_w, b=bias_w: self._full_gram(a, flat, k, b),
+                lambda a=a32, flat=d32, k=kernel_w, b=bias_w: self._full_gram(a, flat, k, b),
                 lambda a=a, d=d, flat=flat, k=kernel_w, b=bias_w: self._partial_gram(
                     a, d, flat, k, b
                 ),
@@ -247,13 +276,18 @@ class DenseJacobian:
         return gram
 
     def _full_gram(self, a, flat, kernel_w, bias_w) -> tf.Tensor:
-        """Every entry allowed: ``(expand(A A^T) + 1) * (D D^T)``, one product of D."""
+        """Every entry allowed: ``(expand(A A^T) + 1) * (D D^T)``, one product of D.
+
+        ``a`` and ``flat`` are float32: both products run as float32 GEMMs (see NOISE32).
+        """
         factor = tf.zeros([], tf.float64)
         if kernel_w is not None:
-            factor = factor + self._expand(tf.matmul(a, a, transpose_b=True))
+            factor = factor + self._expand(_f64(tf.matmul(a, a, transpose_b=True)))
         if bias_w is not None:
             factor = factor + 1.0
-        return factor * tf.matmul(flat, flat, transpose_b=True)
+        dd = _f64(tf.matmul(flat, flat, transpose_b=True))
+        dd = 0.5 * (dd + tf.transpose(dd))  # exactly symmetric for the Cholesky
+        return factor * dd
 
     def _partial_gram(self, a, d, flat, kernel_w, bias_w) -> tf.Tensor:
         gram = tf.zeros([tf.shape(flat)[0]] * 2, tf.float64)
@@ -265,7 +299,9 @@ class DenseJacobian:
 
     def _expand(self, samples: tf.Tensor) -> tf.Tensor:
         """(N, N) -> (N*U, N*U): entry [n*U+u, m*U+v] = samples[n, m]."""
-        return tf.repeat(tf.repeat(samples, self._u, axis=0), self._u, axis=1)
+        m = self._n * self._u
+        ones = tf.ones([1, self._u, 1, self._u], samples.dtype)
+        return tf.reshape(samples[:, None, :, None] * ones, [m, m])
 
     def _masked_gram(self, a: tf.Tensor, d: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
         # B[n, m, j] = sum_i a_ni a_mi W_ij; G[nu, mv] = sum_j d_nuj d_mvj B[n, m, j]
