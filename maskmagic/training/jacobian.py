@@ -39,15 +39,18 @@ __all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "Solver", "make_jacobia
 # counts as dependent in the reported rank (a distance under 1e-3 of the largest row).
 RCOND = 1e-6
 RIDGE = 1e-8
-# DenseJacobian builds its D D^T products in float32 (float32 GEMMs run ~10x faster than float64
-# on CPU): each entry of G then carries a rounding error of about sqrt(k) * EPS32 of the
-# Cauchy-Schwarz bound (k = the layer's width). Its noise estimate is NOISE32 * sqrt(k) * max(diag
-# G) (4 times that typical error); its ridge is twice the noise (so the Cholesky of a Gram with
-# dependent constraints cannot fail) and a pivot counts in the rank when it exceeds the ridge by
-# more than max(RCOND, noise). The projections are refined once against the exact J (see
-# Solver.project), so the float32 Gram only slows convergence along directions weaker than the
-# ridge, which the corrections finish.
+# Large Grams (from FLOAT32_MIN_WORK multiply-adds) of a DenseJacobian are built and factored in
+# float32 (float32 GEMMs and Cholesky run ~10x / ~2x faster than float64 on CPU). Each entry of G
+# then carries a rounding error of about sqrt(k) * EPS32 of the Cauchy-Schwarz bound (k = the
+# layer's width), and the float32 Cholesky a backward error of about sqrt(M) * EPS32 (M rows):
+# the noise estimate is NOISE32 (4 * EPS32) times the larger square root, relative to
+# max(diag G). The ridge is twice the noise (so the Cholesky of dependent constraints cannot
+# fail); a pivot counts in the rank above max(RCOND, 100 * ridge) (a dependent row's pivot is
+# ridge * (1 + |its combination coefficients|^2)): for such Grams the rank is a coarser
+# estimate (~1e-3 of max(diag G) for k ~ 1000). Projections are refined once against the exact
+# J (Solver.project); the chord corrections finish what the ridge leaves.
 NOISE32 = 4 * 2.0**-24
+FLOAT32_MIN_WORK = 2**22  # multiply-adds of the Gram's products from which float32 is used
 
 
 def _f64(x: Any) -> tf.Tensor:
@@ -66,18 +69,29 @@ class Solver:
         self.values = getattr(jacobian, "values", None)  # the held values, when computed
         gram = jacobian.gram()
         noise = getattr(jacobian, "noise", 0.0)  # relative error of an approximate Gram
-        ridge = max(RIDGE, 2 * noise)
-        self._refine = noise > 0  # an approximate Gram: refine projections once
+        self._refine = noise > 0  # an approximate Gram: factor in float32, refine projections
         top = tf.reduce_max(tf.linalg.diag_part(gram))
         top = tf.maximum(top, tf.constant(1e-300, tf.float64))
         size = tf.shape(gram)[0]
-        self._chol = tf.linalg.cholesky(gram + ridge * top * tf.eye(size, dtype=tf.float64))
-        pivots = tf.square(tf.linalg.diag_part(self._chol))
-        threshold = (ridge + max(RCOND, noise)) if noise > 0 else RCOND
+        if self._refine:
+            # The float32 Cholesky adds a backward error of about sqrt(M) * EPS32 (M rows).
+            noise = tf.maximum(
+                tf.constant(noise, tf.float64), NOISE32 * tf.sqrt(tf.cast(size, tf.float64))
+            )
+            ridge = 2 * noise
+            # A dependent row's pivot is ridge * (1 + |its combination coefficients|^2).
+            threshold = tf.maximum(tf.constant(RCOND, tf.float64), 100 * ridge)
+            shifted = gram + ridge * top * tf.eye(size, dtype=tf.float64)
+            self._chol = tf.linalg.cholesky(tf.cast(shifted, tf.float32))
+        else:
+            threshold = tf.constant(RCOND, tf.float64)
+            self._chol = tf.linalg.cholesky(gram + RIDGE * top * tf.eye(size, dtype=tf.float64))
+        pivots = _f64(tf.square(tf.linalg.diag_part(self._chol)))
         self.rank = tf.reduce_sum(tf.cast(pivots > threshold * top, tf.int32))
 
     def _solve(self, rhs: tf.Tensor) -> tf.Tensor:
-        return tf.linalg.cholesky_solve(self._chol, rhs[:, None])[:, 0]
+        rhs = tf.cast(rhs[:, None], self._chol.dtype)
+        return _f64(tf.linalg.cholesky_solve(self._chol, rhs)[:, 0])
 
     def min_norm(self, residual: tf.Tensor) -> list:
         """The smallest change ``d`` (per variable) with ``J d = residual`` (least squares)."""
@@ -231,6 +245,7 @@ class DenseJacobian:
         self.values = tf.reshape(held, [-1])
         self._n = tf.shape(held)[0]
         self._u = tf.shape(held)[1]
+        widths: list[int] = []
         self._parts = []  # (entry, A (N, in) f64, D (N, U, out) f64, kernel W, bias W)
         self._inputs32 = {}  # kernel-sized products run in float32 (see apply/transpose)
         self._d32: dict = {}  # D in float32, for the Gram's products (see NOISE32)
@@ -254,7 +269,16 @@ class DenseJacobian:
             self._d32[id(entry)] = d32
             self._parts.append((entry, _f64(inputs[key]), _f64(d32), kernel_w, bias_w))
             width = max(int(d32.shape[-1] or 1), int(inputs[key].shape[-1] or 1))
-            self.noise = max(self.noise, NOISE32 * width**0.5)
+            widths.append(width)
+        rows = (
+            None
+            if held.shape[0] is None or held.shape[1] is None
+            else held.shape[0] * held.shape[1]
+        )
+        # Float32 only where it pays: float64 keeps the exact semantics (RIDGE, RCOND) for small
+        # Grams, and for an unknown number of rows (reference = each batch, shape unknown).
+        if rows is not None and rows * rows * sum(widths) >= FLOAT32_MIN_WORK:
+            self.noise = NOISE32 * max(widths) ** 0.5
 
     def gram(self) -> tf.Tensor:
         m = self._n * self._u
@@ -265,10 +289,12 @@ class DenseJacobian:
             for w in (kernel_w, bias_w):
                 if w is not None:
                     full = tf.logical_and(full, tf.reduce_all(w))
-            a32, d32 = self._inputs32[id(entry)], tf.reshape(self._d32[id(entry)], [m, -1])
+            fast = self.noise > 0  # float32 products (see NOISE32); else float64
+            a_full = self._inputs32[id(entry)] if fast else a
+            d_full = tf.reshape(self._d32[id(entry)], [m, -1]) if fast else flat
             gram += tf.cond(
                 full,
-                lambda a=a32, flat=d32, k=kernel_w, b=bias_w: self._full_gram(a, flat, k, b),
+                lambda a=a_full, flat=d_full, k=kernel_w, b=bias_w: self._full_gram(a, flat, k, b),
                 lambda a=a, d=d, flat=flat, k=kernel_w, b=bias_w: self._partial_gram(
                     a, d, flat, k, b
                 ),
@@ -278,16 +304,17 @@ class DenseJacobian:
     def _full_gram(self, a, flat, kernel_w, bias_w) -> tf.Tensor:
         """Every entry allowed: ``(expand(A A^T) + 1) * (D D^T)``, one product of D.
 
-        ``a`` and ``flat`` are float32: both products run as float32 GEMMs (see NOISE32).
+        With float32 ``a`` and ``flat`` both products run as float32 GEMMs (see NOISE32).
         """
-        factor = tf.zeros([], tf.float64)
-        if kernel_w is not None:
-            factor = factor + self._expand(_f64(tf.matmul(a, a, transpose_b=True)))
+        n, u = self._n, self._u
+        factor = tf.zeros([], a.dtype)
+        if kernel_w is not None:  # (N, N) broadcast over units: never expanded
+            factor = factor + tf.matmul(a, a, transpose_b=True)[:, None, :, None]
         if bias_w is not None:
             factor = factor + 1.0
-        dd = _f64(tf.matmul(flat, flat, transpose_b=True))
-        dd = 0.5 * (dd + tf.transpose(dd))  # exactly symmetric for the Cholesky
-        return factor * dd
+        dd = tf.reshape(tf.matmul(flat, flat, transpose_b=True), [n, u, n, u])
+        # Only the lower triangle is read by the Cholesky: no need to symmetrize.
+        return _f64(tf.reshape(factor * dd, [n * u, n * u]))
 
     def _partial_gram(self, a, d, flat, kernel_w, bias_w) -> tf.Tensor:
         gram = tf.zeros([tf.shape(flat)[0]] * 2, tf.float64)
@@ -296,12 +323,6 @@ class DenseJacobian:
         if bias_w is not None:
             gram += tf.matmul(flat * _f64(bias_w)[None], flat, transpose_b=True)
         return gram
-
-    def _expand(self, samples: tf.Tensor) -> tf.Tensor:
-        """(N, N) -> (N*U, N*U): entry [n*U+u, m*U+v] = samples[n, m]."""
-        m = self._n * self._u
-        ones = tf.ones([1, self._u, 1, self._u], samples.dtype)
-        return tf.reshape(samples[:, None, :, None] * ones, [m, m])
 
     def _masked_gram(self, a: tf.Tensor, d: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
         # B[n, m, j] = sum_i a_ni a_mi W_ij; G[nu, mv] = sum_j d_nuj d_mvj B[n, m, j]
