@@ -246,6 +246,7 @@ class DenseJacobian:
         self._n = tf.shape(held)[0]
         self._u = tf.shape(held)[1]
         widths: list[int] = []
+        kernel_work = 0
         self._parts = []  # (entry, A (N, in) f64, D (N, U, out) f64, kernel W, bias W)
         self._inputs32 = {}  # kernel-sized products run in float32 (see apply/transpose)
         self._d32: dict = {}  # D in float32, for the Gram's products (see NOISE32)
@@ -268,17 +269,22 @@ class DenseJacobian:
             self._inputs32[id(entry)] = inputs[key]
             self._d32[id(entry)] = d32
             self._parts.append((entry, _f64(inputs[key]), _f64(d32), kernel_w, bias_w))
-            width = max(int(d32.shape[-1] or 1), int(inputs[key].shape[-1] or 1))
-            widths.append(width)
-        rows = (
-            None
-            if held.shape[0] is None or held.shape[1] is None
-            else held.shape[0] * held.shape[1]
-        )
-        # Float32 only where it pays: float64 keeps the exact semantics (RIDGE, RCOND) for small
-        # Grams, and for an unknown number of rows (reference = each batch, shape unknown).
-        if rows is not None and rows * rows * sum(widths) >= FLOAT32_MIN_WORK:
+            widths.append(max(int(d32.shape[-1] or 1), int(inputs[key].shape[-1] or 1)))
+            kernel_work += int(inputs[key].shape[-1] or 0) * int(d32.shape[-1] or 0)
+        if self._float32_pays(held.shape, [int(d.shape[-1] or 0) for d in grads], kernel_work):
             self.noise = NOISE32 * max(widths) ** 0.5
+
+    @staticmethod
+    def _float32_pays(held_shape: Any, outs: list, kernel_work: int) -> bool:
+        """Float32 Grams only where they pay: float64 keeps the exact semantics (RIDGE, RCOND)
+        for small Grams, for an unknown number of rows (reference = each batch), and where the
+        kernel-sized products of the refinement sweeps (4 more per layer and step, each
+        N x in x out) would cost more than a float64 Gram (~10x its float32 GEMM) saves."""
+        if held_shape[0] is None or held_shape[1] is None:
+            return False
+        n, rows = held_shape[0], held_shape[0] * held_shape[1]
+        gram_work = rows * rows * sum(outs)
+        return gram_work >= FLOAT32_MIN_WORK and 9 * gram_work > 4 * n * kernel_work
 
     def gram(self) -> tf.Tensor:
         m = self._n * self._u
