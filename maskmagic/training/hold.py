@@ -16,9 +16,11 @@ A step with a hold, inside the op's compiled step:
    values back to their values before the step, until the largest change is within
    ``tol * max|held values|`` (chord iterations: ``J`` from before the step, factored once).
 
-``(J J^T)^+`` is applied through a float64 Cholesky factorisation (with a tiny ridge, so
-dependent constraints are allowed); the rank reported counts its pivots above ``RCOND``. When that rank reaches the number of parameters the op
-may change, no step can move anything without moving the held units: the op raises a
+``(J J^T)^+`` is applied through a Cholesky factorisation (float64 with a tiny ridge, so
+dependent constraints are allowed; large Dense Grams in float32 with a noise-sized ridge and one
+refinement sweep, see :mod:`maskmagic.training.jacobian`); the rank reported counts its pivots
+above a threshold (``RCOND`` for float64). When that rank reaches the number of parameters the
+op may change, no step can move anything without moving the held units: the op raises a
 :class:`~maskmagic.errors.MaskMagicError` when it is built (fixed ``hold_on``), or warns with
 :class:`HoldWarning` and leaves the parameters as they were (reference = each batch).
 

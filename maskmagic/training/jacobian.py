@@ -39,6 +39,18 @@ __all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "Solver", "make_jacobia
 # counts as dependent in the reported rank (a distance under 1e-3 of the largest row).
 RCOND = 1e-6
 RIDGE = 1e-8
+# Large Grams (from FLOAT32_MIN_WORK multiply-adds) of a DenseJacobian are built and factored in
+# float32 (float32 GEMMs and Cholesky run ~10x / ~2x faster than float64 on CPU). Each entry of G
+# then carries a rounding error of about sqrt(k) * EPS32 of the Cauchy-Schwarz bound (k = the
+# layer's width), and the float32 Cholesky a backward error of about sqrt(M) * EPS32 (M rows):
+# the noise estimate is NOISE32 (4 * EPS32) times the larger square root, relative to
+# max(diag G). The ridge is twice the noise (so the Cholesky of dependent constraints cannot
+# fail); a pivot counts in the rank above max(RCOND, 100 * ridge) (a dependent row's pivot is
+# ridge * (1 + |its combination coefficients|^2)): for such Grams the rank is a coarser
+# estimate (~1e-3 of max(diag G) for k ~ 1000). Projections are refined once against the exact
+# J (Solver.project); the chord corrections finish what the ridge leaves.
+NOISE32 = 4 * 2.0**-24
+FLOAT32_MIN_WORK = 2**22  # multiply-adds of the Gram's products from which float32 is used
 
 
 def _f64(x: Any) -> tf.Tensor:
@@ -56,22 +68,46 @@ class Solver:
         self._jacobian = jacobian
         self.values = getattr(jacobian, "values", None)  # the held values, when computed
         gram = jacobian.gram()
+        noise = getattr(jacobian, "noise", 0.0)  # relative error of an approximate Gram
+        self._refine = noise > 0  # an approximate Gram: factor in float32, refine projections
         top = tf.reduce_max(tf.linalg.diag_part(gram))
         top = tf.maximum(top, tf.constant(1e-300, tf.float64))
         size = tf.shape(gram)[0]
-        self._chol = tf.linalg.cholesky(gram + RIDGE * top * tf.eye(size, dtype=tf.float64))
-        pivots = tf.square(tf.linalg.diag_part(self._chol))
-        self.rank = tf.reduce_sum(tf.cast(pivots > RCOND * top, tf.int32))
+        if self._refine:
+            # The float32 Cholesky adds a backward error of about sqrt(M) * EPS32 (M rows).
+            noise = tf.maximum(
+                tf.constant(noise, tf.float64), NOISE32 * tf.sqrt(tf.cast(size, tf.float64))
+            )
+            ridge = 2 * noise
+            # A dependent row's pivot is ridge * (1 + |its combination coefficients|^2).
+            threshold = tf.maximum(tf.constant(RCOND, tf.float64), 100 * ridge)
+            shifted = gram + ridge * top * tf.eye(size, dtype=tf.float64)
+            self._chol = tf.linalg.cholesky(tf.cast(shifted, tf.float32))
+        else:
+            threshold = tf.constant(RCOND, tf.float64)
+            self._chol = tf.linalg.cholesky(gram + RIDGE * top * tf.eye(size, dtype=tf.float64))
+        pivots = _f64(tf.square(tf.linalg.diag_part(self._chol)))
+        self.rank = tf.reduce_sum(tf.cast(pivots > threshold * top, tf.int32))
 
     def _solve(self, rhs: tf.Tensor) -> tf.Tensor:
-        return tf.linalg.cholesky_solve(self._chol, rhs[:, None])[:, 0]
+        rhs = tf.cast(rhs[:, None], self._chol.dtype)
+        return _f64(tf.linalg.cholesky_solve(self._chol, rhs)[:, 0])
 
     def min_norm(self, residual: tf.Tensor) -> list:
         """The smallest change ``d`` (per variable) with ``J d = residual`` (least squares)."""
         return self._jacobian.transpose(self._solve(_f64(residual)))
 
     def project(self, vectors: list) -> list:
-        """``v - J^T (J J^T)^+ J v``: ``v`` with every component that moves a held value removed."""
+        """``v - J^T (J J^T)^+ J v``: ``v`` with every component that moves a held value removed.
+
+        With an approximate (float32-built) Gram the projection runs twice: the second pass is
+        one sweep of iterative refinement (its right-hand side ``J p`` is the residual of the
+        first solve, computed with the exact ``J``), reusing the same factor.
+        """
+        projected = self._project_once(vectors)
+        return self._project_once(projected) if self._refine else projected
+
+    def _project_once(self, vectors: list) -> list:
         back = self._jacobian.transpose(self._solve(self._jacobian.apply(vectors)))
         return [tf.cast(v, b.dtype) - b for v, b in zip(vectors, back)]
 
@@ -171,6 +207,8 @@ def _and(a: tf.Tensor | None, b: tf.Tensor | None) -> tf.Tensor | None:
 class DenseJacobian:
     """``J`` of Dense-like layers, kept as per-layer factors ``A`` (inputs) and ``D``."""
 
+    noise = 0.0  # relative error of its float32-built Gram (see NOISE32), set in __init__
+
     def __init__(self, graph, layers: dict, values_fn, x, variables: list, allowed: list):
         self._variables = variables
         inputs: dict = {}
@@ -207,8 +245,11 @@ class DenseJacobian:
         self.values = tf.reshape(held, [-1])
         self._n = tf.shape(held)[0]
         self._u = tf.shape(held)[1]
+        widths: list[int] = []
+        kernel_work = 0
         self._parts = []  # (entry, A (N, in) f64, D (N, U, out) f64, kernel W, bias W)
         self._inputs32 = {}  # kernel-sized products run in float32 (see apply/transpose)
+        self._d32: dict = {}  # D in float32, for the Gram's products (see NOISE32)
         for key, d in zip(order, grads):
             entry = layers[key]
             kernel_w = bias_w = None
@@ -224,22 +265,42 @@ class DenseJacobian:
                 bias_w = (
                     tf.ones(tf.shape(entry.layer.bias.value), tf.bool) if bias_w is None else bias_w
                 )
-            d = _f64(tf.transpose(d, [1, 0, 2]))  # (N, U, out)
+            d32 = tf.transpose(d, [1, 0, 2])  # (N, U, out)
             self._inputs32[id(entry)] = inputs[key]
-            self._parts.append((entry, _f64(inputs[key]), d, kernel_w, bias_w))
+            self._d32[id(entry)] = d32
+            self._parts.append((entry, _f64(inputs[key]), _f64(d32), kernel_w, bias_w))
+            widths.append(max(int(d32.shape[-1] or 1), int(inputs[key].shape[-1] or 1)))
+            kernel_work += int(inputs[key].shape[-1] or 0) * int(d32.shape[-1] or 0)
+        if self._float32_pays(held.shape, [int(d.shape[-1] or 0) for d in grads], kernel_work):
+            self.noise = NOISE32 * max(widths) ** 0.5
+
+    @staticmethod
+    def _float32_pays(held_shape: Any, outs: list, kernel_work: int) -> bool:
+        """Float32 Grams only where they pay: float64 keeps the exact semantics (RIDGE, RCOND)
+        for small Grams, for an unknown number of rows (reference = each batch), and where the
+        kernel-sized products of the refinement sweeps (4 more per layer and step, each
+        N x in x out) would cost more than a float64 Gram (~10x its float32 GEMM) saves."""
+        if held_shape[0] is None or held_shape[1] is None:
+            return False
+        n, rows = held_shape[0], held_shape[0] * held_shape[1]
+        gram_work = rows * rows * sum(outs)
+        return gram_work >= FLOAT32_MIN_WORK and 9 * gram_work > 4 * n * kernel_work
 
     def gram(self) -> tf.Tensor:
         m = self._n * self._u
         gram = tf.zeros([m, m], tf.float64)
-        for _, a, d, kernel_w, bias_w in self._parts:
+        for entry, a, d, kernel_w, bias_w in self._parts:
             flat = tf.reshape(d, [m, -1])
             full = tf.constant(True)
             for w in (kernel_w, bias_w):
                 if w is not None:
                     full = tf.logical_and(full, tf.reduce_all(w))
+            fast = self.noise > 0  # float32 products (see NOISE32); else float64
+            a_full = self._inputs32[id(entry)] if fast else a
+            d_full = tf.reshape(self._d32[id(entry)], [m, -1]) if fast else flat
             gram += tf.cond(
                 full,
-                lambda a=a, flat=flat, k=kernel_w, b=bias_w: self._full_gram(a, flat, k, b),
+                lambda a=a_full, flat=d_full, k=kernel_w, b=bias_w: self._full_gram(a, flat, k, b),
                 lambda a=a, d=d, flat=flat, k=kernel_w, b=bias_w: self._partial_gram(
                     a, d, flat, k, b
                 ),
@@ -247,13 +308,19 @@ class DenseJacobian:
         return gram
 
     def _full_gram(self, a, flat, kernel_w, bias_w) -> tf.Tensor:
-        """Every entry allowed: ``(expand(A A^T) + 1) * (D D^T)``, one product of D."""
-        factor = tf.zeros([], tf.float64)
-        if kernel_w is not None:
-            factor = factor + self._expand(tf.matmul(a, a, transpose_b=True))
+        """Every entry allowed: ``(expand(A A^T) + 1) * (D D^T)``, one product of D.
+
+        With float32 ``a`` and ``flat`` both products run as float32 GEMMs (see NOISE32).
+        """
+        n, u = self._n, self._u
+        factor = tf.zeros([], a.dtype)
+        if kernel_w is not None:  # (N, N) broadcast over units: never expanded
+            factor = factor + tf.matmul(a, a, transpose_b=True)[:, None, :, None]
         if bias_w is not None:
             factor = factor + 1.0
-        return factor * tf.matmul(flat, flat, transpose_b=True)
+        dd = tf.reshape(tf.matmul(flat, flat, transpose_b=True), [n, u, n, u])
+        # Only the lower triangle is read by the Cholesky: no need to symmetrize.
+        return _f64(tf.reshape(factor * dd, [n * u, n * u]))
 
     def _partial_gram(self, a, d, flat, kernel_w, bias_w) -> tf.Tensor:
         gram = tf.zeros([tf.shape(flat)[0]] * 2, tf.float64)
@@ -262,10 +329,6 @@ class DenseJacobian:
         if bias_w is not None:
             gram += tf.matmul(flat * _f64(bias_w)[None], flat, transpose_b=True)
         return gram
-
-    def _expand(self, samples: tf.Tensor) -> tf.Tensor:
-        """(N, N) -> (N*U, N*U): entry [n*U+u, m*U+v] = samples[n, m]."""
-        return tf.repeat(tf.repeat(samples, self._u, axis=0), self._u, axis=1)
 
     def _masked_gram(self, a: tf.Tensor, d: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
         # B[n, m, j] = sum_i a_ni a_mi W_ij; G[nu, mv] = sum_j d_nuj d_mvj B[n, m, j]
