@@ -24,6 +24,7 @@ are 1.1 MB, far below the 8 MB bound on a message (:data:`MAX_MESSAGE_BYTES`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -114,7 +115,7 @@ def pool_vector(values: np.ndarray | None, bw: int) -> np.ndarray | None:
     return blocks[np.arange(cols), pick]
 
 
-def tile(header: dict, arrays: dict[str, np.ndarray | None]) -> tuple[dict, list[bytes]]:
+def tile(header: dict, arrays: Mapping[str, np.ndarray | None]) -> tuple[dict, list[bytes]]:
     """(JSON header, buffers) of one tile; ``arrays`` maps buffer names to arrays or None."""
     names, buffers = [], []
     for name, array in arrays.items():
