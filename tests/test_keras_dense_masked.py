@@ -50,6 +50,7 @@ class TestKerasDenseOnHalfMaskedDense(_module.DenseTest):
 def _changed_expectation(request):
     reason = CHANGED.get(request.node.name)
     if reason:
+        strict = "Not strict" not in reason  # see the reason: it may pass by chance
         request.node.add_marker(
-            pytest.mark.xfail(reason=reason, raises=AssertionError, strict=True)
+            pytest.mark.xfail(reason=reason, raises=AssertionError, strict=strict)
         )
