@@ -42,15 +42,15 @@ MUTANTS = (
     Mutant(
         "no slot restore",
         "maskmagic/training/ops.py",
-        "writes.append((slot, tf.where(mask, slot.value, old_slot)))",
-        "pass",
+        "back.restore([variable, *slots], old)",
+        "back.restore([variable], old[:1])",
         (f"{OPT}[adam]",),
     ),
     Mutant(
         "no value write-back",
         "maskmagic/training/ops.py",
-        "writes.append((variable, tf.where(mask, variable.value, old)))",
-        "pass",
+        "back.restore([variable, *slots], old)",
+        "back.restore(slots, old[1:])",
         (f"{OPT}[momentum]",),
     ),
     Mutant(
@@ -66,8 +66,8 @@ MUTANTS = (
     Mutant(
         "BatchNorm statistics not held",
         "maskmagic/training/ops.py",
-        "writes.extend(zip(others, saved_others))",
-        "pass",
+        "distributed.assign(list(zip(others, saved_others)))",
+        "distributed.assign([])",
         (
             "tests/test_training.py::"
             "test_freeze_holds_batchnorm_statistics_so_frozen_output_stays_identical",
