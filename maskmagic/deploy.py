@@ -135,25 +135,9 @@ def strip(model: keras.Model, *, max_dense_bytes: int | None = None) -> keras.Mo
         for layer in all_layers(model)
         if _is_masked(layer)
     }
-    pairs: list[tuple[Any, Any]] = []
-
-    def clone(layer: Any) -> Any:
-        if _is_masked(layer):
-            new = _plain_layer(layer)
-        else:
-            new = layer.__class__.from_config(layer.get_config())
-        pairs.append((layer, new))
-        return new
-
-    try:
-        stripped = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    except MaskMagicError:
-        raise
-    except Exception as exc:  # a layer whose config does not rebuild it
-        raise MaskMagicError(
-            f"strip could not copy model {model.name!r} through its config: "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
+    stripped, pairs = _clone(
+        model, lambda layer: _plain_layer(layer) if _is_masked(layer) else None, "strip"
+    )
     for old, new in pairs:
         if id(old) in kernels:
             kernel, bias = kernels[id(old)]
@@ -223,25 +207,13 @@ def masked(
                     f"masked: {what} names {name!r}, expected one of the model's Dense layers: "
                     f"{', '.join(sorted(convertible)) or 'none'}"
                 )
-    pairs: list[tuple[Any, Any]] = []
 
-    def clone(layer: Any) -> Any:
+    def replace(layer: Any) -> Any:
         if type(layer) is keras.layers.Dense:
-            new = MaskedDense.from_config({**layer.get_config(), "impl": "dense"})
-        else:
-            new = layer.__class__.from_config(layer.get_config())
-        pairs.append((layer, new))
-        return new
+            return MaskedDense.from_config({**layer.get_config(), "impl": "dense"})
+        return None
 
-    try:
-        copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    except MaskMagicError:
-        raise
-    except Exception as exc:  # a layer whose config does not rebuild it
-        raise MaskMagicError(
-            f"masked could not copy model {model.name!r} through its config: "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
+    copy, pairs = _clone(model, replace, "masked")
     for old, new in pairs:
         if old.weights:
             new.set_weights(old.get_weights())
@@ -405,3 +377,29 @@ def load_model(path: str | os.PathLike, *, compile: bool = True) -> keras.Model:
                 "model.save(...)"
             )
     return keras.models.load_model(path, compile=compile, safe_mode=True)
+
+
+def _clone(
+    model: keras.Model, replace: Callable[[Any], Any], what: str
+) -> tuple[keras.Model, list[tuple[Any, Any]]]:
+    """``model`` copied through its config, each layer by ``replace(layer)`` or, where that
+    gives None, a copy of itself; returns the copy and its (old layer, new layer) pairs."""
+    pairs: list[tuple[Any, Any]] = []
+
+    def clone(layer: Any) -> Any:
+        new = replace(layer)
+        if new is None:
+            new = layer.__class__.from_config(layer.get_config())
+        pairs.append((layer, new))
+        return new
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    except MaskMagicError:
+        raise
+    except Exception as exc:  # a layer of the user's model whose config does not rebuild it
+        raise MaskMagicError(
+            f"{what} could not copy model {model.name!r} through its config: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    return copy, pairs
