@@ -37,6 +37,7 @@ class Mutant:
 
 OPT = "tests/test_optimizers_exact.py::test_frozen_outputs_and_their_slots_stay_bit_identical"
 ORACLE = "tests/test_reach_oracle.py::"
+ZERO = "tests/test_zero_steps.py::"
 
 MUTANTS = (
     Mutant(
@@ -185,6 +186,34 @@ MUTANTS = (
         "    except foreign as exc:",
         "    except Exception as exc:",
         ("tests/test_build_fuzz.py::test_a_fault_inside_maskmagic_escapes_as_itself",),
+    ),
+    Mutant(
+        "write-back skipped under SGD momentum",
+        "maskmagic/training/zero_steps.py",
+        "optimizer.momentum != 0",
+        "optimizer.momentum < 0",
+        (f"{ZERO}test_other_optimizers_keep_the_write_back[momentum]",),
+    ),
+    Mutant(
+        "write-back skipped under weight decay",
+        "maskmagic/training/zero_steps.py",
+        '"weight_decay", None) is not None',
+        '"weight_decay", None) is None and False',
+        (f"{ZERO}test_other_optimizers_keep_the_write_back[zero_weight_decay]",),
+    ),
+    Mutant(
+        "write-back skipped with momentum left at newly masked entries",
+        "maskmagic/training/zero_steps.py",
+        "    return slots_are_zero(optimizer, variable, entries)",
+        "    return True",
+        (f"{ZERO}test_entries_masked_after_training_keep_their_momentum_written_back",),
+    ),
+    Mutant(
+        "write-back skipped over a subnormal masked weight",
+        "maskmagic/training/zero_steps.py",
+        "_has_subnormal(values[entries])",
+        "False",
+        (f"{ZERO}test_a_subnormal_masked_weight_keeps_the_write_back",),
     ),
 )
 

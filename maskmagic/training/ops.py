@@ -25,7 +25,7 @@ from maskmagic import _compat
 from maskmagic.errors import MaskMagicError, SelectorError
 from maskmagic.layers import MaskedDense
 from maskmagic.layers import csr as sparse
-from maskmagic.training import batches, distributed, reach, selectors
+from maskmagic.training import batches, distributed, reach, selectors, zero_steps
 from maskmagic.training import hold as holds
 from maskmagic.training.objectives import make_loss, make_optimizer
 from maskmagic.training.progress import FitProgress, check_verbose
@@ -147,7 +147,7 @@ class TrainOp:
         self.hold = holds.attach(self, hold, hold_on, hold_tol)  # None without hold=
         self._write_backs = (
             {
-                path: WriteBack(mask, masks[path], self._grad_is_zero_outside(path, masks[path]))
+                path: WriteBack(mask, masks[path], *self._exclusion_facts(path, masks[path]))
                 for path, mask in self._mask_vars.items()
             }
             if self._strategy is None
@@ -222,6 +222,20 @@ class TrainOp:
         connected = reach.connected_entries(layer, "kernel")
         return not bool((connected & ~allowed).any())
 
+    def _exclusion_facts(self, path: str, allowed: np.ndarray) -> tuple[bool, bool]:
+        """(gradient is exactly 0 outside ``allowed``, the update leaves those entries alone).
+
+        The second holds when, on top of the first, the optimizer is one that leaves an entry
+        with a zero gradient and zero slots unchanged and the slots are zero there now (see
+        :mod:`zero_steps`): then no write-back is needed for the masked connections at all.
+        Checked whenever the masks change; not with ``hold=`` (its corrections move weights).
+        """
+        zero = self._grad_is_zero_outside(path, allowed)
+        if not zero or self.hold is not None:
+            return zero, False
+        variable = self._variables[path]
+        return zero, zero_steps.update_leaves_alone(self.optimizer, variable, ~allowed)
+
     def _nothing_left_message(self) -> str:
         picked = _labels(self.select) or "every trainable variable"
         if self.freeze:
@@ -249,8 +263,8 @@ class TrainOp:
         for path, variable in self._mask_vars.items():
             variable.assign(masks[path])
             if path in self._write_backs:
-                zero = self._grad_is_zero_outside(path, masks[path])
-                self._write_backs[path].update(masks[path], zero)
+                facts = self._exclusion_facts(path, masks[path])
+                self._write_backs[path].update(masks[path], *facts)
         if self._write_backs:
             self._writing_back.assign(self._any_write_back())
         self._versions = versions

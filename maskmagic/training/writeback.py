@@ -6,7 +6,9 @@ written back bit for bit. :class:`WriteBack` does it for one variable at the cos
 excluded, in one of three modes picked when the update mask changes (held in a variable, so
 the compiled step never re-traces):
 
-* ``NONE``: nothing excluded (an all-ones mask, every entry selected): no work at all;
+* ``NONE``: nothing excluded (an all-ones mask, every entry selected), or every excluded
+  entry is one the update provably leaves alone (``unchanged``: masked connections with a
+  zero gradient under an optimizer of :mod:`zero_steps`, slots zero there): no work at all;
 * ``GATHER``: few excluded (``freeze=``, a few units left out): their values and slots are
   gathered before the update and scattered back in place after it, and their gradient entries
   are zeroed by a scatter;
@@ -47,9 +49,17 @@ class WriteBack:
         grad_is_zero: the gradient is exactly 0 at every excluded entry already (the entries
             are masked connections of a layer that computes with ``where(mask, kernel, 0)``),
             so :meth:`zero_excluded` has nothing to do.
+        unchanged: on top of ``grad_is_zero``, the optimizer's update leaves every excluded
+            entry and its slots bit for bit as they are, so nothing needs restoring.
     """
 
-    def __init__(self, mask: Any, allowed: np.ndarray, grad_is_zero: bool = False) -> None:
+    def __init__(
+        self,
+        mask: Any,
+        allowed: np.ndarray,
+        grad_is_zero: bool = False,
+        unchanged: bool = False,
+    ) -> None:
         self.mask = mask
         rank = max(allowed.ndim, 1)
         self.scalar = allowed.ndim == 0  # nothing to gather from: WHERE or NONE only
@@ -61,14 +71,16 @@ class WriteBack:
             name="write_back_index",
         )
         self.grad_is_zero = tf.Variable(False, trainable=False, name="write_back_grad_is_zero")
-        self.update(allowed, grad_is_zero)
+        self.update(allowed, grad_is_zero, unchanged)
 
-    def update(self, allowed: np.ndarray, grad_is_zero: bool = False) -> None:
+    def update(
+        self, allowed: np.ndarray, grad_is_zero: bool = False, unchanged: bool = False
+    ) -> None:
         """Picks the mode and the excluded entries for a new update mask (no re-trace)."""
         self.grad_is_zero.assign(bool(grad_is_zero))
         excluded = ~np.asarray(allowed, bool)
         count = int(excluded.sum())
-        if count == 0:
+        if count == 0 or (grad_is_zero and unchanged):
             mode = NONE
         elif count <= GATHER_FRACTION * excluded.size and not self.scalar:
             mode = GATHER
