@@ -215,6 +215,16 @@ MUTANTS = (
         "False",
         (f"{ZERO}test_a_subnormal_masked_weight_keeps_the_write_back",),
     ),
+    Mutant(
+        "excluded gradients left in a clipnorm optimizer's norm",
+        "maskmagic/training/zero_steps.py",
+        'if getattr(optimizer, "clipnorm", None) or ',
+        "if ",
+        (
+            f"{ZERO}test_excluded_gradients_go_unzeroed_only_where_no_other_entry_sees_them"
+            "[clipnorm-None-out[0]]",
+        ),
+    ),
 )
 
 

@@ -170,3 +170,45 @@ def test_slots_are_zero_rejects_negative_zero():
     optimizer.variables[2].assign(np.array([[-0.0, 0], [0, 0]], np.float32))  # m of variable
     assert not zero_steps.slots_are_zero(optimizer, variable, entries)
     assert zero_steps.slots_are_zero(optimizer, variable, ~entries)
+
+
+PER_ENTRY = {
+    "momentum": lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+    "adamw": lambda: keras.optimizers.AdamW(0.01, weight_decay=0.5),
+    "adagrad": lambda: keras.optimizers.Adagrad(0.1),
+    "adadelta": lambda: keras.optimizers.Adadelta(1.0),
+    "lion_clipvalue": lambda: keras.optimizers.Lion(0.001, clipvalue=0.1),
+}
+MIXING = {
+    "clipnorm": lambda: keras.optimizers.Adam(0.01, clipnorm=1e-3),
+    "global_clipnorm": lambda: keras.optimizers.SGD(0.1, momentum=0.9, global_clipnorm=1e-3),
+    "muon": lambda: keras.optimizers.Muon(0.01),
+}
+
+
+def _selected_run(make_optimizer, select, freeze):
+    model, layer = _model(_mask())
+    op = TrainOp(model, optimizer=make_optimizer(), select=select, freeze=freeze)
+    skip = bool(op._write_backs[layer.kernel.path].skip_zeroing.numpy())
+    x, y = _data()
+    for _ in range(3):
+        op(x, y)
+    return skip, [v.numpy() for v in model.variables + op.optimizer.variables]
+
+
+@pytest.mark.parametrize(("select", "freeze"), [(None, "out[0]"), ("out[1]", None)])
+@pytest.mark.parametrize("name", [*PER_ENTRY, *MIXING])
+def test_excluded_gradients_go_unzeroed_only_where_no_other_entry_sees_them(
+    name, select, freeze, monkeypatch
+):
+    """Zeroing skipped (per-entry optimizers) or not (clipping by a norm, Muon): same bits."""
+    make = {**PER_ENTRY, **MIXING}[name]
+    if name == "muon" and not hasattr(keras.optimizers, "Muon"):
+        pytest.skip("this Keras has no Muon")
+    skip, values = _selected_run(make, select, freeze)
+    assert skip == (name in PER_ENTRY)
+    monkeypatch.setattr(zero_steps, "updates_entry_by_entry", lambda optimizer: False)
+    forced_skip, forced = _selected_run(make, select, freeze)
+    assert not forced_skip
+    for value, reference in zip(values, forced):
+        np.testing.assert_array_equal(_bits(value), _bits(reference))

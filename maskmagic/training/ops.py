@@ -223,18 +223,21 @@ class TrainOp:
         return not bool((connected & ~allowed).any())
 
     def _exclusion_facts(self, path: str, allowed: np.ndarray) -> tuple[bool, bool]:
-        """(gradient is exactly 0 outside ``allowed``, the update leaves those entries alone).
+        """(the excluded gradient entries need no zeroing, the update leaves them alone).
 
-        The second holds when, on top of the first, the optimizer is one that leaves an entry
-        with a zero gradient and zero slots unchanged and the slots are zero there now (see
-        :mod:`zero_steps`): then no write-back is needed for the masked connections at all.
-        Checked whenever the masks change; not with ``hold=`` (its corrections move weights).
+        No zeroing when the gradient is exactly 0 there already (:meth:`_grad_is_zero_outside`)
+        or when the optimizer updates entry by entry (the write-back undoes whatever it does to
+        them, and the included entries never see their gradient). No write-back at all when
+        the gradient is 0 there and the optimizer provably leaves such entries and their slots
+        alone (see :mod:`zero_steps`); checked whenever the masks change. Neither with
+        ``hold=``: its projection reads every gradient entry and its corrections move weights.
         """
         zero = self._grad_is_zero_outside(path, allowed)
-        if not zero or self.hold is not None:
+        if self.hold is not None:
             return zero, False
+        unzeroed = zero or zero_steps.updates_entry_by_entry(self.optimizer)
         variable = self._variables[path]
-        return zero, zero_steps.update_leaves_alone(self.optimizer, variable, ~allowed)
+        return unzeroed, zero and zero_steps.update_leaves_alone(self.optimizer, variable, ~allowed)
 
     def _nothing_left_message(self) -> str:
         picked = _labels(self.select) or "every trainable variable"

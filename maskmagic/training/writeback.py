@@ -10,8 +10,8 @@ the compiled step never re-traces):
   entry is one the update provably leaves alone (``unchanged``: masked connections with a
   zero gradient under an optimizer of :mod:`zero_steps`, slots zero there): no work at all;
 * ``GATHER``: few excluded (``freeze=``, a few units left out): their values and slots are
-  gathered before the update and scattered back in place after it, and their gradient entries
-  are zeroed by a scatter;
+  gathered before the update and scattered back in place after it (their gradient entries
+  are zeroed first unless ``skip_zeroing``);
 * ``WHERE``: many excluded (a unit selection, a sparse mask on ``impl="dense"``): the variable
   and every slot are copied before the update and restored with one ``tf.where`` each.
 
@@ -46,18 +46,19 @@ class WriteBack:
     Args:
         mask: the op's update-mask variable (bool, shaped like the variable; True = may change).
         allowed: its current value as a numpy bool array.
-        grad_is_zero: the gradient is exactly 0 at every excluded entry already (the entries
-            are masked connections of a layer that computes with ``where(mask, kernel, 0)``),
-            so :meth:`zero_excluded` has nothing to do.
-        unchanged: on top of ``grad_is_zero``, the optimizer's update leaves every excluded
-            entry and its slots bit for bit as they are, so nothing needs restoring.
+        skip_zeroing: :meth:`zero_excluded` has nothing to do: the gradient is exactly 0 at
+            every excluded entry already (masked connections of a layer that computes with
+            ``where(mask, kernel, 0)``), or the optimizer updates entry by entry, so what it
+            does to the excluded entries is undone by the write-back and reaches no other.
+        unchanged: the gradient is 0 at every excluded entry and the optimizer's update leaves
+            them and their slots bit for bit as they are, so nothing needs restoring.
     """
 
     def __init__(
         self,
         mask: Any,
         allowed: np.ndarray,
-        grad_is_zero: bool = False,
+        skip_zeroing: bool = False,
         unchanged: bool = False,
     ) -> None:
         self.mask = mask
@@ -70,17 +71,17 @@ class WriteBack:
             trainable=False,
             name="write_back_index",
         )
-        self.grad_is_zero = tf.Variable(False, trainable=False, name="write_back_grad_is_zero")
-        self.update(allowed, grad_is_zero, unchanged)
+        self.skip_zeroing = tf.Variable(False, trainable=False, name="write_back_skip_zeroing")
+        self.update(allowed, skip_zeroing, unchanged)
 
     def update(
-        self, allowed: np.ndarray, grad_is_zero: bool = False, unchanged: bool = False
+        self, allowed: np.ndarray, skip_zeroing: bool = False, unchanged: bool = False
     ) -> None:
         """Picks the mode and the excluded entries for a new update mask (no re-trace)."""
-        self.grad_is_zero.assign(bool(grad_is_zero))
+        self.skip_zeroing.assign(bool(skip_zeroing))
         excluded = ~np.asarray(allowed, bool)
         count = int(excluded.sum())
-        if count == 0 or (grad_is_zero and unchanged):
+        if count == 0 or unchanged:
             mode = NONE
         elif count <= GATHER_FRACTION * excluded.size and not self.scalar:
             mode = GATHER
@@ -101,7 +102,7 @@ class WriteBack:
         """
         mask = self.mask
         return tf.cond(
-            tf.logical_or(tf.equal(self.mode.read_value(), NONE), self.grad_is_zero),
+            tf.logical_or(tf.equal(self.mode.read_value(), NONE), self.skip_zeroing),
             lambda: grad,
             lambda: tf.where(mask, grad, tf.zeros_like(grad)),
         )

@@ -33,7 +33,12 @@ import numpy as np
 
 from maskmagic import _compat
 
-__all__ = ["keeps_zero_gradient_entries", "slots_are_zero", "update_leaves_alone"]
+__all__ = [
+    "keeps_zero_gradient_entries",
+    "slots_are_zero",
+    "update_leaves_alone",
+    "updates_entry_by_entry",
+]
 
 # Optimizers whose update_step, for a +0.0 gradient and +0.0 slots, subtracts exactly +0.0
 # from the variable and writes +0.0 back into every slot (given the checks in _configured_ok).
@@ -47,16 +52,39 @@ _ZERO_PRESERVING = (
 )
 
 
-def _configured_ok(optimizer: Any) -> bool:
-    if (
-        getattr(optimizer, "weight_decay", None) is not None
-    ):  # even 0.0: x - x * 0 is not x for -0.0
-        return False
-    if getattr(optimizer, "use_ema", False) or getattr(
-        optimizer, "gradient_accumulation_steps", None
-    ):
-        return False
+# Optimizers whose update of one entry reads only that entry's gradient, value and slots
+# (and shared scalars such as the step count), given _mixes_nothing_else.
+_PER_ENTRY = (
+    *_ZERO_PRESERVING,
+    keras.optimizers.AdamW,
+    keras.optimizers.Adagrad,
+    keras.optimizers.Adadelta,
+)
+
+
+def _mixes_nothing_else(optimizer: Any) -> bool:
+    """No option that makes one entry's update depend on other entries' gradients."""
     if getattr(optimizer, "clipnorm", None) or getattr(optimizer, "global_clipnorm", None):
+        return False  # one norm over many entries
+    return not (
+        getattr(optimizer, "use_ema", False)
+        or getattr(optimizer, "gradient_accumulation_steps", None)
+    )
+
+
+def updates_entry_by_entry(optimizer: Any) -> bool:
+    """Whether each entry's update depends on that entry's gradient alone (not on the others).
+
+    Then the gradient of entries a train op writes back need not be zeroed first: whatever the
+    optimizer does to them is undone, and it does the same to every other entry either way.
+    """
+    return type(optimizer) in _PER_ENTRY and _mixes_nothing_else(optimizer)
+
+
+def _configured_ok(optimizer: Any) -> bool:
+    if not _mixes_nothing_else(optimizer):
+        return False
+    if getattr(optimizer, "weight_decay", None) is not None:  # even 0: -0.0 - (-0.0 * 0) is +0.0
         return False
     if isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum != 0:
         return False
