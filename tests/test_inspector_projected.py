@@ -168,9 +168,7 @@ def test_projected_tiles_png_and_unit_target(held):
         np.testing.assert_array_equal(
             arrays["prj"].reshape(shape), inspector.projected_gradients[layer]
         )
-        np.testing.assert_array_equal(
-            arrays["bias_prj"], inspector.projected_bias_gradients[layer]
-        )
+        np.testing.assert_array_equal(arrays["bias_prj"], inspector.projected_bias_gradients[layer])
     gradient_png = inspector.png()
     inspector.view = "projected"
     assert inspector.png() != gradient_png

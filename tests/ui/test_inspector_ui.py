@@ -249,7 +249,7 @@ x = rng.normal(size=(32, 6)).astype("float32")
 y = np.tanh(x @ rng.normal(size=(6, 3))).astype("float32")
 held = TrainOp(net, "mse", "sgd", hold="out[0]", hold_on=x[:4], name="held")
 '''
-SHOW_HELD = 'w = GradientInspector(net, x, y, op=held)\nw'
+SHOW_HELD = "w = GradientInspector(net, x, y, op=held)\nw"
 SHOW_PLAIN = 'w_plain = GradientInspector(net, x, y, op=ops["plain"])\nw_plain'
 
 # A checksum of a canvas's pixels (changes when any pixel does).

@@ -127,8 +127,8 @@ def pool_matrix(values: np.ndarray, grid: Grid) -> np.ndarray:
         return values
     padded = np.zeros((grid.rows * grid.bh, grid.cols * grid.bw), np.float32)
     padded[: grid.inputs, : grid.units] = values
-    blocks = padded.reshape(grid.rows, grid.bh, grid.cols, grid.bw).transpose(0, 2, 1, 3)
-    blocks = blocks.reshape(grid.rows, grid.cols, grid.bh * grid.bw)
+    split = padded.reshape(grid.rows, grid.bh, grid.cols, grid.bw).transpose(0, 2, 1, 3)
+    blocks = split.reshape(grid.rows, grid.cols, grid.bh * grid.bw)
     pick = np.argmax(np.abs(blocks), axis=-1)
     return np.take_along_axis(blocks, pick[..., None], axis=-1)[..., 0]
 

@@ -44,7 +44,6 @@ from maskmagic.widgets import palette as palettes
 from maskmagic.widgets.inspector import tiles, windows
 from maskmagic.widgets.inspector.grad_pass import LOSS, GradientPass, PassResult
 from maskmagic.widgets.inspector.hold_drift import HeldDrift
-from maskmagic.widgets.inspector.projected import ProjectedLayer, Projection, check_projectable
 from maskmagic.widgets.inspector.inputs import (
     batch,
     check_model,
@@ -56,6 +55,7 @@ from maskmagic.widgets.inspector.inputs import (
     resolve,
     shapes,
 )
+from maskmagic.widgets.inspector.projected import ProjectedLayer, Projection, check_projectable
 from maskmagic.widgets.inspector.view import (
     LayerData,
     Static,
@@ -185,9 +185,7 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
         self._frontend = False
         self._drift: dict[str, np.ndarray] | None = None
         self._held = None if getattr(op, "hold", None) is None else HeldDrift(op, self._x)
-        self._projection = (
-            None if self._held is None else Projection(op, self._pass, self._probes)
-        )
+        self._projection = None if self._held is None else Projection(op, self._pass, self._probes)
         self._shown_target: tuple[str, int] = (LOSS, 0)
         self.largest_message = 0
         super().__init__(**kwargs)  # opens the widget's comm: close it if the rest fails
