@@ -153,6 +153,24 @@ def test_projected_gradient_is_what_the_ops_optimizer_applies(held):
     inspector.close()
 
 
+def test_projected_gradient_follows_a_mask_change(held):
+    """Catches: a compiled projection that keeps the update sets or masks it was traced with
+    (a connection switched off afterwards would show a non-zero projected gradient)."""
+    model, op, x, y, reference = held
+    inspector = GradientInspector(model, x, y, op=op)
+    assert inspector.projected_gradients["hidden"][0, 0] != 0.0
+    mask = HIDDEN_MASK.copy()
+    mask[0, 0] = False
+    model.get_layer("hidden").set_mask(mask)
+    inspector.refresh()
+    projected = inspector.projected_gradients["hidden"]
+    assert np.all(projected[~mask] == 0.0)
+    raw = _directions(model, inspector, projected=False)
+    moved = _jacobian_times(model, reference, _directions(model, inspector, projected=True))
+    assert np.abs(moved).max() <= 1e-6 * np.abs(_jacobian_times(model, reference, raw)).max()
+    inspector.close()
+
+
 def test_projected_tiles_png_and_unit_target(held):
     """Catches: tiles without the projected values (the front end would draw nothing), values
     that differ from projected_gradients, a PNG that ignores the view, and a unit target whose

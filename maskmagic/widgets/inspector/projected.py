@@ -85,17 +85,28 @@ class Projection:
         # The variables the hold projects, in its order (the op's step variables: TrainOp has
         # no public name for them; hold.attach builds the Hold from the same list).
         self._variables = list(op._step_variables)
+        self._functions: dict[str, Any] = {}
+
+    def _function(self, target: str) -> Any:
+        """The compiled gradient + projection for one target (the unit and the update sets
+        are inputs, so changing them never re-traces)."""
+        function = self._functions.get(target)
+        if function is None:
+
+            def run(x: Any, y: Any, unit: Any, updates: tuple) -> tuple[list, list]:
+                raw = self._pass.variable_gradients(x, y, target, unit, self._variables)
+                restricted = [tf.where(u, g, tf.zeros_like(g)) for g, u in zip(raw, updates)]
+                return restricted, self._op.hold.project_gradient(restricted, x)
+
+            function = self._functions[target] = tf.function(run, reduce_retracing=True)
+        return function
 
     def variable_gradients(self, x: Any, y: Any, target: str, unit: int) -> tuple[list, list]:
         """(restricted, projected): per op variable, the objective's gradient restricted to the
         op's update set (what the optimizer would see without a hold) and that gradient
         projected by the op's hold (what it sees), as numpy arrays."""
-        raw = self._pass.variable_gradients(x, y, target, unit, self._variables)
-        restricted = [
-            tf.where(self._op.update_mask(v), g, tf.zeros_like(g))
-            for g, v in zip(raw, self._variables)
-        ]
-        projected = self._op.hold.project_gradient(restricted, x)
+        updates = tuple(tf.constant(self._op.update_mask(v)) for v in self._variables)
+        restricted, projected = self._function(target)(x, y, tf.constant(unit, tf.int32), updates)
         return [g.numpy() for g in restricted], [np.asarray(p.numpy()) for p in projected]
 
     def compute(self, x: Any, y: Any, target: str, unit: int) -> list[ProjectedLayer]:
