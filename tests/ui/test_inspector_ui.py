@@ -228,3 +228,95 @@ def test_clicking_a_conv_pair_shows_its_kernel_window(new_notebook, frontend):
     would_be = _window_values(box)
     assert np.all(would_be != 0.0)
     np.testing.assert_array_equal(would_be, _kernel_window(nb, 1, 3, "would_be"))
+
+
+HELD = '''
+import numpy as np
+from maskmagic import build
+from maskmagic.training import TrainOp
+from maskmagic.widgets.inspector import GradientInspector
+
+net, ops = build("""
+input x 6
+dense hidden 10 activation=tanh mask=banded(2)
+dense out 3 mask=[[1,0,0]]*5+[[0,1,1]]*5
+loss mse
+optimizer sgd learning_rate=0.1
+train plain
+""", seed=0)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 6)).astype("float32")
+y = np.tanh(x @ rng.normal(size=(6, 3))).astype("float32")
+held = TrainOp(net, "mse", "sgd", hold="out[0]", hold_on=x[:4], name="held")
+'''
+SHOW_HELD = "w = GradientInspector(net, x, y, op=held)\nw"
+SHOW_PLAIN = 'w_plain = GradientInspector(net, x, y, op=ops["plain"])\nw_plain'
+
+# A checksum of a canvas's pixels (changes when any pixel does).
+_CHECKSUM = """(c) => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let h = 0;
+  for (let k = 0; k < d.length; k++) h = (Math.imul(h, 31) + d[k]) >>> 0;
+  return h;
+}"""
+
+
+@pytest.mark.parametrize("frontend", ["lab"], indirect=True)
+def test_projected_update_view_of_a_held_op(new_notebook, frontend):
+    """Catches: no projected-update toggle for an op with hold= (or one offered without it), a
+    toggle that does not reach the kernel's ``view``, heatmaps that do not redraw from the
+    projected values (tiles without ``prj``), values in the tooltip that differ from
+    ``projected_gradients``, and a missing held-drift readout after a step."""
+    nb = new_notebook([HELD, SHOW_HELD, SHOW_PLAIN])
+    nb.run_all()
+    plain = nb.output(2).locator(".mm-insp")
+    plain.wait_for(state="visible")
+    assert plain.locator('.mm-insp-view[data-view="projected"]').is_hidden()  # no hold=: no view
+
+    widget = nb.output(1).locator(".mm-insp")
+    widget.wait_for(state="visible")
+    canvas = widget.locator('.mm-insp-layer[data-layer="0"] canvas.mm-insp-canvas')
+    nb.page.wait_for_function("(c) => c.width > 0", arg=canvas.element_handle(), timeout=30_000)
+    before = canvas.evaluate(_CHECKSUM)
+    toggle = widget.locator('.mm-insp-view[data-view="projected"]')
+    assert toggle.is_visible() and nb.kernel_eval("w.has_hold") == "True"
+
+    toggle.click()
+    assert nb.wait_for_kernel("w.view", "'projected'") == "'projected'"
+    nb.page.wait_for_function(
+        f"([c, before]) => ({_CHECKSUM})(c) !== before",
+        arg=[canvas.element_handle(), before],
+        timeout=20_000,
+    )
+    assert "mm-insp-active" in (toggle.get_attribute("class") or "")
+
+    # The tooltip of connection (i, j) = (2, 3) shows the kernel's projected value.
+    box = canvas.bounding_box()
+    cell = box["width"] / 10
+    nb.page.mouse.move(box["x"] + 3.5 * cell, box["y"] + 2.5 * cell)
+    tip = widget.locator('.mm-insp-layer[data-layer="0"] .mm-insp-tip')
+    tip.wait_for(state="visible")
+    projected = float(nb.kernel_eval("float(w.projected_gradients['hidden'][2, 3])"))
+    gradient = float(nb.kernel_eval("float(w.gradients['hidden'][2, 3])"))
+    assert projected != gradient
+    line = next(s for s in tip.inner_text().splitlines() if s.startswith("projected "))
+    assert float(line.split()[1]) == pytest.approx(projected, rel=1e-3)
+
+    # Back to the gradient view: the first heatmap again, pixel for pixel.
+    widget.locator('.mm-insp-view[data-view="gradient"]').click()
+    assert nb.wait_for_kernel("w.view", "'gradient'") == "'gradient'"
+    nb.page.wait_for_function(
+        f"([c, before]) => ({_CHECKSUM})(c) === before",
+        arg=[canvas.element_handle(), before],
+        timeout=20_000,
+    )
+
+    # A step: the held units' drift on the reference and fresh inputs; then the screenshot.
+    widget.locator(".mm-insp-step").click()
+    assert nb.wait_for_kernel("w.step_info.get('steps')", "1", timeout=30) == "1"
+    widget.locator(".mm-insp-hold").wait_for(state="visible")
+    assert "reference inputs" in widget.locator(".mm-insp-hold").inner_text()
+    toggle.click()
+    assert nb.wait_for_kernel("w.view", "'projected'") == "'projected'"
+    nb.page.mouse.move(0, 0)
+    nb.screenshot(REPO_ROOT / "docs" / "inspector_projected.png", selector=".mm-insp")

@@ -238,6 +238,31 @@ class GradientPass:
         loss, objective = raw["values"].numpy()
         return PassResult(float(loss), float(objective), layers)
 
+    def variable_gradients(
+        self, x: Any, y: Any, target: str, unit: int, variables: list
+    ) -> list[tf.Tensor]:
+        """The objective's gradient with respect to ``variables`` themselves (eager tape, the
+        model run as it always runs: a masked kernel's gradient is 0 at masked entries).
+
+        Args:
+            x, y: the batch.
+            target: ``"loss"`` or the name of the target layer.
+            unit: the target unit (ignored for the loss).
+            variables: Keras variables of the model.
+
+        Returns:
+            One dense tensor per variable, shaped like it (zeros where unconnected).
+        """
+        with tf.GradientTape() as tape:
+            prediction, chosen = self._call(x, target)
+            loss = self._loss_of(y, prediction)
+            if chosen is None:
+                objective = loss
+            else:
+                objective = tf.reduce_sum(tf.gather(chosen, unit, axis=-1))
+        grads = tape.gradient(objective, variables, unconnected_gradients="zero")
+        return [tf.convert_to_tensor(g) for g in grads]
+
     # ------------------------------------------------------------------ evaluation
     def _outputs_and_loss(self, x: Any, y: Any) -> tuple[list, Any]:
         prediction = self.model(x, training=False)

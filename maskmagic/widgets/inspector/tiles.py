@@ -8,9 +8,11 @@ binary buffers, listed by name in ``header["buffers"]``:
 * ``g`` (float32): the gradient (masked = 0); per block, the entry of largest magnitude;
 * ``wb`` (float32): the would-be gradient (the gradient, for layers without one);
 * ``upd`` (float32): the gradient restricted to the op's update set;
+* ``prj`` (float32, only for an op with ``hold=``): that gradient projected by the op's hold,
+  what its optimizer sees (:mod:`maskmagic.widgets.inspector.projected`);
 * ``w`` (float32): the kernel values (full-resolution tiles only);
 * ``flags`` (uint8): 1 all masked, 2 some masked, 4 all connected frozen, 8 some frozen;
-* ``bias_g``, ``bias_wb``, ``bias_upd`` (float32) and ``bias_flags`` (uint8): the same for the
+* ``bias_g``, ``bias_wb``, ``bias_upd``, ``bias_prj`` (float32) and ``bias_flags`` (uint8): the same for the
   biases of the tile's columns (per column block when pooled).
 
 The header: ``type`` ("tile"), ``layer`` (index), ``name``, ``revision``, ``r0``/``c0`` (first
@@ -40,6 +42,8 @@ __all__ = [
     "colours",
     "flags_from_counts",
     "message_bytes",
+    "pool_entries",
+    "pool_matrix",
     "render_png",
     "sparse_block_flags",
     "tile",
@@ -113,6 +117,33 @@ def pool_vector(values: np.ndarray | None, bw: int) -> np.ndarray | None:
     blocks = padded.reshape(cols, bw)
     pick = np.argmax(np.abs(blocks), axis=1)
     return blocks[np.arange(cols), pick]
+
+
+def pool_matrix(values: np.ndarray, grid: Grid) -> np.ndarray:
+    """Signed max-|value| of each (bh, bw) block of an (inputs, units) array (the overview's
+    pooling, in numpy); the array itself as float32 when the grid is not pooled."""
+    values = np.asarray(values, np.float32)
+    if not grid.pooled:
+        return values
+    padded = np.zeros((grid.rows * grid.bh, grid.cols * grid.bw), np.float32)
+    padded[: grid.inputs, : grid.units] = values
+    split = padded.reshape(grid.rows, grid.bh, grid.cols, grid.bw).transpose(0, 2, 1, 3)
+    blocks = split.reshape(grid.rows, grid.cols, grid.bh * grid.bw)
+    pick = np.argmax(np.abs(blocks), axis=-1)
+    return np.take_along_axis(blocks, pick[..., None], axis=-1)[..., 0]
+
+
+def pool_entries(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid: Grid) -> np.ndarray:
+    """Signed max-|value| per overview cell of the entries at (rows, cols) (a sparse layer's
+    stored connections); cells without an entry read 0."""
+    values = np.asarray(values, np.float32)
+    block = (np.asarray(rows) // grid.bh).astype(np.int64) * grid.cols + np.asarray(cols) // grid.bw
+    out = np.zeros(grid.rows * grid.cols, np.float32)
+    order = np.lexsort((np.abs(values), block))  # by block, then |value|: the last one wins
+    ordered = block[order]
+    last = np.append(ordered[1:] != ordered[:-1], True) if ordered.size else ordered.astype(bool)
+    out[ordered[last]] = values[order][last]
+    return out.reshape(grid.rows, grid.cols)
 
 
 def tile(header: dict, arrays: Mapping[str, np.ndarray | None]) -> tuple[dict, list[bytes]]:

@@ -56,12 +56,15 @@ class Static:
 @dataclass(frozen=True)
 class LayerData:
     """What one layer's tile is drawn from: its probe, its result of the last gradient pass, the
-    static state (masks, update sets) that result was computed with, and its index."""
+    static state (masks, update sets) that result was computed with, its index and, for an op
+    with ``hold=``, its projected gradient (a
+    :class:`~maskmagic.widgets.inspector.projected.ProjectedLayer`, else None)."""
 
     probe: Any
     result: Any
     shown: Static
     index: int
+    projected: Any = None
 
 
 def update_of(op: Any, variable: Any, shape: tuple[int, ...] | None) -> np.ndarray | None:
@@ -171,7 +174,8 @@ def _overview(data: LayerData) -> tuple[dict, dict]:
         "upd": result.upd_pool if result.upd_pool is not None else _no_update(g, shown, index),
         "w": result.weights,
         "flags": shown.flags[index],
-        **_bias(result, shown, index, slice(None), grid.bw),
+        **_projected(data, None),
+        **_bias(result, shown, index, slice(None), grid.bw, data.projected),
     }
     header = {"r0": 0, "c0": 0, "rows": grid.rows, "cols": grid.cols}
     header.update(bh=grid.bh, bw=grid.bw, zoomed=False)
@@ -184,9 +188,25 @@ def _no_update(g: np.ndarray, shown: Any, index: int) -> np.ndarray:
     return np.zeros_like(g) if shown.untouched[index] else g
 
 
-def _bias(result: Any, shown: Any, index: int, columns: slice, bw: int) -> dict:
+def _projected(data: LayerData, window: tuple[slice, slice] | None) -> dict:
+    """``{"prj": ...}``: the projected gradient of the overview (``window`` None) or of a
+    full-resolution window; {} without a hold."""
+    projected = data.projected
+    if projected is None:
+        return {}
+    if window is None:
+        return {"prj": projected.overview}
+    return {"prj": np.asarray(projected.table[window], np.float32)}
+
+
+def _bias(
+    result: Any, shown: Any, index: int, columns: slice, bw: int, projected: Any = None
+) -> dict:
     if result.bias_g is None:
         return {}
+    extra = {}
+    if projected is not None and projected.bias is not None:
+        extra["bias_prj"] = tiles.pool_vector(projected.bias[columns], bw)
     update = shown.bias_update[index]
     update = None if update is None else update[columns]
     g = result.bias_g[columns]
@@ -198,6 +218,7 @@ def _bias(result: Any, shown: Any, index: int, columns: slice, bw: int) -> dict:
         "bias_g": tiles.pool_vector(g, bw),
         "bias_wb": tiles.pool_vector(result.bias_wb[columns], bw),
         "bias_upd": tiles.pool_vector(g if update is None else np.where(update, g, 0), bw),
+        **extra,
         "bias_flags": flags,
     }
 
@@ -223,6 +244,10 @@ def _window(data: LayerData, r0: int, c0: int) -> tuple[dict, dict]:
         if update is not None:
             frozen[at] = ~update[inside]
         applied = np.where(frozen, 0, g).astype(np.float32)
+        projected = {}
+        if data.projected is not None:
+            projected["prj"] = np.zeros_like(g)
+            projected["prj"][at] = data.projected.table[inside]
     else:
         wb = np.asarray(result.wb[r0:r1, c0:c1])
         connected = shown.connected[index][r0:r1, c0:c1]
@@ -231,6 +256,7 @@ def _window(data: LayerData, r0: int, c0: int) -> tuple[dict, dict]:
         allowed = None if update is None else update[r0:r1, c0:c1]
         frozen = np.zeros(g.shape, bool) if allowed is None else connected & ~allowed
         applied = g if allowed is None else np.where(allowed, g, 0).astype(np.float32)
+        projected = _projected(data, (slice(r0, r1), slice(c0, c1)))
     flags = np.where(connected, 0, tiles.MASKED) | np.where(frozen, tiles.FROZEN, 0)
     arrays = {
         "g": g,
@@ -238,7 +264,8 @@ def _window(data: LayerData, r0: int, c0: int) -> tuple[dict, dict]:
         "upd": applied,
         "w": weights,
         "flags": flags.astype(np.uint8),
-        **_bias(result, shown, index, slice(c0, c1), 1),
+        **projected,
+        **_bias(result, shown, index, slice(c0, c1), 1, data.projected),
     }
     header = {"r0": r0, "c0": c0, "rows": r1 - r0, "cols": c1 - c0, "bh": 1, "bw": 1}
     header["zoomed"] = probe.grid.pooled
@@ -277,6 +304,7 @@ _VIEW_KEYS = {
     "gradient": ("g", "bias_g"),
     "would_be": ("wb", "bias_wb"),
     "update": ("upd", "bias_upd"),
+    "projected": ("prj", "bias_prj"),
 }
 
 

@@ -16,6 +16,11 @@ kernel: ``{"type": "hello"}`` (a view rendered: send the tiles), ``{"type": "ste
 answers with that pair's kernel window, at most 64 x 64 taps, and sends it again after each
 refresh; see :mod:`maskmagic.widgets.inspector.windows`; a malformed one is refused with a
 warning and changes nothing); target, view and scale travel as traits.
+
+For an op with ``hold=`` every tile also carries ``prj``: the gradient projected onto the null
+space of the held units' Jacobian, as the op's step projects it before its optimizer sees it
+(:mod:`maskmagic.widgets.inspector.projected`); ``view="projected"`` shows it, and the front end
+offers that view only when :attr:`GradientInspector.has_hold` is true.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from maskmagic.widgets.inspector.inputs import (
     resolve,
     shapes,
 )
+from maskmagic.widgets.inspector.projected import ProjectedLayer, Projection, check_projectable
 from maskmagic.widgets.inspector.view import (
     LayerData,
     Static,
@@ -63,7 +69,7 @@ from maskmagic.widgets.png import PngFallback
 
 __all__ = ["GradientInspector", "inspector_for"]
 
-VIEWS = ("gradient", "would_be", "update")
+VIEWS = ("gradient", "would_be", "update", "projected")
 SCALES = ("linear", "symlog")
 TOP_ROWS = 12  # rows of the table of top connections
 
@@ -103,7 +109,12 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
         VIEWS,
         "gradient",
         help="gradient (masked = 0) | would_be (what each connection would get if switched on)"
-        " | update (the gradient restricted to the op's update set)",
+        " | update (the gradient restricted to the op's update set) | projected (for an op with"
+        " hold=: that gradient projected onto the null space of the held units' Jacobian, what"
+        " the op's optimizer sees)",
+    ).tag(sync=True)
+    has_hold = traitlets.Bool(
+        False, help="whether the op has hold= (the projected view is offered)"
     ).tag(sync=True)
     scale = traitlets.Enum(SCALES, "linear", help="colour scale: linear | symlog").tag(sync=True)
     layers: traitlets.List[Any] = traitlets.List(
@@ -174,10 +185,13 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
         self._frontend = False
         self._drift: dict[str, np.ndarray] | None = None
         self._held = None if getattr(op, "hold", None) is None else HeldDrift(op, self._x)
+        self._projection = None if self._held is None else Projection(op, self._pass, self._probes)
+        self._shown_target: tuple[str, int] = (LOSS, 0)
         self.largest_message = 0
         super().__init__(**kwargs)  # opens the widget's comm: close it if the rest fails
         try:
             self.op_name = None if op is None else op.name
+            self.has_hold = self._projection is not None
             self.targets = [[name, units] for name, units in self._target_layers()]
             self.names = {p.name: names(p.layer) for p in self._probes}
             self.on_msg(self._on_message)
@@ -233,6 +247,13 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
             )
         return (str(value[0]), int(value[1]))
 
+    @traitlets.validate("view")
+    def _check_view(self, proposal: dict) -> str:
+        value = proposal["value"]
+        if value == "projected":
+            check_projectable(self._op)
+        return value
+
     @traitlets.observe("target")
     def _target_changed(self, change: dict) -> None:
         if self._ready:
@@ -247,6 +268,7 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
         layer, unit = (LOSS, 0) if self.target == LOSS else self.target
         result = self._pass.run(self._x, self._y, layer, unit, self._static.tensors)
         self._result, self._shown, self._cache = result, self._static, {}
+        self._shown_target = (layer, unit)
         with self.hold_sync():
             self.layers = [layer_info(r, self._static, i) for i, r in enumerate(result.layers)]
             self.top = top_rows(result)[:TOP_ROWS]
@@ -289,8 +311,9 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
             layer: the conv layer's name (or index).
             i, j: input channel and filter.
             view: ``"gradient"`` (masked taps exactly 0), ``"would_be"`` (the gradient w.r.t.
-                ``kernel * mask``: what each tap would get if switched on) or ``"update"`` (the
-                gradient restricted to the op's update set); default: :attr:`view`.
+                ``kernel * mask``: what each tap would get if switched on), ``"update"`` (the
+                gradient restricted to the op's update set) or ``"projected"`` (an op with
+                ``hold=``: that gradient projected by the hold); default: :attr:`view`.
 
         Returns:
             float32 array shaped like the layer's ``kernel_size`` ((kh, kw) for a
@@ -298,8 +321,8 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
             ``kernel[..., i, j]``.
 
         Raises:
-            MaskMagicError: an unknown or non-conv layer, ``i``/``j`` out of range, or an
-                unknown view.
+            MaskMagicError: an unknown or non-conv layer, ``i``/``j`` out of range, an
+                unknown view, or ``"projected"`` without an op with ``hold=``.
         """
         index = self._layer_index(layer)
         probe = self._probes[index]
@@ -312,6 +335,8 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
         view = self.view if view is None else view
         if view not in VIEWS:
             raise MaskMagicError(f"view must be one of {', '.join(VIEWS)}; received {view!r}")
+        if view == "projected":
+            check_projectable(self._op)
         for key, value, size, what in (
             ("i", i, probe.shape[0], "input channel"),
             ("j", j, probe.shape[1], "filter"),
@@ -369,6 +394,58 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
     def bias_gradients(self) -> dict[str, np.ndarray | None]:
         """{layer name: (units,) gradient w.r.t. the bias (masked biases 0), None without}."""
         return {p.name: r.bias_g for p, r in zip(self._probes, self._shown_result().layers)}
+
+    def _projected(self) -> list[ProjectedLayer] | None:
+        """Per layer, the projected gradient of the shown result (None without a hold);
+        computed on first use after each refresh (one Jacobian of the held units)."""
+        if self._projection is None:
+            return None
+        if "prj" not in self._cache:
+            layer, unit = self._shown_target
+            self._cache["prj"] = self._projection.compute(self._x, self._y, layer, unit)
+        return self._cache["prj"]
+
+    def _projected_or_raise(self) -> list[ProjectedLayer]:
+        check_projectable(self._op)
+        found = self._projected()
+        if found is None:  # check_projectable passed: the op has a hold
+            raise AssertionError("an op with hold= and no projection")
+        return found
+
+    @property
+    def projected_gradients(self) -> dict[str, Any]:
+        """{layer name: the target's gradient projected as the op's hold projects it}: what the
+        op's optimizer sees for each kernel (its update set applied, then the component that
+        moves a held unit on the reference inputs removed).
+
+        Shaped like each kernel variable ((inputs, units) for dense layers, the kernel for conv
+        layers; a ``scipy.sparse.csr_array`` for sparse layers); exactly 0 at masked
+        connections and entries outside the op.
+
+        Raises:
+            MaskMagicError: the inspector's op has no ``hold=``.
+        """
+        found = {}
+        for probe, layer in zip(self._probes, self._projected_or_raise()):
+            if probe.kind == "sparse":
+                rows, cols = probe.layer.connections()
+                found[probe.name] = sp.csr_array((layer.kernel, (rows, cols)), shape=probe.shape)
+            else:
+                found[probe.name] = layer.kernel.copy()
+        return found
+
+    @property
+    def projected_bias_gradients(self) -> dict[str, np.ndarray | None]:
+        """{layer name: (units,) projected bias gradient, None without a bias} (see
+        :attr:`projected_gradients`).
+
+        Raises:
+            MaskMagicError: the inspector's op has no ``hold=``.
+        """
+        return {
+            p.name: None if layer.bias is None else layer.bias.copy()
+            for p, layer in zip(self._probes, self._projected_or_raise())
+        }
 
     @property
     def drift(self) -> dict[str, np.ndarray] | None:
@@ -500,9 +577,15 @@ class GradientInspector(PngFallback, anywidget.AnyWidget):
         )
 
     def _layer_data(self, index: int) -> LayerData:
-        """What layer ``index``'s tile is drawn from (the shown result and its static state)."""
+        """What layer ``index``'s tile is drawn from (the shown result, its static state and,
+        for an op with ``hold=``, its projected gradient)."""
+        projected = self._projected()
         return LayerData(
-            self._probes[index], self._shown_result().layers[index], self._shown_static(), index
+            self._probes[index],
+            self._shown_result().layers[index],
+            self._shown_static(),
+            index,
+            None if projected is None else projected[index],
         )
 
     def _shown_result(self) -> PassResult:

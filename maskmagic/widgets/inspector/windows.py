@@ -6,7 +6,7 @@ cell asks for the window itself. The front end sends ``{"type": "window", "layer
 with one ``{"type": "window", ...}`` custom message (:func:`window_message`) in the tiles' wire
 format (:func:`maskmagic.widgets.inspector.tiles.tile`): buffers ``g`` (gradient: masked taps
 exactly 0), ``wb`` (would-be gradient), ``upd`` (the gradient restricted to the op's update
-set), ``w`` (the kernel's values) and ``flags`` (1 masked tap, 4 frozen tap), each of
+set), ``prj`` (for an op with ``hold=``: that gradient projected by the hold), ``w`` (the kernel's values) and ``flags`` (1 masked tap, 4 frozen tap), each of
 ``rows x cols`` float32 (a Conv1D window is one row). At most ``MAX_TAPS x MAX_TAPS`` taps
 travel (the first ones; the header's ``kh``/``kw`` give the whole window), so a message is at
 most about 70 kB whatever the kernel.
@@ -34,7 +34,7 @@ __all__ = [
 #: Most taps per axis of a window sent to the front end.
 MAX_TAPS = 64
 #: The buffer each view of the inspector shows.
-VIEW_KEYS = {"gradient": "g", "would_be": "wb", "update": "upd"}
+VIEW_KEYS = {"gradient": "g", "would_be": "wb", "update": "upd", "projected": "prj"}
 _REQUEST_KEYS = {"type", "layer", "i", "j"}
 
 
@@ -83,8 +83,8 @@ def window_arrays(data: Any, i: int, j: int) -> dict[str, np.ndarray]:
         i, j: input channel and filter.
 
     Returns:
-        ``{"g", "wb", "upd", "w", "flags"}``: float32 arrays (uint8 flags) shaped like
-        ``kernel_size``. ``g`` is ``where(mask, wb, 0)``, the product TensorFlow's gradient of
+        ``{"g", "wb", "upd", "w", "flags"}`` (and ``"prj"`` when ``data.projected`` is set):
+        float32 arrays (uint8 flags) shaped like ``kernel_size``. ``g`` is ``where(mask, wb, 0)``, the product TensorFlow's gradient of
         the layer's ``where(mask, kernel, 0)`` evaluates.
     """
     probe, result = data.probe, data.result
@@ -97,7 +97,10 @@ def window_arrays(data: Any, i: int, j: int) -> dict[str, np.ndarray]:
     frozen = np.zeros_like(mask) if allowed is None else mask & ~allowed
     flags = np.where(mask, 0, tiles.MASKED) | np.where(frozen, tiles.FROZEN, 0)
     kernel = tf.convert_to_tensor(probe.layer.kernel)[..., i, j].numpy().astype(np.float32)
-    return {"g": g, "wb": wb, "upd": upd, "w": kernel, "flags": flags.astype(np.uint8)}
+    arrays = {"g": g, "wb": wb, "upd": upd, "w": kernel, "flags": flags.astype(np.uint8)}
+    if data.projected is not None:
+        arrays["prj"] = np.asarray(data.projected.kernel[..., i, j], np.float32)
+    return arrays
 
 
 def window_message(data: Any, i: int, j: int, revision: int) -> tuple[dict, list[bytes]]:

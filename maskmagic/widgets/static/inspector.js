@@ -12,8 +12,12 @@ const VIEW_PX = 512; // largest side of a heatmap, CSS px
 const MAX_CELL = 32;
 const WINDOW_PX = 256; // largest side of a kernel window, CSS px
 const WINDOW_NUMBERS = 64; // windows of at most this many taps also show their values as numbers
-const VIEWS = [["gradient", "gradient"], ["would_be", "would-be"], ["update", "op's update"]];
-const KEYS = { gradient: ["g", "bias_g"], would_be: ["wb", "bias_wb"], update: ["upd", "bias_upd"] };
+const VIEWS = [["gradient", "gradient"], ["would_be", "would-be"], ["update", "op's update"],
+  ["projected", "projected update"]];
+const KEYS = {
+  gradient: ["g", "bias_g"], would_be: ["wb", "bias_wb"], update: ["upd", "bias_upd"],
+  projected: ["prj", "bias_prj"], // an op with hold=: what its optimizer sees (tiles carry "prj")
+};
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -152,6 +156,11 @@ class LayerPanel {
     const [key, biasKey] = KEYS[this.view.model.get("view")];
     const scale = this.view.model.get("scale");
     const values = a[key], flags = a.flags;
+    if (!values) { // a tile without this view (saved before the op had hold=): draw nothing
+      this.canvas.width = this.canvas.height = 0;
+      this.zoomInfo.textContent = ` no ${key} values in this tile`;
+      return;
+    }
     const s = this.cellSize();
     this.s = s;
     const hasBias = !!a[biasKey];
@@ -236,6 +245,7 @@ class LayerPanel {
     const values = a[key], flags = a.flags;
     const pal = this.view.model.get("palette");
     const box = this.windowBox;
+    if (!values) { box.hidden = true; return; } // a window without this view
     box.textContent = "";
     box.hidden = false;
     box.dataset.i = String(h.i);
@@ -355,6 +365,7 @@ class LayerPanel {
       lines.push(`mask ${(f & MASKED) ? 0 : 1}${(f & FROZEN) ? " · frozen" : ""}`);
       lines.push(`gradient ${fmt(a.bias_g[cell.c])}`);
       lines.push(`would-be ${fmt(a.bias_wb[cell.c])}`);
+      if (a.bias_prj) lines.push(`projected ${fmt(a.bias_prj[cell.c])}`);
       this.tip.dataset.i = "";
       this.tip.dataset.j = String(j0);
     } else {
@@ -365,6 +376,7 @@ class LayerPanel {
         lines.push(`inputs ${i0}–${i1} → units ${j0}–${j1} (block)`);
         lines.push(`largest |gradient| ${fmt(a.g[k])}`);
         if (info.would_be) lines.push(`largest |would-be| ${fmt(a.wb[k])}`);
+        if (a.prj) lines.push(`largest |projected| ${fmt(a.prj[k])}`);
         lines.push((f & MASKED) ? "all masked" : (f & SOME_MASKED) ? "partly masked" : "all connected");
         if (f & (FROZEN | SOME_FROZEN)) lines.push((f & FROZEN) ? "all frozen" : "partly frozen");
       } else {
@@ -377,6 +389,7 @@ class LayerPanel {
         lines.push(`mask ${masked ? 0 : 1}${(f & FROZEN) ? " · frozen (outside the op)" : ""}`);
         lines.push(`gradient ${fmt(a.g[k])}`);
         if (info.would_be) lines.push(`would-be ${fmt(a.wb[k])}`);
+        if (a.prj) lines.push(`projected ${fmt(a.prj[k])}`);
       }
       this.tip.dataset.i = String(i0);
       this.tip.dataset.j = String(j0);
@@ -467,6 +480,10 @@ class InspectorView {
     this.viewButtons = VIEWS.map(([value, label]) => {
       const b = el("button", "mm-insp-btn mm-insp-view", label);
       b.dataset.view = value;
+      if (value === "projected") {
+        b.title = "the gradient projected onto the null space of the held units' Jacobian: " +
+          "what the op's optimizer sees (ops with hold= only)";
+      }
       b.addEventListener("click", () => { this.model.set("view", value); this.model.save_changes(); });
       views.append(b);
       return b;
@@ -506,7 +523,11 @@ class InspectorView {
       this.unitInput.value = String(target[1]);
     }
     const view = this.model.get("view");
-    this.viewButtons.forEach((b) => b.classList.toggle("mm-insp-active", b.dataset.view === view));
+    const hold = !!this.model.get("has_hold");
+    this.viewButtons.forEach((b) => {
+      b.classList.toggle("mm-insp-active", b.dataset.view === view);
+      if (b.dataset.view === "projected") b.hidden = !hold; // offered only for an op with hold=
+    });
     this.scaleButton.textContent = `scale: ${this.model.get("scale")}`;
     const op = this.model.get("op_name");
     this.stepButton.disabled = !op;
@@ -625,7 +646,7 @@ function render({ model, el: root }) {
     ["change:layers", () => { view.syncLayers(); view.redraw(); }],
     ["change:top", () => view.syncTop()],
     ["change:loss change:objective", () => view.syncStatus()],
-    ["change:target change:targets change:op_name", () => { view.syncBar(); view.syncStatus(); }],
+    ["change:target change:targets change:op_name change:has_hold", () => { view.syncBar(); view.syncStatus(); }],
     ["change:view change:scale", () => { view.syncBar(); view.redraw(); }],
     ["change:step_info", () => view.stepDone()],
     ["change:error", () => view.syncError()],
