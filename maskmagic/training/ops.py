@@ -155,6 +155,7 @@ class TrainOp:
         )
         self._writing_back = tf.Variable(self._any_write_back(), trainable=False)
         self._step = self._make_step()
+        self._compiled: dict[tuple, Any] = {}  # input signature -> the step's concrete function
 
     # ------------------------------------------------------------------ selection
     def _resolve_selection(self, strict: bool = True) -> selectors.Selection:
@@ -461,10 +462,24 @@ class TrainOp:
         """Runs one step on ``(x, y)`` and returns the loss (before the update) as a float."""
         self._refresh_masks()
         x, y = distributed.feed(self._strategy, batches.as_tensors(x), batches.as_tensors(y))
-        loss = float(self._step(x, y))
+        loss = float(self._compiled_for(x, y)(x, y))
         if self.hold is not None:
             self.hold.after_step()
         return loss
+
+    def _compiled_for(self, x: Any, y: Any) -> Any:
+        """The step's concrete function for these input shapes and dtypes (cached).
+
+        Calling it directly skips ``tf.function``'s per-call signature matching, the largest
+        fixed cost of a step on a small net (about a third of it).
+        """
+        if self._strategy is not None:
+            return self._step
+        key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten((x, y)))
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled[key] = self._step.get_concrete_function(x, y)
+        return found
 
     def fit(
         self,

@@ -95,7 +95,8 @@ class GradientPass:
         self.loss = loss
         self.probes = probes
         self.outputs = output_layers(model)
-        self._functions: dict[str, Any] = {}
+        self._functions: dict[str, Any] = {}  # target -> tf.function
+        self._concrete: dict[tuple, Any] = {}  # (target, argument signature) -> its trace
         self._aux: dict[str, keras.Model] = {}
         self._units: dict[int, Any] = {}  # unit index -> int32 tensor
         self._evaluate = tf.function(self._outputs_and_loss, reduce_retracing=True)
@@ -156,18 +157,34 @@ class GradientPass:
             unit: unit index (ignored for the loss).
             updates: per probe, a bool tensor of the op's update set over the kernel, or None.
         """
-        function = self._functions.get(target)
-        if function is None:
-            function = tf.function(
-                lambda x, y, unit, updates: self._pass(x, y, unit, updates, target),
-                reduce_retracing=True,
-            )
-            self._functions[target] = function
         index = self._units.get(unit)
         if index is None:
             index = self._units[unit] = tf.constant(unit, tf.int32)
-        raw = function(x, y, index, tuple(updates))
+        args = (x, y, index, tuple(updates))
+        raw = self._compiled(target, args)(*args)
         return self._collect(raw, updates)
+
+    def _compiled(self, target: str, args: tuple) -> Any:
+        """The pass's concrete function for ``target`` and these argument shapes (cached).
+
+        Calling it directly skips ``tf.function``'s per-call signature matching, most of the
+        fixed cost of a refresh on a small net.
+        """
+        signature = tuple(
+            None if a is None else (tuple(a.shape), a.dtype) for a in tf.nest.flatten(args)
+        )
+        key = (target, signature)
+        found = self._concrete.get(key)
+        if found is None:
+            function = self._functions.get(target)
+            if function is None:
+                function = tf.function(
+                    lambda x, y, unit, updates: self._pass(x, y, unit, updates, target),
+                    reduce_retracing=True,
+                )
+                self._functions[target] = function
+            found = self._concrete[key] = function.get_concrete_function(*args)
+        return found
 
     def _pass(self, x: Any, y: Any, unit: Any, updates: tuple, target: str) -> dict:
         self.trace_count += 1
