@@ -7,9 +7,9 @@ Pure: imports only the standard library and other ``maskmagic.lang*`` modules. E
 from __future__ import annotations
 
 import ast
-import difflib
 
-from maskmagic.errors import CellError
+from maskmagic.errors import CellError, SelectorError
+from maskmagic.lang import selectors as rules
 from maskmagic.lang.lexer import (
     INT_RE,
     Logical,
@@ -20,6 +20,7 @@ from maskmagic.lang.lexer import (
     parse_selector,
     show,
     split_top,
+    suggest,
     to_int,
     tokenize,
 )
@@ -93,11 +94,6 @@ def _converted(line: Logical, tok: Token, what: str) -> object:
         return None
 
 
-def _suggest(word: str, choices) -> str:
-    match = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
 _Options = dict[str, tuple[Token, Token]]
 
 
@@ -109,9 +105,7 @@ class Parser:
         self.layers: list[DenseSpec | ConvSpec | PoolSpec | FlattenSpec | DropoutSpec] = []
         self.defined: dict[str, tuple[str, int]] = {}  # input/layer name -> (keyword, line)
         self.width: dict[str, int | None] = {}  # output width of 1-D inputs and layers
-        self.rows: dict[str, int | None] = {}  # kernel rows of each dense layer, if known
-        self.dense: dict[str, DenseSpec] = {}
-        self.convs: dict[str, ConvSpec] = {}
+        self.addressable: dict[str, rules.Addressable] = {}  # what selectors can name
         self.loss: LossSpec | None = None
         self.optimizer: OptimizerSpec | None = None
         self.train: list[TrainSpec] = []
@@ -126,7 +120,7 @@ class Parser:
             start = keyword.offset + len("from_model=")
             keyword, rest = Token("from_model", keyword.offset), [Token(expression, start), *rest]
         if keyword.text not in KEYWORDS:
-            hint = _suggest(keyword.text, KEYWORDS)
+            hint = suggest(keyword.text, KEYWORDS)
             if keyword.text.startswith("%"):
                 hint = "; the `%%masked_net NAME` line is not part of the cell body"
             raise line.error(
@@ -232,7 +226,7 @@ class Parser:
             else:
                 message = (
                     f"unknown option '{key}=' for `{keyword.text}`; expected one of: "
-                    f"{', '.join(valid)}{_suggest(key, valid)}"
+                    f"{', '.join(valid)}{suggest(key, valid)}"
                 )
             raise line.error(message, tok.offset)
 
@@ -278,7 +272,7 @@ class Parser:
                 raise line.error(
                     f"from={part.text}: '{part.text}' is not an input or layer defined above "
                     f"this line{'; ' + why if why else ''}; known so far: {known}"
-                    f"{_suggest(part.text, self.defined)}",
+                    f"{suggest(part.text, self.defined)}",
                     offset,
                 )
             sources.append(part.text)
@@ -343,8 +337,8 @@ class Parser:
             option_locs=tuple((key, _loc(line, val.offset)) for key, (_, val) in options.items()),
         )
         self.layers.append(spec)
-        self.dense[spec.name] = spec
-        self.rows[spec.name] = self._in_width(sources)
+        kernel = (self._in_width(sources), units)
+        self.addressable[spec.name] = rules.Addressable(spec.name, kernel, spec.use_bias, units)
         self._register(line, spec, units)
 
     def _expression(self, line: Logical, options: _Options, key: str) -> str | None:
@@ -418,7 +412,10 @@ class Parser:
             option_locs=tuple((key, _loc(line, val.offset)) for key, (_, val) in options.items()),
         )
         self.layers.append(spec)
-        self.convs[spec.name] = spec
+        kernel_shape = (*spec.kernel, None, filters)  # in_channels: not tracked
+        self.addressable[spec.name] = rules.Addressable(
+            spec.name, kernel_shape, spec.use_bias, filters
+        )
         self._register(line, spec, None)
 
     def _conv1d(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
@@ -580,89 +577,27 @@ class Parser:
                 tok.offset,
             )
         layer, variable, index = parse_selector(line, tok)
-        if units and (variable is not None or (index is not None and len(index) != 1)):
-            raise line.error(
-                "expected unit selectors such as out[0], out[0:2] or out (all its units) in "
-                f"{units}=, found '{show(tok.text)}'",
-                tok.offset,
-            )
         spec = SelectorSpec(tok.text, layer, variable, index, _loc(line, tok.offset))
+        if units:
+            try:
+                rules.check_units(spec, units)
+            except SelectorError as exc:
+                raise line.error(str(exc), tok.offset) from None
         self.selectors.append((line, tok, spec))
         return spec
 
-    def _check_conv_selector(self, line: Logical, tok: Token, spec: SelectorSpec) -> None:
-        """``c3``, ``c3[5]``, ``c3.kernel[:, :, 2, 5]``: filters and kernel entries of a conv."""
-        layer = self.convs[spec.layer]
-        if spec.variable == "bias" and not layer.use_bias:
-            raise line.error(f"layer '{layer.name}' has no bias (use_bias=false)", tok.offset)
-        if spec.index is None:
-            return
-        bracket = tok.offset + tok.text.find("[")
-        axes = layer.rank + 2 if spec.variable == "kernel" else 1
-        if len(spec.index) > axes:
-            shape = "(kh, kw, in_channels, filters)" if layer.rank == 2 else "(k, in, filters)"
-            expected = f"at most {axes} indices {shape}" if axes > 1 else "1 index (filters)"
-            raise line.error(
-                f"expected {expected} for a {'.kernel' if axes > 1 else 'filter'} selector of "
-                f"{layer.name}, found {len(spec.index)} in '{show(spec.text)}'",
-                bracket,
-            )
-        sizes = {0: (layer.filters, "filters")} if axes == 1 else {}
-        if spec.variable == "kernel":
-            sizes = {i: (k, "kernel taps") for i, k in enumerate(layer.kernel)}
-            if len(spec.index) == axes:
-                sizes[axes - 1] = (layer.filters, "filters")
-        for axis, (size, noun) in sizes.items():
-            entry = spec.index[axis] if axis < len(spec.index) else None
-            if isinstance(entry, int) and not -size <= entry < size:
-                raise line.error(
-                    f"index {entry} is out of range in '{show(spec.text)}': layer "
-                    f"'{layer.name}' has {size} {noun} on that axis (valid: {-size} to "
-                    f"{size - 1})",
-                    bracket,
-                )
-
     def _check_selector(self, line: Logical, tok: Token, spec: SelectorSpec) -> None:
-        if spec.layer in self.convs:
-            self._check_conv_selector(line, tok, spec)
-            return
-        layer = self.dense.get(spec.layer)
-        if layer is None:
-            kind = self.defined.get(spec.layer, ("",))[0]
-            what = f"names the {kind} '{spec.layer}'" if kind else f"names no layer '{spec.layer}'"
-            raise line.error(
-                f"selector '{show(spec.text)}' {what}; selectors name dense or conv layers: "
-                f"{', '.join([*self.dense, *self.convs]) or 'none'}"
-                f"{_suggest(spec.layer, [*self.dense, *self.convs])}",
-                tok.offset,
-            )
-        if spec.variable == "bias" and not layer.use_bias:
-            raise line.error(f"layer '{layer.name}' has no bias (use_bias=false)", tok.offset)
-        if spec.index is None:
-            return
-        arity = "1 or 2 indices" if spec.variable == "kernel" else "1 index"
-        kind = f"a .{spec.variable}" if spec.variable else "a unit"
-        bracket = tok.offset + tok.text.find("[")
-        if not 1 <= len(spec.index) <= (2 if spec.variable == "kernel" else 1):
-            raise line.error(
-                f"expected {arity} for {kind} selector, found {len(spec.index)} in "
-                f"'{show(spec.text)}'",
-                bracket,
-            )
-        if spec.variable == "kernel":
-            sizes: tuple[tuple[int | None, str], ...] = (
-                (self.rows[layer.name], "inputs (kernel rows)"),
-                (layer.units, "units"),
-            )
-        else:
-            sizes = ((layer.units, "units"),)
-        for entry, (size, noun) in zip(spec.index, sizes, strict=False):
-            if isinstance(entry, int) and size is not None and not -size <= entry < size:
-                raise line.error(
-                    f"index {entry} is out of range in '{show(spec.text)}': layer "
-                    f"'{layer.name}' has {size} {noun} (valid: {-size} to {size - 1})",
-                    bracket,
-                )
+        """What ``spec`` means against the cell's layers (the rules of :mod:`.selectors`)."""
+        others = {name: kind for name, (kind, _) in self.defined.items()}
+        try:
+            layer = rules.find(spec, self.addressable, "dense or conv layers", others)
+            rules.check_variable(spec, layer)
+        except SelectorError as exc:
+            raise line.error(str(exc), tok.offset) from None
+        try:
+            rules.check_index(spec, layer)
+        except SelectorError as exc:
+            raise line.error(str(exc), tok.offset + tok.text.find("[")) from None
 
     def finish(self, lines: list[Logical]) -> NetSpec:
         if self.base is not None:  # selectors are checked against the model when it is built
