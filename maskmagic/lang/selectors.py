@@ -92,12 +92,12 @@ def check_units(spec: SelectorSpec, option: str) -> None:
     if spec.variable is None and (spec.index is None or len(spec.index) == 1):
         return
     if spec.variable:
-        why = f"names .{spec.variable} (unit selectors name no variable)"
+        why = f"it names .{spec.variable}; unit selectors name no variable"
     else:
-        why = f"has {len(spec.index or ())} indices (unit selectors take one)"
+        why = f"it has {len(spec.index or ())} indices; unit selectors take one"
     raise SelectorError(
-        f"{option}= expects units such as out[0], out[0:2] or a whole layer out (all its "
-        f"units), found '{show(spec.text)}', which {why}"
+        f"{option} expects units such as out[0], out[0:2] or a whole layer out (all its units), "
+        f"found '{show(spec.text)}' in {option}= ({why})"
     )
 
 
