@@ -406,15 +406,11 @@ def _described(spec: lang.NetSpec, model: keras.Model) -> lang.NetSpec:
                 lang.DenseSpec(
                     layer.name,
                     layer.units,
-                    sources,
-                    None if activation == "linear" else activation,
-                    None,
-                    None,
-                    layer.use_bias,
-                    None,
-                    layer.impl,
-                    (),
-                    base.loc,
+                    sources=sources,
+                    activation=None if activation == "linear" else activation,
+                    use_bias=layer.use_bias,
+                    impl=layer.impl,
+                    loc=base.loc,
                 )
             )
         else:

@@ -26,6 +26,8 @@ from maskmagic.lang.lexer import (
 )
 from maskmagic.lang.specs import (
     CONV_IMPLS,
+    CONV_OPTIONS,
+    DENSE_OPTIONS,
     IMPLS,
     KEYWORDS,
     PASSTHROUGH_OPTIONS,
@@ -46,7 +48,6 @@ from maskmagic.lang.specs import (
 
 __all__ = ["Parser"]
 
-_DENSE_KEYS = ("from", "activation", "mask", "bias_mask", "use_bias", "kernel_initializer", "impl")
 _LOSS = "a loss name such as mse or binary_crossentropy"
 
 
@@ -59,24 +60,16 @@ def _named_value(value: object) -> bool:
     return value is None or (isinstance(value, str) and bool(value))
 
 
-_DENSE_VALUES = {  # option: (default, check, what is expected)
+_CHECKED_VALUES = {  # option: (default, check, what is expected)
     "activation": (None, _named_value, "an activation name such as relu, or none"),
     "use_bias": (True, lambda value: isinstance(value, bool), "true or false"),
     "kernel_initializer": (None, _named_value, "an initializer name such as glorot_uniform"),
-    "impl": ("auto", lambda value: value in IMPLS, _choices(IMPLS)),
 }
+_DENSE_VALUES = {**_CHECKED_VALUES, "impl": ("auto", lambda value: value in IMPLS, _choices(IMPLS))}
 _OPTIMIZER = "an optimizer name such as sgd or adam"
 _TRAIN_KEYS = ("freeze", "hold", "hold_on", "hold_tol", "optimizer", "loss")
-
-# conv1d / conv2d: options besides the dense ones that also apply (from, activation, ...).
-_CONV_KEYS = (
-    "kernel", "stride", "padding", "from", "activation", "mask", "bias_mask", "use_bias",
-    "kernel_initializer", "impl",
-)  # fmt: skip
-_CONV_VALUES = {  # option: (default, check, what is expected)
-    "activation": _DENSE_VALUES["activation"],
-    "use_bias": _DENSE_VALUES["use_bias"],
-    "kernel_initializer": _DENSE_VALUES["kernel_initializer"],
+_CONV_VALUES = {
+    **_CHECKED_VALUES,
     "impl": ("auto", lambda value: value in CONV_IMPLS, _choices(CONV_IMPLS)),
     "padding": ("valid", lambda value: value in ("valid", "same"), "valid or same"),
 }
@@ -314,20 +307,32 @@ class Parser:
 
     def _dense(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
         name = self._name(line, keyword, positional, "a layer name")
-        what = f"a positive integer number of units after 'dense {name.text}'"
-        tok = self._arg(line, positional, 1, what)
-        units = to_int(line, tok) if INT_RE.fullmatch(tok.text) and tok.text[0] not in "+-" else 0
-        if units <= 0:
-            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        units = self._count(line, keyword, name, positional, "units")
         self._extra(line, positional, 2, "dense NAME UNITS [mask=... key=value ...]")
-        self._keys(line, keyword, options, _DENSE_KEYS + PASSTHROUGH_OPTIONS)
-        sources = self._sources(line, keyword, name, options)
-        spec = DenseSpec(
-            name=name.text,
-            units=units,
-            sources=sources,
-            **{key: self._value(line, options, key, *rule) for key, rule in _DENSE_VALUES.items()},
-            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},  # type: ignore[arg-type]
+        self._keys(line, keyword, options, DENSE_OPTIONS + PASSTHROUGH_OPTIONS)
+        fields = self._layer_options(line, keyword, name, options, _DENSE_VALUES)
+        spec = DenseSpec(name.text, units, **fields)
+        self._add_layer(line, spec, (self._in_width(spec.sources), units), units, units)
+
+    def _count(self, line: Logical, keyword: Token, name: Token, positional, noun: str) -> int:
+        """The positive number of units (filters) after ``dense NAME`` (``conv2d NAME``)."""
+        what = f"a positive integer number of {noun} after '{keyword.text} {name.text}'"
+        tok = self._arg(line, positional, 1, what)
+        count = to_int(line, tok) if INT_RE.fullmatch(tok.text) and tok.text[0] not in "+-" else 0
+        if count <= 0:
+            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        return count
+
+    def _layer_options(
+        self, line: Logical, keyword: Token, name: Token, options: _Options, values: dict
+    ) -> dict:
+        """The :class:`LayerOptions` fields of a dense or conv statement; ``values``: the rules
+        of its checked options."""
+        return dict(
+            sources=self._sources(line, keyword, name, options),
+            **{key: self._value(line, options, key, *rule) for key, rule in values.items()},
+            mask=self._expression(line, options, "mask"),
+            bias_mask=self._expression(line, options, "bias_mask"),
             options=tuple(
                 (key, convert(line, value, f"{key}="))
                 for key, (_, value) in options.items()
@@ -336,10 +341,12 @@ class Parser:
             loc=_loc(line, keyword.offset),
             option_locs=tuple((key, _loc(line, val.offset)) for key, (_, val) in options.items()),
         )
+
+    def _add_layer(self, line: Logical, spec, kernel: tuple, units: int, width: int | None):
+        """Records a dense or conv layer; ``kernel``: its shape as far as known here."""
         self.layers.append(spec)
-        kernel = (self._in_width(sources), units)
         self.addressable[spec.name] = rules.Addressable(spec.name, kernel, spec.use_bias, units)
-        self._register(line, spec, units)
+        self._register(line, spec, width)
 
     def _expression(self, line: Logical, options: _Options, key: str) -> str | None:
         if key not in options:
@@ -375,14 +382,10 @@ class Parser:
 
     def _conv(self, line: Logical, keyword: Token, positional, options: _Options, rank: int):
         name = self._name(line, keyword, positional, "a layer name")
-        what = f"a positive integer number of filters after '{keyword.text} {name.text}'"
-        tok = self._arg(line, positional, 1, what)
-        filters = to_int(line, tok) if INT_RE.fullmatch(tok.text) and tok.text[0] not in "+-" else 0
-        if filters <= 0:
-            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        filters = self._count(line, keyword, name, positional, "filters")
         usage = f"{keyword.text} NAME FILTERS kernel=K [mask=... key=value ...]"
         self._extra(line, positional, 2, usage)
-        self._keys(line, keyword, options, _CONV_KEYS + PASSTHROUGH_OPTIONS)
+        self._keys(line, keyword, options, CONV_OPTIONS + PASSTHROUGH_OPTIONS)
         if "kernel" not in options:
             raise line.error(
                 f"`{keyword.text} {name.text}` needs kernel=K (the kernel size, such as kernel=5 "
@@ -393,30 +396,16 @@ class Parser:
         strides: tuple[int, ...] = (1,)
         if "stride" in options:
             strides = self._sizes(line, options["stride"][1], rank, "stride=")
-        sources = self._sources(line, keyword, name, options)
+        fields = self._layer_options(line, keyword, name, options, _CONV_VALUES)
         spec = ConvSpec(
             name=name.text,
             rank=rank,
             filters=filters,
             kernel=kernel * rank if len(kernel) == 1 else kernel,
             strides=strides * rank if len(strides) == 1 else strides,
-            sources=sources,
-            **{key: self._value(line, options, key, *rule) for key, rule in _CONV_VALUES.items()},
-            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},  # type: ignore[arg-type]
-            options=tuple(
-                (key, convert(line, value, f"{key}="))
-                for key, (_, value) in options.items()
-                if key in PASSTHROUGH_OPTIONS
-            ),
-            loc=_loc(line, keyword.offset),
-            option_locs=tuple((key, _loc(line, val.offset)) for key, (_, val) in options.items()),
+            **fields,
         )
-        self.layers.append(spec)
-        kernel_shape = (*spec.kernel, None, filters)  # in_channels: not tracked
-        self.addressable[spec.name] = rules.Addressable(
-            spec.name, kernel_shape, spec.use_bias, filters
-        )
-        self._register(line, spec, None)
+        self._add_layer(line, spec, (*spec.kernel, None, filters), filters, None)  # channels: ?
 
     def _conv1d(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
         self._conv(line, keyword, positional, options, 1)

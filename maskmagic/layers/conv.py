@@ -30,7 +30,7 @@ from keras import ops
 
 from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
-from maskmagic.lang.specs import CONV_IMPLS
+from maskmagic.lang.specs import CONV_IMPLS, KERAS_OPTIONS
 from maskmagic.masks import check as mask_check
 
 __all__ = [
@@ -469,9 +469,7 @@ class _MaskedConv(keras.layers.Layer):
         config = self.get_config()
         keys = (
             "name", "trainable", "dtype", "filters", "kernel_size", "strides", "padding",
-            "dilation_rate", "activation", "use_bias", "kernel_initializer", "bias_initializer",
-            "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-            "kernel_constraint", "bias_constraint",
+            "dilation_rate", *KERAS_OPTIONS,
         )  # fmt: skip
         return {key: config[key] for key in keys if key in config}
 
