@@ -31,6 +31,7 @@ from keras import ops
 from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
 from maskmagic.lang.specs import CONV_IMPLS, KERAS_OPTIONS
+from maskmagic.layers.bias_mask import BiasMaskMixin
 from maskmagic.masks import check as mask_check
 
 __all__ = [
@@ -177,7 +178,7 @@ def _permute(x: Any, matrix: np.ndarray) -> Any:
     return ops.matmul(x, ops.cast(matrix, x.dtype))
 
 
-class _MaskedConv(keras.layers.Layer):
+class _MaskedConv(BiasMaskMixin, keras.layers.Layer):
     """Shared implementation of :class:`MaskedConv1D` and :class:`MaskedConv2D`."""
 
     rank = 2
@@ -474,13 +475,6 @@ class _MaskedConv(keras.layers.Layer):
         return {key: config[key] for key in keys if key in config}
 
     # ------------------------------------------------------------------ masks
-    def _require_built(self, what: str) -> None:
-        if not self.built:
-            raise MaskMagicError(
-                f"layer '{self.name}' is not built yet, so it has no {what}; call the model "
-                "once or build it with an input shape first"
-            )
-
     def get_mask(self) -> np.ndarray:
         """The kernel-shaped mask (*kernel_size, in_channels, filters) as a numpy bool array."""
         self._require_built("mask")
@@ -549,34 +543,11 @@ class _MaskedConv(keras.layers.Layer):
         full = np.where(new == old, full, new)
         self.set_mask(full)
 
-    def get_bias_mask(self) -> np.ndarray:
-        """Returns the (filters,) bias mask as a numpy bool array."""
-        self._require_built("bias mask")
-        if not self.use_bias:
-            raise MaskMagicError(f"layer '{self.name}' has use_bias=False, so no bias mask")
-        return keras.ops.convert_to_numpy(self.bias_mask) != 0
-
-    def set_bias_mask(self, bias_mask: MaskLike) -> None:
-        """Replaces the bias mask (validated: shape (filters,), finite, 0/1)."""
-        self._require_built("bias mask")
-        if not self.use_bias:
-            raise MaskMagicError(f"layer '{self.name}' has use_bias=False, so no bias mask")
-        checked = masklib.validate(bias_mask, (self.filters,), name="bias_mask")
-        self.bias_mask.assign(np.asarray(checked).astype(self.bias_mask.dtype))
-        self.mask_version += 1
-
     def effective_kernel(self) -> np.ndarray:
         """The kernel the network uses: ``kernel * mask`` (numpy, kernel-shaped)."""
         self._require_built("kernel")
         kernel = keras.ops.convert_to_numpy(self.kernel)
         return np.where(self.get_mask(), kernel, np.zeros((), kernel.dtype))
-
-    def effective_bias(self) -> np.ndarray | None:
-        """The bias the network uses: ``bias * bias_mask`` as numpy (None without a bias)."""
-        self._require_built("bias")
-        if not self.use_bias:
-            return None
-        return keras.ops.convert_to_numpy(self.bias * self.bias_mask)
 
 
 @keras.saving.register_keras_serializable("maskmagic")
