@@ -216,24 +216,19 @@ def _conv_layer(spec: lang.ConvSpec, x: Any, namespace: Mapping, seed: int | Non
         return layer(x)
 
 
-def _check_names(spec: Any) -> None:
+_NAMES = (  # option of a layer spec, its Keras lookup, what it expects
+    ("activation", keras.activations.get, "a Keras activation name such as relu, sigmoid, tanh, softmax, linear"),
+    ("kernel_initializer", keras.initializers.get, "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros"),
+)  # fmt: skip
+
+
+def _check_names(spec: lang.DenseSpec | lang.ConvSpec) -> None:
     """Checks the activation and kernel_initializer names of a layer spec."""
-    if spec.activation is not None:
-        with _at(
-            spec.loc_of("activation"),
-            f"activation={spec.activation}",
-            "a Keras activation name such as relu, sigmoid, tanh, softmax, linear",
-            foreign=KERAS_REJECTS,
-        ):
-            keras.activations.get(spec.activation)
-    if spec.kernel_initializer is not None:
-        with _at(
-            spec.loc_of("kernel_initializer"),
-            f"kernel_initializer={spec.kernel_initializer}",
-            "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros",
-            foreign=KERAS_REJECTS,
-        ):
-            keras.initializers.get(spec.kernel_initializer)
+    for key, lookup, expected in _NAMES:
+        value = getattr(spec, key)
+        if value is not None:
+            with _at(spec.loc_of(key), f"{key}={value}", expected, foreign=KERAS_REJECTS):
+                lookup(value)
 
 
 _POOLS = {
