@@ -148,11 +148,8 @@ class _Writer:
         layer = self.model.get_layer(spec.name)
         args = [str(spec.units)]
         mask = layer.get_mask()
-        ones, cells = count_ones(mask)
-        if ones < cells:
-            note = f"{spec.name}: {mask.shape[0]} inputs x {spec.units} units, {ones} of {cells} connected"
-            args.append(f"mask={self._mask_entry(spec.name, mask, note)}")
-        args += self._bias_mask(spec.name, layer, spec.units)
+        what = f"{mask.shape[0]} inputs x {spec.units} units"
+        args += self._masks(spec.name, layer, mask, what, spec.units)
         masked = len(args) > 1
         if masked:
             self.masked_layers.append(spec.name)
@@ -163,16 +160,20 @@ class _Writer:
             line = "# impl=sparse in maskmagic: here a dense kernel times a constant mask\n" + line
         return line
 
-    def _bias_mask(self, name: str, layer: Any, units: int) -> list[str]:
-        """``["bias_mask=..."]`` when some biases of the layer are off, else ``[]``."""
+    def _masks(self, name: str, layer: Any, mask: Any, what: str, units: int) -> list[str]:
+        """``mask=`` unless every connection is on (``what``: the mask's shape, for its note),
+        then ``bias_mask=`` unless every bias is on."""
+        ones, cells = count_ones(mask)
+        note = f"{name}: {what}, {ones} of {cells} connected"
+        args = [f"mask={self._mask_entry(name, mask, note)}"] if ones < cells else []
         if not layer.use_bias:
-            return []
+            return args
         bias = layer.get_bias_mask()
         on = count_ones(bias)[0]
         if on == units:
-            return []
+            return args
         note = f"{name}: bias mask, {on} of {units} biases on"
-        return [f"bias_mask={self._mask_entry(name + '.bias', bias, note)}"]
+        return [*args, f"bias_mask={self._mask_entry(name + '.bias', bias, note)}"]
 
     def _layer_options(self, spec: Any, layer: Any) -> list[str]:
         """The arguments after the masks: activation, bias, initializers, options, name."""
@@ -197,12 +198,8 @@ class _Writer:
         mask, table = layer.get_mask(), layer.get_channel_table()
         uniform = np.array_equal(mask, np.broadcast_to(table, mask.shape))
         written = table if uniform else mask
-        ones, cells = count_ones(written)
-        if ones < cells:
-            kind = "in_channels x filters" if uniform else "kernel-shaped"
-            note = f"{spec.name}: {kind} {tuple(written.shape)}, {ones} of {cells} connected"
-            args.append(f"mask={self._mask_entry(spec.name, written, note)}")
-        args += self._bias_mask(spec.name, layer, spec.filters)
+        kind = "in_channels x filters" if uniform else "kernel-shaped"
+        args += self._masks(spec.name, layer, written, f"{kind} {written.shape}", spec.filters)
         masked = len(args) > 2
         if masked:
             self.masked_convs.append(spec.name)
