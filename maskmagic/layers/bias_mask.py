@@ -41,6 +41,14 @@ class BiasMaskMixin:
         if not self.use_bias:
             raise MaskMagicError(f"layer '{self.name}' has use_bias=False, so no bias mask")
 
+    def _checked_bias_mask(self, bias_mask: Any, units: int) -> Any:
+        """A constructor's ``bias_mask`` validated for ``units`` entries (None: every bias on)."""
+        if bias_mask is None:
+            return None
+        if not self.use_bias:
+            raise MaskMagicError("bias_mask was given but use_bias=False; drop one of them")
+        return masklib.validate(bias_mask, (units,), name="bias_mask")
+
     def _check_new_bias_mask(self, checked: np.ndarray) -> None:
         """Hook: raise if the layer cannot take ``checked`` now (default: it always can)."""
 

@@ -240,13 +240,7 @@ class _MaskedConv(BiasMaskMixin, keras.layers.Layer):
         if isinstance(bias_mask, dict) and "bits" in bias_mask:
             bias_mask = _unpack(bias_mask)
         self._pending_mask = self._early_check(mask)
-        if bias_mask is not None and not self.use_bias:
-            raise MaskMagicError("bias_mask was given but use_bias=False; drop one of them")
-        self._pending_bias_mask = (
-            None
-            if bias_mask is None
-            else masklib.validate(bias_mask, (self.filters,), name="bias_mask")
-        )
+        self._pending_bias_mask = self._checked_bias_mask(bias_mask, self.filters)
         self.mask_version = 0
         self.kernel_format: str | None = None  # "dense" or "grouped", fixed at build
         self.blocks: list[tuple[np.ndarray, np.ndarray]] = []

@@ -134,13 +134,7 @@ class MaskedDense(BiasMaskMixin, SparseKernelMixin, keras.layers.Dense):
         self.input_names = tuple(input_names) if input_names else (names[0] if names else None)
         self.unit_names = tuple(unit_names) if unit_names else (names[1] if names else None)
         self._pending_mask = self._early_check(mask, "mask")
-        if bias_mask is not None and not self.use_bias:
-            raise MaskMagicError("bias_mask was given but use_bias=False; drop one of them")
-        self._pending_bias_mask = (
-            None
-            if bias_mask is None
-            else masklib.validate(bias_mask, (self.units,), name="bias_mask")
-        )
+        self._pending_bias_mask = self._checked_bias_mask(bias_mask, self.units)
         self.mask_version = 0
         # A quantized layer whose masks were full when it was quantized (or built quantized)
         # runs Dense's quantized call unchanged: its graph reads no mask (see _check_quantized).
