@@ -85,3 +85,16 @@ def test_unknown_sizes_are_not_checked():
     rules.check_index(spec, layer)
     with pytest.raises(SelectorError, match=r"index 4 is out of range.*shape \(\?, 4\)"):
         rules.check_index(lang.parse_selector("h.kernel[100, 4]"), layer)
+
+
+def test_every_kernel_layout_gets_one_index_per_axis():
+    # Catches an index that passes the rules but not numpy (an IndexError instead of a
+    # SelectorError) on layers whose kernel is not (inputs, units): 1-D, or 3-D as in
+    # EinsumDense, each axis checked in turn.
+    one_d = rules.Addressable("v", (5,), False, 5)
+    with pytest.raises(SelectorError, match="expected 1 index for a .kernel selector"):
+        rules.check_index(lang.parse_selector("v.kernel[0, 0]"), one_d)
+    three_d = rules.Addressable("e", (4, 2, 3), True, 3)
+    rules.check_index(lang.parse_selector("e.kernel[3, 1, 2]"), three_d)
+    with pytest.raises(SelectorError, match="index 2 is out of range.*shape \\(4, 2, 3\\)"):
+        rules.check_index(lang.parse_selector("e.kernel[0, 2]"), three_d)

@@ -48,7 +48,7 @@ class Addressable:
 
     def axes(self, variable: str | None) -> tuple[tuple[int | None, str], ...]:
         """(size, what it counts) per axis that an index of ``variable`` (None: units) walks."""
-        if variable != "kernel" or self.kernel is None:
+        if variable != "kernel" or self.kernel is None or len(self.kernel) == 1:
             return ((self.units, "filters" if self.conv else "units"),)
         if not self.conv:
             return ((self.kernel[0], "inputs (kernel rows)"), (self.units, "units"))
