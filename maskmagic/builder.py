@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,50 +130,52 @@ def _source(spec: Any, tensors: dict[str, Any], dense: bool) -> Any:
     return keras.layers.Concatenate(name=f"{spec.name}_concat")(parts)
 
 
-def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | None) -> Any:
-    inputs = _width(x)
+def _named_mask(value: Any, shape: tuple[int, int]) -> Any:
+    """A dense mask, validated; a NamedMask when ``value`` names its inputs and units."""
+    names = masks.names_of(value)
+    mask = masks.validate(value, shape)
+    return masks.NamedMask(mask, names[0], names[1]) if names else mask
+
+
+def _layer_options(
+    spec: lang.DenseSpec | lang.ConvSpec,
+    namespace: Mapping,
+    seed: int | None,
+    units: int,
+    check_mask: Callable[[Any], Any],
+) -> dict[str, Any]:
+    """The keyword arguments a dense and a conv spec both give their masked layer: the masks
+    (evaluated, then ``check_mask`` / checked for ``units`` entries), the checked names and the
+    pass-through options."""
     mask = bias_mask = None
     if spec.mask is not None:
         value = _evaluate(spec.mask, namespace, spec.loc_of("mask"), "mask")
         with _at(spec.loc_of("mask"), f"mask of layer '{spec.name}'"):
-            names = masks.names_of(value)
-            mask = masks.validate(value, (inputs, spec.units))
-            if names:
-                mask = masks.NamedMask(mask, names[0], names[1])
+            mask = check_mask(value)
     if spec.bias_mask is not None:
         value = _evaluate(spec.bias_mask, namespace, spec.loc_of("bias_mask"), "bias_mask")
         with _at(spec.loc_of("bias_mask"), f"bias_mask of layer '{spec.name}'"):
-            bias_mask = masks.validate(value, (spec.units,), name="bias_mask")
-    if spec.activation is not None:
-        with _at(
-            spec.loc_of("activation"),
-            f"activation={spec.activation}",
-            "a Keras activation name such as relu, sigmoid, tanh, softmax, linear",
-            foreign=KERAS_REJECTS,
-        ):
-            keras.activations.get(spec.activation)
-    initializer = _initializer(spec.kernel_initializer, seed, "glorot_uniform")
-    if spec.kernel_initializer is not None:
-        with _at(
-            spec.loc_of("kernel_initializer"),
-            f"kernel_initializer={spec.kernel_initializer}",
-            "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros",
-            foreign=KERAS_REJECTS,
-        ):
-            keras.initializers.get(initializer)
+            bias_mask = masks.validate(value, (units,), name="bias_mask")
+    _check_names(spec)
+    return dict(
+        mask=mask,
+        bias_mask=bias_mask,
+        activation=spec.activation,
+        use_bias=spec.use_bias,
+        impl=spec.impl,
+        kernel_initializer=_initializer(spec.kernel_initializer, seed, "glorot_uniform"),
+        name=spec.name,
+        **dict[str, Any](spec.options),
+    )
+
+
+def _dense_layer(spec: lang.DenseSpec, x: Any, namespace: Mapping, seed: int | None) -> Any:
+    shape = (_width(x), spec.units)
+    options = _layer_options(
+        spec, namespace, seed, spec.units, lambda value: _named_mask(value, shape)
+    )
     with _at(spec.loc, f"dense layer '{spec.name}'", foreign=KERAS_REJECTS):  # Keras options
-        layer = MaskedDense(
-            spec.units,
-            mask=mask,
-            bias_mask=bias_mask,
-            activation=spec.activation,
-            use_bias=spec.use_bias,
-            impl=spec.impl,
-            kernel_initializer=initializer,
-            name=spec.name,
-            **dict[str, Any](spec.options),
-        )
-        return layer(x)
+        return MaskedDense(spec.units, **options)(x)
 
 
 def _spatial(spec: Any, x: Any, rank: int | None, what: str) -> int:
@@ -196,32 +198,13 @@ def _spatial(spec: Any, x: Any, rank: int | None, what: str) -> int:
 def _conv_layer(spec: lang.ConvSpec, x: Any, namespace: Mapping, seed: int | None) -> Any:
     _spatial(spec, x, spec.rank, f"conv{spec.rank}d layer")
     kernel_shape = (*spec.kernel, int(x.shape[-1]), spec.filters)
-    mask = bias_mask = None
-    if spec.mask is not None:
-        value = _evaluate(spec.mask, namespace, spec.loc_of("mask"), "mask")
-        with _at(spec.loc_of("mask"), f"mask of layer '{spec.name}'"):
-            mask = validate_conv_mask(value, kernel_shape)
-    if spec.bias_mask is not None:
-        value = _evaluate(spec.bias_mask, namespace, spec.loc_of("bias_mask"), "bias_mask")
-        with _at(spec.loc_of("bias_mask"), f"bias_mask of layer '{spec.name}'"):
-            bias_mask = masks.validate(value, (spec.filters,), name="bias_mask")
-    _check_names(spec)
-    initializer = _initializer(spec.kernel_initializer, seed, "glorot_uniform")
+    options = _layer_options(
+        spec, namespace, seed, spec.filters, lambda value: validate_conv_mask(value, kernel_shape)
+    )
     layer_class = MaskedConv2D if spec.rank == 2 else MaskedConv1D
     with _at(spec.loc, f"conv{spec.rank}d layer '{spec.name}'", foreign=KERAS_REJECTS):
         layer = layer_class(
-            spec.filters,
-            spec.kernel,
-            strides=spec.strides,
-            padding=spec.padding,
-            mask=mask,
-            bias_mask=bias_mask,
-            activation=spec.activation,
-            use_bias=spec.use_bias,
-            impl=spec.impl,
-            kernel_initializer=initializer,
-            name=spec.name,
-            **dict[str, Any](spec.options),
+            spec.filters, spec.kernel, strides=spec.strides, padding=spec.padding, **options
         )
         out = layer.compute_output_shape(tuple(x.shape))
         if any(d is not None and d < 1 for d in out[1:-1]):
@@ -233,24 +216,19 @@ def _conv_layer(spec: lang.ConvSpec, x: Any, namespace: Mapping, seed: int | Non
         return layer(x)
 
 
-def _check_names(spec: Any) -> None:
+_NAMES = (  # option of a layer spec, its Keras lookup, what it expects
+    ("activation", keras.activations.get, "a Keras activation name such as relu, sigmoid, tanh, softmax, linear"),
+    ("kernel_initializer", keras.initializers.get, "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros"),
+)  # fmt: skip
+
+
+def _check_names(spec: lang.DenseSpec | lang.ConvSpec) -> None:
     """Checks the activation and kernel_initializer names of a layer spec."""
-    if spec.activation is not None:
-        with _at(
-            spec.loc_of("activation"),
-            f"activation={spec.activation}",
-            "a Keras activation name such as relu, sigmoid, tanh, softmax, linear",
-            foreign=KERAS_REJECTS,
-        ):
-            keras.activations.get(spec.activation)
-    if spec.kernel_initializer is not None:
-        with _at(
-            spec.loc_of("kernel_initializer"),
-            f"kernel_initializer={spec.kernel_initializer}",
-            "a Keras initializer name such as glorot_uniform, he_normal, orthogonal, zeros",
-            foreign=KERAS_REJECTS,
-        ):
-            keras.initializers.get(spec.kernel_initializer)
+    for key, lookup, expected in _NAMES:
+        value = getattr(spec, key)
+        if value is not None:
+            with _at(spec.loc_of(key), f"{key}={value}", expected, foreign=KERAS_REJECTS):
+                lookup(value)
 
 
 _POOLS = {
@@ -406,15 +384,11 @@ def _described(spec: lang.NetSpec, model: keras.Model) -> lang.NetSpec:
                 lang.DenseSpec(
                     layer.name,
                     layer.units,
-                    sources,
-                    None if activation == "linear" else activation,
-                    None,
-                    None,
-                    layer.use_bias,
-                    None,
-                    layer.impl,
-                    (),
-                    base.loc,
+                    sources=sources,
+                    activation=None if activation == "linear" else activation,
+                    use_bias=layer.use_bias,
+                    impl=layer.impl,
+                    loc=base.loc,
                 )
             )
         else:

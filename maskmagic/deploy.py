@@ -27,6 +27,7 @@ import numpy as np
 
 from maskmagic import _compat
 from maskmagic.errors import MaskMagicError, first_line
+from maskmagic.lang.specs import KERAS_OPTIONS
 from maskmagic.training.selectors import all_layers
 
 __all__ = [
@@ -42,19 +43,6 @@ __all__ = [
 # A sparse layer is stripped to a dense kernel of at most this many bytes (and at most half of
 # the memory available now).
 DENSE_LIMIT_BYTES = 1 << 30
-
-_DENSE_KEYS = (
-    "units",
-    "activation",
-    "use_bias",
-    "kernel_initializer",
-    "bias_initializer",
-    "kernel_regularizer",
-    "bias_regularizer",
-    "activity_regularizer",
-    "kernel_constraint",
-    "bias_constraint",
-)
 
 
 def _is_masked(layer: Any) -> bool:
@@ -77,7 +65,7 @@ def _dense_limit(max_dense_bytes: int | None) -> int:
 def _dense_config(layer: Any) -> dict:
     config = layer.get_config()
     base = keras.layers.Layer.get_config(layer)  # name, trainable, dtype
-    return {**base, **{k: config[k] for k in _DENSE_KEYS if k in config}}
+    return {**base, **{k: config[k] for k in ("units", *KERAS_OPTIONS) if k in config}}
 
 
 def _plain_layer(layer: Any) -> Any:

@@ -164,9 +164,7 @@ def test_names_are_escaped():
     loc = Location(1, 1, "")
     spec = NetSpec(
         inputs=(InputSpec("x<i>", (2,), loc),),
-        layers=(
-            lang.DenseSpec("y&<b>", 2, ("x<i>",), None, None, None, True, None, "auto", (), loc),
-        ),
+        layers=(lang.DenseSpec("y&<b>", 2, sources=("x<i>",), loc=loc),),
         loss=None,
         optimizer=None,
         train=(),

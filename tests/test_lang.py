@@ -514,7 +514,7 @@ def test_crlf_line_endings():
             10,
             [
                 "selector 'outt[1]' names no layer 'outt'",
-                "selectors name dense or conv layers: h, out",
+                "expected one of the dense or conv layers: h, out",
                 "did you mean 'out'",
             ],
         ),

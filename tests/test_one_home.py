@@ -58,3 +58,23 @@ def test_both_widgets_carry_the_shared_stylesheet():
     for widget, own in ((MaskEditor, "editor.css"), (GradientInspector, "inspector.css")):
         assert widget._css.startswith(common)
         assert widget._css.endswith((STATIC / own).read_text(encoding="utf-8"))
+
+
+def test_layer_option_lists_have_one_home():
+    # Catches an option added to the parser's dense list but not to conv (conv takes every dense
+    # option), one missing from `%masked_net?`, or a Keras option that strip() would drop
+    # because a copied list went stale: parser, help, deploy and MaskedConv read lang.specs.
+    import inspect
+
+    import keras
+
+    from maskmagic.lang import specs
+
+    assert set(specs.DENSE_OPTIONS) <= set(specs.CONV_OPTIONS)
+    for key in specs.DENSE_OPTIONS + specs.CONV_OPTIONS:
+        assert f"{key}=" in lang.HELP, key
+    for plain in (keras.layers.Dense, keras.layers.Conv2D):
+        accepted = inspect.signature(plain.__init__).parameters
+        assert set(specs.KERAS_OPTIONS) <= set(accepted), plain.__name__
+    with pytest.raises(CellError, match="unknown option 'kernel_init='.*kernel_initializer"):
+        lang.parse("input x 3\ndense h 2 kernel_init=zeros\n")

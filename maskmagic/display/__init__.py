@@ -1,24 +1,7 @@
 """Rich summaries of a built cell: tables of layers and train ops, and SVG drawings."""
 
-from maskmagic.display.summary import (
-    LayerInfo,
-    NetSummary,
-    OpInfo,
-    connected_parameters,
-    frozen_units,
-    layer_infos,
-    op_infos,
-)
+from maskmagic.display import summary
+from maskmagic.display.summary import *  # noqa: F403  (the tables and their data: summary.__all__)
 from maskmagic.display.svg import mask_svg, net_svg
 
-__all__ = [
-    "LayerInfo",
-    "NetSummary",
-    "OpInfo",
-    "connected_parameters",
-    "frozen_units",
-    "layer_infos",
-    "mask_svg",
-    "net_svg",
-    "op_infos",
-]
+__all__ = [*summary.__all__, "mask_svg", "net_svg"]

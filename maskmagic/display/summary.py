@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from maskmagic import lang
-from maskmagic.display.svg import mask_svg, net_svg
+from maskmagic.display.svg import net_svg
 from maskmagic.training import selectors
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ __all__ = [
     "connected_parameters",
     "frozen_units",
     "layer_infos",
-    "mask_svg",
     "op_infos",
 ]
 

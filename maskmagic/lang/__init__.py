@@ -18,51 +18,16 @@ offending character and that physical line as its ``source``.
 from __future__ import annotations
 
 from maskmagic.errors import CellError, SelectorError
+from maskmagic.lang import specs
 from maskmagic.lang.lexer import Token, split_logical
 from maskmagic.lang.lexer import parse_selector as _parse_selector_token
 from maskmagic.lang.parser import Parser
-from maskmagic.lang.specs import (
-    CONV_IMPLS,
-    IMPLS,
-    KEYWORDS,
-    PASSTHROUGH_OPTIONS,
-    ConvSpec,
-    DenseSpec,
-    DropoutSpec,
-    FlattenSpec,
-    InputSpec,
-    Location,
-    LossSpec,
-    ModelSpec,
-    NetSpec,
-    OptimizerSpec,
-    PoolSpec,
-    SelectorSpec,
-    TrainSpec,
-)
+from maskmagic.lang.specs import *  # noqa: F403  (the specs and option lists: specs.__all__)
 
-__all__ = [
-    "CONV_IMPLS",
-    "HELP",
-    "IMPLS",
-    "KEYWORDS",
-    "PASSTHROUGH_OPTIONS",
-    "ConvSpec",
-    "DenseSpec",
-    "DropoutSpec",
-    "FlattenSpec",
-    "InputSpec",
-    "Location",
-    "LossSpec",
-    "ModelSpec",
-    "NetSpec",
-    "OptimizerSpec",
-    "PoolSpec",
-    "SelectorSpec",
-    "TrainSpec",
-    "parse",
-    "parse_selector",
-]
+__all__ = sorted(  # constants, then classes, then functions
+    [*specs.__all__, "HELP", "parse", "parse_selector"],
+    key=lambda name: (not name.isupper(), not name[0].isupper(), name),
+)
 
 HELP = """\
 %%masked_net NAME [--code] [--quiet] [--seed N]   build a masked Keras network named NAME
@@ -115,17 +80,19 @@ Example:
   train keep_first freeze=out[0]
   train refine out[1] hold=out[0]
 """
-HELP = HELP.replace("<IMPLS>", "|".join(IMPLS)).replace("<CONV_IMPLS>", "|".join(CONV_IMPLS))
+HELP = HELP.replace("<IMPLS>", "|".join(specs.IMPLS)).replace(
+    "<CONV_IMPLS>", "|".join(specs.CONV_IMPLS)
+)
 HELP = HELP.replace(
     "<PASSTHROUGH>",
     "\n      ".join(
-        " ".join(f"{key}=" for key in PASSTHROUGH_OPTIONS[start : start + 5])
-        for start in range(0, len(PASSTHROUGH_OPTIONS), 5)
+        " ".join(f"{key}=" for key in specs.PASSTHROUGH_OPTIONS[start : start + 5])
+        for start in range(0, len(specs.PASSTHROUGH_OPTIONS), 5)
     ),
 )
 
 
-def parse(text: str) -> NetSpec:
+def parse(text: str) -> specs.NetSpec:
     """Parse the body of a ``%%masked_net`` cell.
 
     Args:
@@ -155,7 +122,7 @@ def parse(text: str) -> NetSpec:
     return parser.finish(lines)
 
 
-def parse_selector(text: str) -> SelectorSpec:
+def parse_selector(text: str) -> specs.SelectorSpec:
     """Parse one selector given outside a cell, such as ``"out[1]"`` or ``"out.kernel[:, 1]"``.
 
     Raises:
@@ -172,4 +139,6 @@ def parse_selector(text: str) -> SelectorSpec:
         layer, variable, index = _parse_selector_token(line, token)
     except CellError as exc:  # unbalanced brackets, bad index: no cell line or column here
         raise SelectorError(f"bad selector {text!r}: {exc.message}") from None
-    return SelectorSpec(token.text, layer, variable, index, Location(1, line.start + 1, line.text))
+    return specs.SelectorSpec(
+        token.text, layer, variable, index, specs.Location(1, line.start + 1, line.text)
+    )

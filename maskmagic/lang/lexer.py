@@ -8,6 +8,7 @@ character, with that physical line as its ``source``.
 from __future__ import annotations
 
 import ast
+import difflib
 import keyword
 import math
 import re
@@ -29,6 +30,7 @@ __all__ = [
     "split_logical",
     "split_top",
     "strip_token",
+    "suggest",
     "to_int",
     "tokenize",
 ]
@@ -93,6 +95,12 @@ class Logical:
 def show(text: str, limit: int = 40) -> str:
     """``text`` shortened for an error message."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def suggest(word: str, choices) -> str:
+    """`` (did you mean 'out'?)`` when one of ``choices`` is close to ``word``, else ``""``."""
+    match = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 def is_name(text: str) -> bool:

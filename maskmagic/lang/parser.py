@@ -7,9 +7,9 @@ Pure: imports only the standard library and other ``maskmagic.lang*`` modules. E
 from __future__ import annotations
 
 import ast
-import difflib
 
-from maskmagic.errors import CellError
+from maskmagic.errors import CellError, SelectorError
+from maskmagic.lang import selectors as rules
 from maskmagic.lang.lexer import (
     INT_RE,
     Logical,
@@ -20,11 +20,14 @@ from maskmagic.lang.lexer import (
     parse_selector,
     show,
     split_top,
+    suggest,
     to_int,
     tokenize,
 )
 from maskmagic.lang.specs import (
     CONV_IMPLS,
+    CONV_OPTIONS,
+    DENSE_OPTIONS,
     IMPLS,
     KEYWORDS,
     PASSTHROUGH_OPTIONS,
@@ -45,7 +48,6 @@ from maskmagic.lang.specs import (
 
 __all__ = ["Parser"]
 
-_DENSE_KEYS = ("from", "activation", "mask", "bias_mask", "use_bias", "kernel_initializer", "impl")
 _LOSS = "a loss name such as mse or binary_crossentropy"
 
 
@@ -58,24 +60,16 @@ def _named_value(value: object) -> bool:
     return value is None or (isinstance(value, str) and bool(value))
 
 
-_DENSE_VALUES = {  # option: (default, check, what is expected)
+_CHECKED_VALUES = {  # option: (default, check, what is expected)
     "activation": (None, _named_value, "an activation name such as relu, or none"),
     "use_bias": (True, lambda value: isinstance(value, bool), "true or false"),
     "kernel_initializer": (None, _named_value, "an initializer name such as glorot_uniform"),
-    "impl": ("auto", lambda value: value in IMPLS, _choices(IMPLS)),
 }
+_DENSE_VALUES = {**_CHECKED_VALUES, "impl": ("auto", lambda value: value in IMPLS, _choices(IMPLS))}
 _OPTIMIZER = "an optimizer name such as sgd or adam"
 _TRAIN_KEYS = ("freeze", "hold", "hold_on", "hold_tol", "optimizer", "loss")
-
-# conv1d / conv2d: options besides the dense ones that also apply (from, activation, ...).
-_CONV_KEYS = (
-    "kernel", "stride", "padding", "from", "activation", "mask", "bias_mask", "use_bias",
-    "kernel_initializer", "impl",
-)  # fmt: skip
-_CONV_VALUES = {  # option: (default, check, what is expected)
-    "activation": _DENSE_VALUES["activation"],
-    "use_bias": _DENSE_VALUES["use_bias"],
-    "kernel_initializer": _DENSE_VALUES["kernel_initializer"],
+_CONV_VALUES = {
+    **_CHECKED_VALUES,
     "impl": ("auto", lambda value: value in CONV_IMPLS, _choices(CONV_IMPLS)),
     "padding": ("valid", lambda value: value in ("valid", "same"), "valid or same"),
 }
@@ -93,11 +87,6 @@ def _converted(line: Logical, tok: Token, what: str) -> object:
         return None
 
 
-def _suggest(word: str, choices) -> str:
-    match = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
 _Options = dict[str, tuple[Token, Token]]
 
 
@@ -109,9 +98,7 @@ class Parser:
         self.layers: list[DenseSpec | ConvSpec | PoolSpec | FlattenSpec | DropoutSpec] = []
         self.defined: dict[str, tuple[str, int]] = {}  # input/layer name -> (keyword, line)
         self.width: dict[str, int | None] = {}  # output width of 1-D inputs and layers
-        self.rows: dict[str, int | None] = {}  # kernel rows of each dense layer, if known
-        self.dense: dict[str, DenseSpec] = {}
-        self.convs: dict[str, ConvSpec] = {}
+        self.addressable: dict[str, rules.Addressable] = {}  # what selectors can name
         self.loss: LossSpec | None = None
         self.optimizer: OptimizerSpec | None = None
         self.train: list[TrainSpec] = []
@@ -126,7 +113,7 @@ class Parser:
             start = keyword.offset + len("from_model=")
             keyword, rest = Token("from_model", keyword.offset), [Token(expression, start), *rest]
         if keyword.text not in KEYWORDS:
-            hint = _suggest(keyword.text, KEYWORDS)
+            hint = suggest(keyword.text, KEYWORDS)
             if keyword.text.startswith("%"):
                 hint = "; the `%%masked_net NAME` line is not part of the cell body"
             raise line.error(
@@ -232,7 +219,7 @@ class Parser:
             else:
                 message = (
                     f"unknown option '{key}=' for `{keyword.text}`; expected one of: "
-                    f"{', '.join(valid)}{_suggest(key, valid)}"
+                    f"{', '.join(valid)}{suggest(key, valid)}"
                 )
             raise line.error(message, tok.offset)
 
@@ -278,7 +265,7 @@ class Parser:
                 raise line.error(
                     f"from={part.text}: '{part.text}' is not an input or layer defined above "
                     f"this line{'; ' + why if why else ''}; known so far: {known}"
-                    f"{_suggest(part.text, self.defined)}",
+                    f"{suggest(part.text, self.defined)}",
                     offset,
                 )
             sources.append(part.text)
@@ -320,20 +307,32 @@ class Parser:
 
     def _dense(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
         name = self._name(line, keyword, positional, "a layer name")
-        what = f"a positive integer number of units after 'dense {name.text}'"
-        tok = self._arg(line, positional, 1, what)
-        units = to_int(line, tok) if INT_RE.fullmatch(tok.text) and tok.text[0] not in "+-" else 0
-        if units <= 0:
-            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        units = self._count(line, keyword, name, positional, "units")
         self._extra(line, positional, 2, "dense NAME UNITS [mask=... key=value ...]")
-        self._keys(line, keyword, options, _DENSE_KEYS + PASSTHROUGH_OPTIONS)
-        sources = self._sources(line, keyword, name, options)
-        spec = DenseSpec(
-            name=name.text,
-            units=units,
-            sources=sources,
-            **{key: self._value(line, options, key, *rule) for key, rule in _DENSE_VALUES.items()},
-            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},  # type: ignore[arg-type]
+        self._keys(line, keyword, options, DENSE_OPTIONS + PASSTHROUGH_OPTIONS)
+        fields = self._layer_options(line, keyword, name, options, _DENSE_VALUES)
+        spec = DenseSpec(name.text, units, **fields)
+        self._add_layer(line, spec, (self._in_width(spec.sources), units), units, units)
+
+    def _count(self, line: Logical, keyword: Token, name: Token, positional, noun: str) -> int:
+        """The positive number of units (filters) after ``dense NAME`` (``conv2d NAME``)."""
+        what = f"a positive integer number of {noun} after '{keyword.text} {name.text}'"
+        tok = self._arg(line, positional, 1, what)
+        count = to_int(line, tok) if INT_RE.fullmatch(tok.text) and tok.text[0] not in "+-" else 0
+        if count <= 0:
+            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        return count
+
+    def _layer_options(
+        self, line: Logical, keyword: Token, name: Token, options: _Options, values: dict
+    ) -> dict:
+        """The :class:`LayerOptions` fields of a dense or conv statement; ``values``: the rules
+        of its checked options."""
+        return dict(
+            sources=self._sources(line, keyword, name, options),
+            **{key: self._value(line, options, key, *rule) for key, rule in values.items()},
+            mask=self._expression(line, options, "mask"),
+            bias_mask=self._expression(line, options, "bias_mask"),
             options=tuple(
                 (key, convert(line, value, f"{key}="))
                 for key, (_, value) in options.items()
@@ -342,10 +341,12 @@ class Parser:
             loc=_loc(line, keyword.offset),
             option_locs=tuple((key, _loc(line, val.offset)) for key, (_, val) in options.items()),
         )
+
+    def _add_layer(self, line: Logical, spec, kernel: tuple, units: int, width: int | None):
+        """Records a dense or conv layer; ``kernel``: its shape as far as known here."""
         self.layers.append(spec)
-        self.dense[spec.name] = spec
-        self.rows[spec.name] = self._in_width(sources)
-        self._register(line, spec, units)
+        self.addressable[spec.name] = rules.Addressable(spec.name, kernel, spec.use_bias, units)
+        self._register(line, spec, width)
 
     def _expression(self, line: Logical, options: _Options, key: str) -> str | None:
         if key not in options:
@@ -381,14 +382,10 @@ class Parser:
 
     def _conv(self, line: Logical, keyword: Token, positional, options: _Options, rank: int):
         name = self._name(line, keyword, positional, "a layer name")
-        what = f"a positive integer number of filters after '{keyword.text} {name.text}'"
-        tok = self._arg(line, positional, 1, what)
-        filters = to_int(line, tok) if INT_RE.fullmatch(tok.text) and tok.text[0] not in "+-" else 0
-        if filters <= 0:
-            raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
+        filters = self._count(line, keyword, name, positional, "filters")
         usage = f"{keyword.text} NAME FILTERS kernel=K [mask=... key=value ...]"
         self._extra(line, positional, 2, usage)
-        self._keys(line, keyword, options, _CONV_KEYS + PASSTHROUGH_OPTIONS)
+        self._keys(line, keyword, options, CONV_OPTIONS + PASSTHROUGH_OPTIONS)
         if "kernel" not in options:
             raise line.error(
                 f"`{keyword.text} {name.text}` needs kernel=K (the kernel size, such as kernel=5 "
@@ -399,27 +396,16 @@ class Parser:
         strides: tuple[int, ...] = (1,)
         if "stride" in options:
             strides = self._sizes(line, options["stride"][1], rank, "stride=")
-        sources = self._sources(line, keyword, name, options)
+        fields = self._layer_options(line, keyword, name, options, _CONV_VALUES)
         spec = ConvSpec(
             name=name.text,
             rank=rank,
             filters=filters,
             kernel=kernel * rank if len(kernel) == 1 else kernel,
             strides=strides * rank if len(strides) == 1 else strides,
-            sources=sources,
-            **{key: self._value(line, options, key, *rule) for key, rule in _CONV_VALUES.items()},
-            **{key: self._expression(line, options, key) for key in ("mask", "bias_mask")},  # type: ignore[arg-type]
-            options=tuple(
-                (key, convert(line, value, f"{key}="))
-                for key, (_, value) in options.items()
-                if key in PASSTHROUGH_OPTIONS
-            ),
-            loc=_loc(line, keyword.offset),
-            option_locs=tuple((key, _loc(line, val.offset)) for key, (_, val) in options.items()),
+            **fields,
         )
-        self.layers.append(spec)
-        self.convs[spec.name] = spec
-        self._register(line, spec, None)
+        self._add_layer(line, spec, (*spec.kernel, None, filters), filters, None)  # channels: ?
 
     def _conv1d(self, line: Logical, keyword: Token, positional, options: _Options) -> None:
         self._conv(line, keyword, positional, options, 1)
@@ -580,89 +566,27 @@ class Parser:
                 tok.offset,
             )
         layer, variable, index = parse_selector(line, tok)
-        if units and (variable is not None or (index is not None and len(index) != 1)):
-            raise line.error(
-                "expected unit selectors such as out[0], out[0:2] or out (all its units) in "
-                f"{units}=, found '{show(tok.text)}'",
-                tok.offset,
-            )
         spec = SelectorSpec(tok.text, layer, variable, index, _loc(line, tok.offset))
+        if units:
+            try:
+                rules.check_units(spec, units)
+            except SelectorError as exc:
+                raise line.error(str(exc), tok.offset) from None
         self.selectors.append((line, tok, spec))
         return spec
 
-    def _check_conv_selector(self, line: Logical, tok: Token, spec: SelectorSpec) -> None:
-        """``c3``, ``c3[5]``, ``c3.kernel[:, :, 2, 5]``: filters and kernel entries of a conv."""
-        layer = self.convs[spec.layer]
-        if spec.variable == "bias" and not layer.use_bias:
-            raise line.error(f"layer '{layer.name}' has no bias (use_bias=false)", tok.offset)
-        if spec.index is None:
-            return
-        bracket = tok.offset + tok.text.find("[")
-        axes = layer.rank + 2 if spec.variable == "kernel" else 1
-        if len(spec.index) > axes:
-            shape = "(kh, kw, in_channels, filters)" if layer.rank == 2 else "(k, in, filters)"
-            expected = f"at most {axes} indices {shape}" if axes > 1 else "1 index (filters)"
-            raise line.error(
-                f"expected {expected} for a {'.kernel' if axes > 1 else 'filter'} selector of "
-                f"{layer.name}, found {len(spec.index)} in '{show(spec.text)}'",
-                bracket,
-            )
-        sizes = {0: (layer.filters, "filters")} if axes == 1 else {}
-        if spec.variable == "kernel":
-            sizes = {i: (k, "kernel taps") for i, k in enumerate(layer.kernel)}
-            if len(spec.index) == axes:
-                sizes[axes - 1] = (layer.filters, "filters")
-        for axis, (size, noun) in sizes.items():
-            entry = spec.index[axis] if axis < len(spec.index) else None
-            if isinstance(entry, int) and not -size <= entry < size:
-                raise line.error(
-                    f"index {entry} is out of range in '{show(spec.text)}': layer "
-                    f"'{layer.name}' has {size} {noun} on that axis (valid: {-size} to "
-                    f"{size - 1})",
-                    bracket,
-                )
-
     def _check_selector(self, line: Logical, tok: Token, spec: SelectorSpec) -> None:
-        if spec.layer in self.convs:
-            self._check_conv_selector(line, tok, spec)
-            return
-        layer = self.dense.get(spec.layer)
-        if layer is None:
-            kind = self.defined.get(spec.layer, ("",))[0]
-            what = f"names the {kind} '{spec.layer}'" if kind else f"names no layer '{spec.layer}'"
-            raise line.error(
-                f"selector '{show(spec.text)}' {what}; selectors name dense or conv layers: "
-                f"{', '.join([*self.dense, *self.convs]) or 'none'}"
-                f"{_suggest(spec.layer, [*self.dense, *self.convs])}",
-                tok.offset,
-            )
-        if spec.variable == "bias" and not layer.use_bias:
-            raise line.error(f"layer '{layer.name}' has no bias (use_bias=false)", tok.offset)
-        if spec.index is None:
-            return
-        arity = "1 or 2 indices" if spec.variable == "kernel" else "1 index"
-        kind = f"a .{spec.variable}" if spec.variable else "a unit"
-        bracket = tok.offset + tok.text.find("[")
-        if not 1 <= len(spec.index) <= (2 if spec.variable == "kernel" else 1):
-            raise line.error(
-                f"expected {arity} for {kind} selector, found {len(spec.index)} in "
-                f"'{show(spec.text)}'",
-                bracket,
-            )
-        if spec.variable == "kernel":
-            sizes: tuple[tuple[int | None, str], ...] = (
-                (self.rows[layer.name], "inputs (kernel rows)"),
-                (layer.units, "units"),
-            )
-        else:
-            sizes = ((layer.units, "units"),)
-        for entry, (size, noun) in zip(spec.index, sizes, strict=False):
-            if isinstance(entry, int) and size is not None and not -size <= entry < size:
-                raise line.error(
-                    f"index {entry} is out of range in '{show(spec.text)}': layer "
-                    f"'{layer.name}' has {size} {noun} (valid: {-size} to {size - 1})",
-                    bracket,
-                )
+        """What ``spec`` means against the cell's layers (the rules of :mod:`.selectors`)."""
+        others = {name: kind for name, (kind, _) in self.defined.items()}
+        try:
+            layer = rules.find(spec, self.addressable, "dense or conv layers", others)
+            rules.check_variable(spec, layer)
+        except SelectorError as exc:
+            raise line.error(str(exc), tok.offset) from None
+        try:
+            rules.check_index(spec, layer)
+        except SelectorError as exc:
+            raise line.error(str(exc), tok.offset + tok.text.find("[")) from None
 
     def finish(self, lines: list[Logical]) -> NetSpec:
         if self.base is not None:  # selectors are checked against the model when it is built

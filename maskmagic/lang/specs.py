@@ -16,12 +16,17 @@ __all__ = [
     "IMPLS",
     "CONV_IMPLS",
     "PASSTHROUGH_OPTIONS",
+    "CHECKED_OPTIONS",
+    "DENSE_OPTIONS",
+    "CONV_OPTIONS",
+    "KERAS_OPTIONS",
     "ConvSpec",
     "FlattenSpec",
     "PoolSpec",
     "DenseSpec",
     "DropoutSpec",
     "InputSpec",
+    "LayerOptions",
     "Location",
     "LossSpec",
     "ModelSpec",
@@ -62,6 +67,25 @@ PASSTHROUGH_OPTIONS = (
     "trainable",
 )
 """``dense`` options passed unchanged to the Keras layer (in :attr:`DenseSpec.options`)."""
+CHECKED_OPTIONS = ("activation", "use_bias", "kernel_initializer")
+"""Keras layer options the parser checks and keeps as fields of DenseSpec and ConvSpec."""
+DENSE_OPTIONS = (
+    "from",
+    "activation",
+    "mask",
+    "bias_mask",
+    "use_bias",
+    "kernel_initializer",
+    "impl",
+)
+"""The options of a ``dense`` statement besides PASSTHROUGH_OPTIONS, in the order errors list them."""
+CONV_OPTIONS = ("kernel", "stride", "padding", *DENSE_OPTIONS)
+"""The options of ``conv1d``/``conv2d`` besides PASSTHROUGH_OPTIONS: the dense ones apply too."""
+KERAS_OPTIONS = tuple(
+    key for key in (*CHECKED_OPTIONS, *PASSTHROUGH_OPTIONS) if key not in ("dtype", "trainable")
+)
+"""The options of a Keras Dense/ConvND layer a masked layer shares (beyond its size and the base
+Layer's name, dtype, trainable): what ``deploy.strip`` copies onto the plain layer."""
 
 
 @dataclass(frozen=True)
@@ -82,47 +106,57 @@ class InputSpec:
     loc: Location
 
 
-@dataclass(frozen=True)
-class DenseSpec:
-    """``dense NAME UNITS [OPTIONS]``: one MaskedDense layer.
+class _Located:
+    """``loc_of``: where a statement's option was written (its ``option_locs``)."""
 
-    Attributes:
-        sources: layer or input names whose outputs are concatenated (in order) as the input.
-        mask, bias_mask: the raw Python expression text, or None.
-        impl: ``"auto"``, ``"dense"`` or ``"sparse"``.
-        options: other keyword arguments for the Keras layer (see PASSTHROUGH_OPTIONS).
-        option_locs: the Location of each option's value, for the builder's error messages.
-    """
-
-    name: str
-    units: int
-    sources: tuple[str, ...]
-    activation: str | None
-    mask: str | None
-    bias_mask: str | None
-    use_bias: bool
-    kernel_initializer: str | None
-    impl: str
-    options: tuple[tuple[str, object], ...]
     loc: Location
-    option_locs: tuple[tuple[str, Location], ...] = ()
+    option_locs: tuple[tuple[str, Location], ...]
 
     def loc_of(self, key: str) -> Location:
         """The Location of option ``key``'s value (``"mask"``), else of the statement."""
         return dict(self.option_locs).get(key, self.loc)
 
 
+@dataclass(frozen=True, kw_only=True)
+class LayerOptions(_Located):
+    """What a ``dense`` and a ``conv1d``/``conv2d`` statement share (keyword-only fields).
+
+    Attributes:
+        sources: layer or input names whose outputs are concatenated (in order) as the input.
+        mask, bias_mask: the raw Python expression text, or None.
+        impl: one of IMPLS (dense) or CONV_IMPLS (conv).
+        options: other keyword arguments for the Keras layer (see PASSTHROUGH_OPTIONS).
+        option_locs: the Location of each option's value, for the builder's error messages.
+    """
+
+    sources: tuple[str, ...]
+    activation: str | None = None
+    mask: str | None = None
+    bias_mask: str | None = None
+    use_bias: bool = True
+    kernel_initializer: str | None = None
+    impl: str = "auto"
+    options: tuple[tuple[str, object], ...] = ()
+    loc: Location
+    option_locs: tuple[tuple[str, Location], ...] = ()
+
+
 @dataclass(frozen=True)
-class ConvSpec:
+class DenseSpec(LayerOptions):
+    """``dense NAME UNITS [OPTIONS]``: one MaskedDense layer (its options: LayerOptions)."""
+
+    name: str
+    units: int
+
+
+@dataclass(frozen=True)
+class ConvSpec(LayerOptions):
     """``conv1d|conv2d NAME FILTERS kernel=K [OPTIONS]``: one MaskedConv1D/MaskedConv2D layer.
 
     Attributes:
         rank: 1 for ``conv1d``, 2 for ``conv2d``.
         kernel, strides: one int per spatial axis.
         padding: ``"valid"`` or ``"same"``.
-        mask, bias_mask: the raw Python expression text, or None.
-        impl: ``"auto"``, ``"dense"`` or ``"grouped"``.
-        options: other keyword arguments for the Keras layer (see PASSTHROUGH_OPTIONS).
     """
 
     name: str
@@ -131,20 +165,6 @@ class ConvSpec:
     kernel: tuple[int, ...]
     strides: tuple[int, ...]
     padding: str
-    sources: tuple[str, ...]
-    activation: str | None
-    mask: str | None
-    bias_mask: str | None
-    use_bias: bool
-    kernel_initializer: str | None
-    impl: str
-    options: tuple[tuple[str, object], ...]
-    loc: Location
-    option_locs: tuple[tuple[str, Location], ...] = ()
-
-    def loc_of(self, key: str) -> Location:
-        """The Location of option ``key``'s value (``"mask"``), else of the statement."""
-        return dict(self.option_locs).get(key, self.loc)
 
 
 @dataclass(frozen=True)
@@ -211,7 +231,7 @@ class SelectorSpec:
 
 
 @dataclass(frozen=True)
-class TrainSpec:
+class TrainSpec(_Located):
     """``train OPNAME [SELECTOR ...] [freeze=UNITS] [hold=UNITS [hold_on=EXPR] [hold_tol=X]]
     [optimizer=OPT] [loss=LOSS]``.
 
@@ -236,10 +256,6 @@ class TrainSpec:
     hold_on: str | None = None
     hold_tol: float | None = None
     option_locs: tuple[tuple[str, Location], ...] = ()
-
-    def loc_of(self, key: str) -> Location:
-        """The Location of option ``key``'s value (``"hold_on"``), else of the statement."""
-        return dict(self.option_locs).get(key, self.loc)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from keras import ops
 
 from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
-from maskmagic.lang.specs import CONV_IMPLS
+from maskmagic.lang.specs import CONV_IMPLS, KERAS_OPTIONS
+from maskmagic.layers.bias_mask import BiasMaskMixin
 from maskmagic.masks import check as mask_check
 
 __all__ = [
@@ -177,7 +178,7 @@ def _permute(x: Any, matrix: np.ndarray) -> Any:
     return ops.matmul(x, ops.cast(matrix, x.dtype))
 
 
-class _MaskedConv(keras.layers.Layer):
+class _MaskedConv(BiasMaskMixin, keras.layers.Layer):
     """Shared implementation of :class:`MaskedConv1D` and :class:`MaskedConv2D`."""
 
     rank = 2
@@ -239,13 +240,7 @@ class _MaskedConv(keras.layers.Layer):
         if isinstance(bias_mask, dict) and "bits" in bias_mask:
             bias_mask = _unpack(bias_mask)
         self._pending_mask = self._early_check(mask)
-        if bias_mask is not None and not self.use_bias:
-            raise MaskMagicError("bias_mask was given but use_bias=False; drop one of them")
-        self._pending_bias_mask = (
-            None
-            if bias_mask is None
-            else masklib.validate(bias_mask, (self.filters,), name="bias_mask")
-        )
+        self._pending_bias_mask = self._checked_bias_mask(bias_mask, self.filters)
         self.mask_version = 0
         self.kernel_format: str | None = None  # "dense" or "grouped", fixed at build
         self.blocks: list[tuple[np.ndarray, np.ndarray]] = []
@@ -469,20 +464,11 @@ class _MaskedConv(keras.layers.Layer):
         config = self.get_config()
         keys = (
             "name", "trainable", "dtype", "filters", "kernel_size", "strides", "padding",
-            "dilation_rate", "activation", "use_bias", "kernel_initializer", "bias_initializer",
-            "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-            "kernel_constraint", "bias_constraint",
+            "dilation_rate", *KERAS_OPTIONS,
         )  # fmt: skip
         return {key: config[key] for key in keys if key in config}
 
     # ------------------------------------------------------------------ masks
-    def _require_built(self, what: str) -> None:
-        if not self.built:
-            raise MaskMagicError(
-                f"layer '{self.name}' is not built yet, so it has no {what}; call the model "
-                "once or build it with an input shape first"
-            )
-
     def get_mask(self) -> np.ndarray:
         """The kernel-shaped mask (*kernel_size, in_channels, filters) as a numpy bool array."""
         self._require_built("mask")
@@ -551,34 +537,11 @@ class _MaskedConv(keras.layers.Layer):
         full = np.where(new == old, full, new)
         self.set_mask(full)
 
-    def get_bias_mask(self) -> np.ndarray:
-        """Returns the (filters,) bias mask as a numpy bool array."""
-        self._require_built("bias mask")
-        if not self.use_bias:
-            raise MaskMagicError(f"layer '{self.name}' has use_bias=False, so no bias mask")
-        return keras.ops.convert_to_numpy(self.bias_mask) != 0
-
-    def set_bias_mask(self, bias_mask: MaskLike) -> None:
-        """Replaces the bias mask (validated: shape (filters,), finite, 0/1)."""
-        self._require_built("bias mask")
-        if not self.use_bias:
-            raise MaskMagicError(f"layer '{self.name}' has use_bias=False, so no bias mask")
-        checked = masklib.validate(bias_mask, (self.filters,), name="bias_mask")
-        self.bias_mask.assign(np.asarray(checked).astype(self.bias_mask.dtype))
-        self.mask_version += 1
-
     def effective_kernel(self) -> np.ndarray:
         """The kernel the network uses: ``kernel * mask`` (numpy, kernel-shaped)."""
         self._require_built("kernel")
         kernel = keras.ops.convert_to_numpy(self.kernel)
         return np.where(self.get_mask(), kernel, np.zeros((), kernel.dtype))
-
-    def effective_bias(self) -> np.ndarray | None:
-        """The bias the network uses: ``bias * bias_mask`` as numpy (None without a bias)."""
-        self._require_built("bias")
-        if not self.use_bias:
-            return None
-        return keras.ops.convert_to_numpy(self.bias * self.bias_mask)
 
 
 @keras.saving.register_keras_serializable("maskmagic")

@@ -41,6 +41,7 @@ from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
 from maskmagic.lang.specs import IMPLS
 from maskmagic.layers import csr as sparse
+from maskmagic.layers.bias_mask import BiasMaskMixin
 from maskmagic.layers.sparse_kernel import SparseKernelMixin, pack_connections, unpack_connections
 from maskmagic.masks import check as mask_check
 
@@ -78,7 +79,7 @@ _FLOAT_KERNEL_MODES = ("float8", "gptq", "awq")  # quantized modes that read the
 
 
 @keras.saving.register_keras_serializable("maskmagic")
-class MaskedDense(SparseKernelMixin, keras.layers.Dense):
+class MaskedDense(BiasMaskMixin, SparseKernelMixin, keras.layers.Dense):
     """A ``keras.layers.Dense`` whose connections (and biases) are switched on or off by 0/1 masks.
 
     With ``mask=None`` it behaves like ``Dense`` wherever a user can see: outputs, weights
@@ -133,13 +134,7 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
         self.input_names = tuple(input_names) if input_names else (names[0] if names else None)
         self.unit_names = tuple(unit_names) if unit_names else (names[1] if names else None)
         self._pending_mask = self._early_check(mask, "mask")
-        if bias_mask is not None and not self.use_bias:
-            raise MaskMagicError("bias_mask was given but use_bias=False; drop one of them")
-        self._pending_bias_mask = (
-            None
-            if bias_mask is None
-            else masklib.validate(bias_mask, (self.units,), name="bias_mask")
-        )
+        self._pending_bias_mask = self._checked_bias_mask(bias_mask, self.units)
         self.mask_version = 0
         # A quantized layer whose masks were full when it was quantized (or built quantized)
         # runs Dense's quantized call unchanged: its graph reads no mask (see _check_quantized).
@@ -380,6 +375,9 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
             f"its quantized call reads no {what}; set the {what} before quantizing"
         )
 
+    def _check_new_bias_mask(self, checked: np.ndarray) -> None:
+        self._check_quantized("bias_mask", bool(checked.all()))
+
     def _zero_masked_quantized(self) -> None:
         """Writes the quantized zero at masked entries of an int8/int4 kernel."""
         mode = self.quantization_mode
@@ -577,13 +575,6 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
     def _shape2(self) -> tuple[int, int]:
         return (self.input_dim, self.units)
 
-    def _require_built(self, what: str) -> None:
-        if not self.built:
-            raise MaskMagicError(
-                f"layer '{self.name}' is not built yet, so it has no {what}; call the model "
-                "once or build it with an input shape first"
-            )
-
     def connections(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cols): the input and the unit of each connection, in row-major order.
 
@@ -631,23 +622,6 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
             return
         self._set_sparse_mask(checked)
 
-    def get_bias_mask(self) -> np.ndarray:
-        """Returns the (units,) bias mask as a numpy bool array."""
-        self._require_built("bias mask")
-        if not self.use_bias:
-            raise MaskMagicError(f"layer '{self.name}' has use_bias=False, so no bias mask")
-        return keras.ops.convert_to_numpy(self.bias_mask) != 0
-
-    def set_bias_mask(self, bias_mask: MaskLike) -> None:
-        """Replaces the bias mask (validated: shape (units,), finite, 0/1)."""
-        self._require_built("bias mask")
-        if not self.use_bias:
-            raise MaskMagicError(f"layer '{self.name}' has use_bias=False, so no bias mask")
-        checked = masklib.validate(bias_mask, (self.units,), name="bias_mask")
-        self._check_quantized("bias_mask", bool(np.asarray(checked).all()))
-        self.bias_mask.assign(np.asarray(checked).astype(self.bias_mask.dtype))
-        self.mask_version += 1
-
     def effective_kernel(self) -> Any:
         """The kernel the network uses: ``kernel * mask``.
 
@@ -666,13 +640,6 @@ class MaskedDense(SparseKernelMixin, keras.layers.Dense):
                 "kernel is not a float array (strip and effective_kernel need a float layer)"
             )
         return keras.ops.convert_to_numpy(self._masked_kernel())
-
-    def effective_bias(self) -> np.ndarray | None:
-        """The bias the network uses: ``bias * bias_mask`` as numpy (None without a bias)."""
-        self._require_built("bias")
-        if not self.use_bias:
-            return None
-        return keras.ops.convert_to_numpy(self.bias * self.bias_mask)
 
 
 class _Entries:

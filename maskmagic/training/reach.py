@@ -313,17 +313,12 @@ def _propagate(node, out_units: np.ndarray, affected: dict, frozen: dict) -> Non
     kind = _kind(layer, inputs)
     if kind == "input":
         return
-    if kind == "dense":
+    if kind in ("dense", "conv"):
         _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
         if layer.bias is not None:
             _freeze(frozen, layer.bias, out_units)
-        _mark(affected, inputs[0], reaching_inputs(layer_mask(layer), out_units))
-        return
-    if kind == "conv":
-        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))
-        if layer.bias is not None:
-            _freeze(frozen, layer.bias, out_units)
-        _mark(affected, inputs[0], reaching_inputs(channel_table(layer), out_units))
+        table = layer_mask(layer) if kind == "dense" else channel_table(layer)
+        _mark(affected, inputs[0], reaching_inputs(table, out_units))
         return
     if kind == "elementwise":
         for variable in layer.trainable_variables:  # PReLU's alpha, BatchNorm's gamma/beta

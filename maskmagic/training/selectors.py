@@ -27,9 +27,11 @@ import numpy as np
 
 from maskmagic.errors import SelectorError
 from maskmagic.lang import SelectorSpec, parse_selector
+from maskmagic.lang import selectors as rules
 
 __all__ = [
     "Selection",
+    "addressable",
     "all_layers",
     "kernel_units",
     "merge",
@@ -41,7 +43,6 @@ __all__ = [
 
 # {variable path: bool array shaped like the variable}
 Selection = dict[str, np.ndarray]
-VARIABLES = ("kernel", "bias")
 
 
 def parameter_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
@@ -71,18 +72,25 @@ def unit_count(layer: keras.layers.Layer) -> int:
     return int(source.shape[-1])
 
 
-def _layer(model: keras.Model, name: str, text: str) -> keras.layers.Layer:
+def addressable(layer: keras.layers.Layer) -> rules.Addressable:
+    """What a selector can name in ``layer`` (a sparse kernel by its (inputs, units) shape)."""
+    kernel = getattr(layer, "kernel", None)
+    shape = None if kernel is None else tuple(kernel.shape)
+    if _is_sparse(layer):
+        shape = (int(layer.input_dim), int(layer.units))
+    bias = getattr(layer, "bias", None) is not None
+    return rules.Addressable(layer.name, shape, bias, unit_count(layer))
+
+
+def _layer(model: keras.Model, spec: SelectorSpec) -> keras.layers.Layer:
     layers = parameter_layers(model)
-    if name not in layers:
-        known = ", ".join(layers) or "(none)"
-        raise SelectorError(
-            f"selector {text!r} names layer {name!r}, which the model does not have; "
-            f"expected one of the layers with parameters: {known}"
-        )
-    return layers[name]
+    others = {layer.name: type(layer).__name__ for layer in all_layers(model)}
+    table = {name: addressable(layer) for name, layer in layers.items()}
+    rules.find(spec, table, "layers with parameters", others)
+    return layers[spec.layer]
 
 
-def _parse(selector: Any):
+def _parse(selector: Any) -> SelectorSpec:
     if isinstance(selector, SelectorSpec):
         return selector
     return parse_selector(selector)  # a SelectorError for anything but a selector string
@@ -99,27 +107,17 @@ def kernel_units(layer: keras.layers.Layer, units: np.ndarray) -> np.ndarray:
     return np.broadcast_to(units, tuple(layer.kernel.shape)).copy()
 
 
-def _sparse_entries(layer: keras.layers.Layer, index: tuple, text: str, strict: bool) -> np.ndarray:
-    """The connections of a sparse kernel that ``kernel[index]`` names (ints and slices)."""
+def _sparse_entries(layer: keras.layers.Layer, spec: SelectorSpec, strict: bool) -> np.ndarray:
+    """The connections of a sparse kernel that ``kernel[index]`` names (checked in range)."""
     rows, cols = layer.connections()
     shape = (layer.input_dim, layer.units)
-    what = (
-        f"{layer.name}.kernel has shape {shape} (inputs, units), stored sparse "
-        f"as its {rows.size} connections"
-    )
-    if len(index) > 2:
-        raise SelectorError(
-            f"selector {text!r} has {len(index)} indices; {what}, which takes at most 2"
-        )
     picked = np.ones(rows.size, dtype=bool)
-    for axis, entry in enumerate(index):
+    for axis, entry in enumerate(spec.index or ()):
         chosen = np.zeros(shape[axis], dtype=bool)
-        try:
-            chosen[entry] = True
-        except (IndexError, TypeError) as exc:
-            raise SelectorError(f"selector {text!r} is out of range: {what} ({exc})") from None
+        chosen[entry] = True
         picked &= chosen[rows if axis == 0 else cols]
     if strict and not picked.any():
+        index, text = spec.index or (), spec.text
         if len(index) == 2 and all(isinstance(e, (int, np.integer)) for e in index):
             i, j = (int(e) % n for e, n in zip(index, shape))
             raise SelectorError(
@@ -128,24 +126,25 @@ def _sparse_entries(layer: keras.layers.Layer, index: tuple, text: str, strict: 
                 "expected a connection whose mask is 1"
             )
         raise SelectorError(
-            f"selector {text!r} selects nothing: every entry it names is masked out ({what})"
+            f"selector {text!r} selects nothing: every entry it names is masked out "
+            f"({layer.name}.kernel has shape {shape} (inputs, units), stored sparse as its "
+            f"{rows.size} connections)"
         )
     return picked
 
 
-def _index_into(shape: tuple, index: tuple, text: str, what: str) -> np.ndarray:
+def _index_into(shape: tuple, index: tuple) -> np.ndarray:
+    """Bool array of ``shape``, True at ``index`` (checked by the rules: in range, not empty)."""
     chosen = np.zeros(shape, dtype=bool)
-    try:
-        chosen[index] = True
-    except IndexError as exc:
-        raise SelectorError(f"selector {text!r} is out of range: {what} ({exc})") from None
-    if not chosen.any():
-        raise SelectorError(f"selector {text!r} selects nothing: {what}")
+    chosen[index] = True
     return chosen
 
 
 def resolve(model: keras.Model, selector: Any, strict: bool = True) -> Selection:
     """Resolves one selector (string, parsed selector or Keras variable) to entry masks.
+
+    Its meaning is checked by :mod:`maskmagic.lang.selectors`, the rules the parser applies to a
+    cell's selectors.
 
     Args:
         model: the model whose layers the selector names.
@@ -169,31 +168,22 @@ def resolve(model: keras.Model, selector: Any, strict: bool = True) -> Selection
             )
         return {selector.path: np.ones(tuple(selector.shape), dtype=bool)}
     spec = _parse(selector)
-    text = getattr(spec, "text", str(selector))
-    layer = _layer(model, spec.layer, text)
+    layer = _layer(model, spec)
+    shapes = addressable(layer)
+    rules.check_variable(spec, shapes)
+    rules.check_index(spec, shapes)
     if spec.variable is not None:
-        variable = getattr(layer, spec.variable, None) if spec.variable in VARIABLES else None
-        if variable is None:
-            have = [v for v in VARIABLES if getattr(layer, v, None) is not None]
-            raise SelectorError(
-                f"selector {text!r}: layer {layer.name!r} has no variable {spec.variable!r}; "
-                f"expected one of: {', '.join(have)}"
-            )
-        shape = tuple(variable.shape)
-        if spec.variable == "kernel" and _is_sparse(layer) and spec.index is not None:
-            return {variable.path: _sparse_entries(layer, spec.index, text, strict)}
+        variable = getattr(layer, spec.variable)
         if spec.index is None:
-            return {variable.path: np.ones(shape, dtype=bool)}
-        return {
-            variable.path: _index_into(
-                shape, spec.index, text, f"{layer.name}.{spec.variable} has shape {shape}"
-            )
-        }
+            return {variable.path: np.ones(tuple(variable.shape), dtype=bool)}
+        if spec.variable == "kernel" and _is_sparse(layer):
+            return {variable.path: _sparse_entries(layer, spec, strict)}
+        return {variable.path: _index_into(tuple(variable.shape), spec.index)}
     if spec.index is None:
         return {v.path: np.ones(tuple(v.shape), dtype=bool) for v in layer.trainable_variables}
-    units = resolve_units(model, spec)[layer.name]
+    units = _index_into((shapes.units,), spec.index)
     chosen = {}
-    for name in VARIABLES:
+    for name in rules.VARIABLES:
         variable = getattr(layer, name, None)
         if variable is not None and variable.trainable:
             if name == "kernel":
@@ -214,26 +204,13 @@ def resolve_units(
         {layer name: bool vector over the layer's units}.
     """
     spec = _parse(selector)
-    text = getattr(spec, "text", str(selector))
-    if spec.variable is not None:
-        raise SelectorError(
-            f"{option} expects units such as 'out[0]' or a whole layer 'out'; received {text!r}, "
-            "which names a variable"
-        )
-    layer = _layer(model, spec.layer, text)
-    size = unit_count(layer)
+    rules.check_units(spec, option)
+    layer = _layer(model, spec)
+    shapes = addressable(layer)
+    rules.check_index(spec, shapes)
     if spec.index is None:
-        return {layer.name: np.ones(size, dtype=bool)}
-    if len(spec.index) != 1:
-        raise SelectorError(
-            f"selector {text!r} has {len(spec.index)} indices; a unit selector takes one "
-            f"(layer {layer.name!r} has {size} units)"
-        )
-    return {
-        layer.name: _index_into(
-            (size,), spec.index, text, f"layer {layer.name!r} has {size} units (0 to {size - 1})"
-        )
-    }
+        return {layer.name: np.ones(shapes.units, dtype=bool)}
+    return {layer.name: _index_into((shapes.units,), spec.index)}
 
 
 def merge(selections: list[Selection]) -> Selection:
