@@ -121,11 +121,11 @@ MUTANTS = (
     Mutant(
         "bias left out of freeze",
         "maskmagic/training/reach.py",
-        '    if kind == "dense":\n'
+        '    if kind in ("dense", "conv"):\n'
         "        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))\n"
         "        if layer.bias is not None:\n"
         "            _freeze(frozen, layer.bias, out_units)",
-        '    if kind == "dense":\n'
+        '    if kind in ("dense", "conv"):\n'
         "        _freeze(frozen, layer.kernel, kernel_units(layer, out_units))\n"
         "        if layer.bias is not None:\n"
         "            pass",
