@@ -200,6 +200,11 @@ class Hold:
         self._variables = list(variables)
         self._masks = [masks.get(v.path) for v in self._variables]
         self._jacobian = jacobian.make_jacobian(model, self._held_model, self._variables)
+        # Fixed reference inputs: the Gram's factor is kept across steps (see FactorCache).
+        self._cache = None
+        if reference is not None:
+            rows = int(reference.shape[0]) * sum(int(v.sum()) for v in units.values())
+            self._cache = jacobian.FactorCache(rows)
         self._context: dict[str, Any] = {}
         self._stats = tf.Variable(tf.zeros([6], tf.float64), trainable=False, name="hold_report")
         self.steps = 0
@@ -216,8 +221,11 @@ class Hold:
         return tf.reshape(self._select(self._held_model(x, training=False)), [-1])
 
     def solver(self, x: tf.Tensor, allowed: list) -> jacobian.Solver:
-        """The least-squares solver of the held values on ``x`` at the current parameters."""
-        return jacobian.Solver(self._jacobian(self._select, x, allowed))
+        """The least-squares solver of the held values on ``x`` at the current parameters
+        (with the factor cache when ``x`` is the fixed reference)."""
+        cache = self._cache if x is self.reference else None
+        count = self.parameter_count() if cache is not None else None
+        return jacobian.Solver(self._jacobian(self._select, x, allowed), cache, count)
 
     def _allowed(self) -> list:
         return [
@@ -244,11 +252,11 @@ class Hold:
         old = [tf.identity(v.value) for v in self._variables]
         solver = self.solver(reference, allowed)
         before = solver.values if solver.values is not None else self.held(reference)
+        projected = solver.project(grads)  # (a cached factor may be refreshed here: rank after)
         room = self.parameter_count() - self._rank(solver)
         self._context = dict(
             reference=reference, allowed=allowed, old=old, before=before, solver=solver, room=room
         )
-        projected = solver.project(grads)
         # No room: nothing may move (the projection is already ~0; make it exactly 0).
         return [tf.cond(room > 0, lambda g=g: g, lambda g=g: tf.zeros_like(g)) for g in projected]
 
@@ -354,6 +362,7 @@ class Hold:
         if self.reference is None:
             return
         solver = self.solver(self.reference, self._allowed())
+        solver.refresh()  # factors now (and fills the cache the steps start from)
         rank, parameters = int(self._rank(solver)), int(self.parameter_count())
         if rank >= parameters:
             raise MaskMagicError(

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from maskmagic import _compat
 
-__all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "Solver", "make_jacobian"]
+__all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "FactorCache", "Solver", "make_jacobian"]
 
 # G = J J^T is formed in float64 from float32 factors and factored by Cholesky with a ridge
 # RIDGE * max(diag G): J v for kernels runs in float32 (error e ~ 1e-7 relative), and the
@@ -57,23 +57,66 @@ def _f64(x: Any) -> tf.Tensor:
     return tf.cast(x, tf.float64)
 
 
+class FactorCache:
+    """The factor of ``J J^T + ridge`` kept across steps (fixed reference inputs, ``M`` rows).
+
+    ``J`` moves little from one step to the next, so the last factor is a good preconditioner:
+    :class:`Solver` solves each system by conjugate gradients against the current ``J J^T``
+    (exact, :meth:`DenseJacobian.gram_matvec`) preconditioned by it, and forms and factors
+    the Gram again only when that does not converge within ``PCG_MAX`` iterations (or the
+    number of entries the op may change differs from the one at the last factorisation).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.factor = tf.Variable(tf.zeros([size, size], tf.float64), trainable=False)
+        self.ridge = tf.Variable(tf.constant(0.0, tf.float64), trainable=False)
+        self.rank = tf.Variable(0, trainable=False)
+        self.count = tf.Variable(tf.constant(-1.0, tf.float64), trainable=False)
+        self.valid = tf.Variable(False, trainable=False)
+        self.factorizations = tf.Variable(0, trainable=False)  # for tests and benchmarks
+        self.iterations = tf.Variable(0, trainable=False)  # conjugate-gradient iterations
+
+
+# Conjugate gradients against the exact J J^T (cached factor as preconditioner): stop at a
+# residual of PCG_TOL * |rhs| (float64 products; far below the float32 rounding of J v, ~1e-7)
+# or after PCG_MAX iterations, when the factor is refreshed (then the solve runs again with it).
+PCG_TOL = 1e-10
+PCG_MAX = 8
+
+
 class Solver:
     """Least-squares solves with ``J`` at one point (``J J^T`` factored once).
 
     Args:
         jacobian: an object with ``gram()``, ``apply(vectors)`` and ``transpose(alpha)``.
+        cache: a :class:`FactorCache` to reuse across steps (only with ``gram_matvec``).
+        count: the number of entries the op may change now (checked against the cache's).
     """
 
-    def __init__(self, jacobian: Any) -> None:
+    def __init__(self, jacobian: Any, cache: FactorCache | None = None, count=None) -> None:
         self._jacobian = jacobian
         self.values = getattr(jacobian, "values", None)  # the held values, when computed
+        self._cache = cache if hasattr(jacobian, "gram_matvec") else None
+        self._count = count
+        self._refine = False
+        if self._cache is None:
+            self._chol, _, self._rank = self._factor()
+            self._refine = getattr(jacobian, "noise", 0.0) > 0  # approximate Gram: refine
+
+    @property
+    def rank(self) -> tf.Tensor:
+        """Pivots of the (last) factorisation above the rank threshold."""
+        return self._rank if self._cache is None else self._cache.rank.read_value()
+
+    def _factor(self) -> tuple:
+        """(Cholesky factor of ``J J^T + ridge``, absolute ridge, rank) from the formed Gram."""
+        jacobian = self._jacobian
         gram = jacobian.gram()
         noise = getattr(jacobian, "noise", 0.0)  # relative error of an approximate Gram
-        self._refine = noise > 0  # an approximate Gram: factor in float32, refine projections
         top = tf.reduce_max(tf.linalg.diag_part(gram))
         top = tf.maximum(top, tf.constant(1e-300, tf.float64))
         size = tf.shape(gram)[0]
-        if self._refine:
+        if noise > 0:  # an approximate Gram: factor in float32
             # The float32 Cholesky adds a backward error of about sqrt(M) * EPS32 (M rows).
             noise = tf.maximum(
                 tf.constant(noise, tf.float64), NOISE32 * tf.sqrt(tf.cast(size, tf.float64))
@@ -82,16 +125,88 @@ class Solver:
             # A dependent row's pivot is ridge * (1 + |its combination coefficients|^2).
             threshold = tf.maximum(tf.constant(RCOND, tf.float64), 100 * ridge)
             shifted = gram + ridge * top * tf.eye(size, dtype=tf.float64)
-            self._chol = tf.linalg.cholesky(tf.cast(shifted, tf.float32))
+            chol = tf.linalg.cholesky(tf.cast(shifted, tf.float32))
         else:
+            ridge = tf.constant(RIDGE, tf.float64)
             threshold = tf.constant(RCOND, tf.float64)
-            self._chol = tf.linalg.cholesky(gram + RIDGE * top * tf.eye(size, dtype=tf.float64))
-        pivots = _f64(tf.square(tf.linalg.diag_part(self._chol)))
-        self.rank = tf.reduce_sum(tf.cast(pivots > threshold * top, tf.int32))
+            chol = tf.linalg.cholesky(gram + RIDGE * top * tf.eye(size, dtype=tf.float64))
+        pivots = _f64(tf.square(tf.linalg.diag_part(chol)))
+        rank = tf.reduce_sum(tf.cast(pivots > threshold * top, tf.int32))
+        return chol, ridge * top, rank
+
+    def refresh(self) -> tf.Tensor:
+        """Forms and factors the Gram now (into the cache, if any); returns the rank."""
+        if self._cache is None:
+            return self._rank
+        chol, ridge, rank = self._factor()
+        self._store(chol, ridge, rank)
+        return self._cache.rank.read_value()
+
+    def _store(self, chol, ridge, rank) -> list:
+        cache = self._cache
+        count = tf.constant(-1.0, tf.float64) if self._count is None else self._count
+        return [
+            cache.factor.assign(_f64(chol)),
+            cache.ridge.assign(ridge),
+            cache.rank.assign(rank),
+            cache.count.assign(_f64(count)),
+            cache.valid.assign(True),
+            cache.factorizations.assign_add(1),
+        ]
 
     def _solve(self, rhs: tf.Tensor) -> tf.Tensor:
+        if self._cache is not None:
+            return self._cached_solve(_f64(rhs))
         rhs = tf.cast(rhs[:, None], self._chol.dtype)
         return _f64(tf.linalg.cholesky_solve(self._chol, rhs)[:, 0])
+
+    def _cached_solve(self, rhs: tf.Tensor) -> tf.Tensor:
+        """PCG with the cached factor; a fresh factor (and PCG again) when it does not pay."""
+        cache = self._cache
+        usable = cache.valid.read_value()
+        if self._count is not None:
+            usable = tf.logical_and(usable, tf.equal(cache.count.read_value(), self._count))
+
+        def reuse():
+            return self._pcg(rhs, cache.factor.read_value(), cache.ridge.read_value())
+
+        def skip():
+            return tf.zeros_like(rhs), tf.constant(False)
+
+        x, ok = tf.cond(usable, reuse, skip)
+
+        def refactor():
+            chol, ridge, rank = self._factor()
+            with tf.control_dependencies(self._store(chol, ridge, rank)):
+                return self._pcg(rhs, _f64(chol), ridge)[0]
+
+        return tf.cond(ok, lambda: tf.identity(x), refactor)
+
+    def _pcg(self, b: tf.Tensor, chol: tf.Tensor, ridge: tf.Tensor) -> tuple:
+        """Preconditioned conjugate gradients on ``(J J^T + ridge) x = b``: (x, converged)."""
+        matvec = self._jacobian.gram_matvec
+
+        def precondition(r):
+            return tf.linalg.cholesky_solve(chol, r[:, None])[:, 0]
+
+        goal = PCG_TOL * tf.norm(b)
+        z = precondition(b)
+        start = (tf.constant(0), tf.zeros_like(b), b, z, tf.tensordot(b, z, 1))
+
+        def going(i, x, r, p, rz):
+            return tf.logical_and(i < PCG_MAX, tf.norm(r) > goal)
+
+        def step(i, x, r, p, rz):
+            q = matvec(p) + ridge * p
+            a = rz / tf.tensordot(p, q, 1)
+            x, r = x + a * p, r - a * q
+            z = precondition(r)
+            rz_next = tf.tensordot(r, z, 1)
+            return i + 1, x, r, z + (rz_next / rz) * p, rz_next
+
+        count, x, r, _, _ = tf.while_loop(going, step, start, parallel_iterations=1)
+        with tf.control_dependencies([self._cache.iterations.assign_add(count)]):
+            return tf.identity(x), tf.norm(r) <= goal
 
     def min_norm(self, residual: tf.Tensor) -> list:
         """The smallest change ``d`` (per variable) with ``J d = residual`` (least squares)."""
@@ -100,9 +215,10 @@ class Solver:
     def project(self, vectors: list) -> list:
         """``v - J^T (J J^T)^+ J v``: ``v`` with every component that moves a held value removed.
 
-        With an approximate (float32-built) Gram the projection runs twice: the second pass is
-        one sweep of iterative refinement (its right-hand side ``J p`` is the residual of the
-        first solve, computed with the exact ``J``), reusing the same factor.
+        With an approximate (float32-built) Gram factored directly the projection runs twice:
+        the second pass is one sweep of iterative refinement (its right-hand side ``J p`` is the
+        residual of the first solve, computed with the exact ``J``), reusing the same factor.
+        The cached path needs no sweep: its conjugate gradients run against the exact Gram.
         """
         projected = self._project_once(vectors)
         return self._project_once(projected) if self._refine else projected
@@ -250,6 +366,7 @@ class DenseJacobian:
         self._parts = []  # (entry, A (N, in) f64, D (N, U, out) f64, kernel W, bias W)
         self._inputs32 = {}  # kernel-sized products run in float32 (see apply/transpose)
         self._d32: dict = {}  # D in float32, for the Gram's products (see NOISE32)
+        self._kernels: dict = {}  # A A^T per layer (float64), for gram_matvec
         for key, d in zip(order, grads):
             entry = layers[key]
             kernel_w = bias_w = None
@@ -269,6 +386,9 @@ class DenseJacobian:
             self._inputs32[id(entry)] = inputs[key]
             self._d32[id(entry)] = d32
             self._parts.append((entry, _f64(inputs[key]), _f64(d32), kernel_w, bias_w))
+            if kernel_w is not None:  # A A^T (N x N) for gram_matvec: small, float64
+                a64 = self._parts[-1][1]
+                self._kernels[id(entry)] = tf.matmul(a64, a64, transpose_b=True)
             widths.append(max(int(d32.shape[-1] or 1), int(inputs[key].shape[-1] or 1)))
             kernel_work += int(inputs[key].shape[-1] or 0) * int(d32.shape[-1] or 0)
         if self._float32_pays(held.shape, [int(d.shape[-1] or 0) for d in grads], kernel_work):
@@ -341,31 +461,84 @@ class DenseJacobian:
 
     def apply(self, vectors: list) -> tf.Tensor:
         total = tf.zeros([self._n, self._u], tf.float64)
-        for entry, _, d, kernel_w, bias_w in self._parts:
-            if kernel_w is not None:
-                # The (N, in) x (in, out) product in float32 like the forward pass: J v is then
-                # exact to float32 rounding (the corrections remove what is left).
-                v = _restrict(vectors[entry.kernel], kernel_w)
-                z = _f64(tf.matmul(self._inputs32[id(entry)], tf.cast(v, tf.float32)))
-                total += tf.einsum("nj,nuj->nu", z, d)
-            if bias_w is not None:
-                v = tf.where(bias_w, _f64(vectors[entry.bias]), tf.zeros([], tf.float64))
-                total += tf.einsum("j,nuj->nu", v, d)
+        for part in self._parts:
+            entry = part[0]
+            kernel = None if entry.kernel is None else vectors[entry.kernel]
+            bias = None if entry.bias is None else vectors[entry.bias]
+            total += self._apply_part(part, kernel, bias)
         return tf.reshape(total, [-1])
+
+    def _apply_part(self, part, kernel, bias) -> tf.Tensor:
+        """``J_l v`` of one layer as (N, U) float64."""
+        entry, _, d, kernel_w, bias_w = part
+        total = tf.zeros([self._n, self._u], tf.float64)
+        if kernel_w is not None:
+            # The (N, in) x (in, out) product in float32 like the forward pass: J v is then
+            # exact to float32 rounding (the corrections remove what is left).
+            v = _restrict(kernel, kernel_w)
+            z = _f64(tf.matmul(self._inputs32[id(entry)], tf.cast(v, tf.float32)))
+            total += tf.einsum("nj,nuj->nu", z, d)
+        if bias_w is not None:
+            v = tf.where(bias_w, _f64(bias), tf.zeros([], tf.float64))
+            total += tf.einsum("j,nuj->nu", v, d)
+        return total
 
     def transpose(self, alpha: tf.Tensor) -> list:
         out = [tf.zeros_like(v.value) for v in self._variables]
         alpha = tf.reshape(alpha, [self._n, self._u])
-        for entry, _, d, kernel_w, bias_w in self._parts:
-            e = tf.einsum("nu,nuj->nj", alpha, d)
-            if kernel_w is not None:  # kernel-sized: float32, like a gradient
-                k = tf.matmul(self._inputs32[id(entry)], tf.cast(e, tf.float32), transpose_a=True)
-                k = _restrict(k, kernel_w)
+        for part in self._parts:
+            entry = part[0]
+            k, b = self._transpose_part(part, alpha)
+            if k is not None:
                 out[entry.kernel] += tf.cast(k, out[entry.kernel].dtype)
-            if bias_w is not None:
-                b = tf.where(bias_w, tf.reduce_sum(e, axis=0), tf.zeros([], tf.float64))
+            if b is not None:
                 out[entry.bias] += tf.cast(b, out[entry.bias].dtype)
         return out
+
+    def _transpose_part(self, part, alpha: tf.Tensor) -> tuple:
+        """``J_l^T alpha`` of one layer: (kernel float32 or None, bias float64 or None)."""
+        entry, _, d, kernel_w, bias_w = part
+        e = tf.einsum("nu,nuj->nj", alpha, d)
+        k = b = None
+        if kernel_w is not None:  # kernel-sized: float32, like a gradient
+            k = tf.matmul(self._inputs32[id(entry)], tf.cast(e, tf.float32), transpose_a=True)
+            k = _restrict(k, kernel_w)
+        if bias_w is not None:
+            b = tf.where(bias_w, tf.reduce_sum(e, axis=0), tf.zeros([], tf.float64))
+        return k, b
+
+    def gram_matvec(self, v: tf.Tensor) -> tf.Tensor:
+        """``J J^T v`` (float64) without forming ``J J^T``.
+
+        A layer whose entries are all allowed contributes ``D_nu . ((A A^T + 1) E)_n`` (1: the all-ones N x N matrix of a bias) with
+        ``E_n = sum_u v_nu d_nu``: float64 products of sizes N x U x out and N x N x out, never
+        kernel-sized. A layer with a partial ``W`` runs ``J_l (J_l^T v)`` (two kernel-sized
+        float32 products, like :meth:`apply` and :meth:`transpose`).
+        """
+        alpha = tf.reshape(_f64(v), [self._n, self._u])
+        total = tf.zeros([self._n, self._u], tf.float64)
+        for part in self._parts:
+            entry, _, d, kernel_w, bias_w = part
+            full = tf.constant(True)
+            for w in (kernel_w, bias_w):
+                if w is not None:
+                    full = tf.logical_and(full, tf.reduce_all(w))
+
+            def structured(d=d, entry=entry, kernel_w=kernel_w, bias_w=bias_w):
+                e = tf.einsum("nu,nuj->nj", alpha, d)
+                f = tf.zeros_like(e)
+                if kernel_w is not None:
+                    f += tf.matmul(self._kernels[id(entry)], e)
+                if bias_w is not None:  # the bias's factor is 1 for every pair of samples
+                    f += tf.reduce_sum(e, axis=0, keepdims=True)
+                return tf.einsum("nj,nuj->nu", f, d)
+
+            def explicit(part=part):
+                k, b = self._transpose_part(part, alpha)
+                return self._apply_part(part, k, b)
+
+            total += tf.cond(full, structured, explicit)
+        return tf.reshape(total, [-1])
 
 
 def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list):
