@@ -48,6 +48,7 @@ from maskmagic.training import jacobian, selectors
 __all__ = ["Hold", "HoldReport", "HoldWarning", "DEFAULT_TOL"]
 
 DEFAULT_TOL = 1e-6
+PROJECT_UPDATE = False
 MAX_CORRECTIONS = 12  # chord Gauss-Newton: usually one or two; more means it cannot
 
 
@@ -264,9 +265,12 @@ class Hold:
         """Hook after the optimizer's update: projects it, then corrects the held values."""
         ctx, self._context = self._context, {}
         allowed, old, solver = ctx["allowed"], ctx["old"], ctx["solver"]
-        update = [v.value - o for v, o in zip(self._variables, old)]
-        update = solver.project(update)
-        self._write([o + u for o, u in zip(old, update)], old, allowed, ctx["room"])
+        if PROJECT_UPDATE:
+            update = [v.value - o for v, o in zip(self._variables, old)]
+            update = solver.project(update, jacobian.LOOSE_TOL)  # the corrections finish it
+            self._write([o + u for o, u in zip(old, update)], old, allowed, ctx["room"])
+        else:
+            self._undo_without_room(old, ctx["room"])
         before, reference = ctx["before"], ctx["reference"]
         scale = tf.maximum(tf.reduce_max(tf.abs(before)), tf.constant(1e-30, before.dtype))
         limit = tf.cast(self.tol, before.dtype) * scale
@@ -283,7 +287,8 @@ class Hold:
 
         def correct(i, r, previous):
             current = [tf.identity(v.value) for v in self._variables]
-            step = solver.min_norm(r)  # chord: J from before the step (factored once)
+            # chord: J from before the step (factored once); the loop checks the drift itself
+            step = solver.min_norm(r, jacobian.LOOSE_TOL)
             self._write([c - s for c, s in zip(current, step)], old, allowed, ctx["room"])
             return i + 1, residual(), tf.reduce_max(tf.abs(r))
 
@@ -307,6 +312,16 @@ class Hold:
                 ]
             )
         )
+
+    def _undo_without_room(self, old: list, room: tf.Tensor) -> None:
+        """No room: every variable gets back its value from before the step."""
+
+        def undo():
+            for variable, before in zip(self._variables, old):
+                variable.assign(before)
+            return tf.constant(0)
+
+        tf.cond(room > 0, lambda: tf.constant(0), undo)
 
     def _write(self, values: list, old: list, allowed: list, room: tf.Tensor) -> None:
         """Assigns ``values`` on allowed entries; every other entry gets back its old value."""

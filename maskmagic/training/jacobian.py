@@ -58,17 +58,19 @@ def _f64(x: Any) -> tf.Tensor:
 
 
 class FactorCache:
-    """The factor of ``J J^T + ridge`` kept across steps (fixed reference inputs, ``M`` rows).
+    """The inverse of ``J J^T + ridge`` kept across steps (fixed reference inputs, ``M`` rows).
 
-    ``J`` moves little from one step to the next, so the last factor is a good preconditioner:
+    ``J`` moves little from one step to the next, so the last inverse is a good preconditioner:
     :class:`Solver` solves each system by conjugate gradients against the current ``J J^T``
     (exact, :meth:`DenseJacobian.gram_matvec`) preconditioned by it, and forms and factors
     the Gram again only when that does not converge within ``PCG_MAX`` iterations (or the
-    number of entries the op may change differs from the one at the last factorisation).
+    number of entries the op may change differs from the one at the last factorisation). The
+    inverse is kept in float32 (a preconditioner: one M x M float32 product per iteration, far
+    cheaper than two float64 triangular solves).
     """
 
     def __init__(self, size: int) -> None:
-        self.factor = tf.Variable(tf.zeros([size, size], tf.float64), trainable=False)
+        self.inverse = tf.Variable(tf.zeros([size, size], tf.float32), trainable=False)
         self.ridge = tf.Variable(tf.constant(0.0, tf.float64), trainable=False)
         self.rank = tf.Variable(0, trainable=False)
         self.count = tf.Variable(tf.constant(-1.0, tf.float64), trainable=False)
@@ -77,10 +79,13 @@ class FactorCache:
         self.iterations = tf.Variable(0, trainable=False)  # conjugate-gradient iterations
 
 
-# Conjugate gradients against the exact J J^T (cached factor as preconditioner): stop at a
-# residual of PCG_TOL * |rhs| (float64 products; far below the float32 rounding of J v, ~1e-7)
-# or after PCG_MAX iterations, when the factor is refreshed (then the solve runs again with it).
-PCG_TOL = 1e-10
+# Conjugate gradients against the exact J J^T (cached inverse as preconditioner) stop at a
+# residual of PCG_TOL * |rhs| (float64 products; below the float32 rounding of J v, ~1e-7) for
+# the gradient's projection (the optimizer's state must see a projected gradient), at LOOSE_TOL
+# for the solves of the corrections (their loop checks the held values themselves and runs until
+# the drift is within hold_tol), or after PCG_MAX iterations, when the Gram is factored again.
+PCG_TOL = 1e-8
+LOOSE_TOL = 1e-3
 PCG_MAX = 8
 
 
@@ -138,15 +143,14 @@ class Solver:
         """Forms and factors the Gram now (into the cache, if any); returns the rank."""
         if self._cache is None:
             return self._rank
-        chol, ridge, rank = self._factor()
-        self._store(chol, ridge, rank)
-        return self._cache.rank.read_value()
+        with tf.control_dependencies(self._store(*self._factor())):
+            return self._cache.rank.read_value()
 
     def _store(self, chol, ridge, rank) -> list:
         cache = self._cache
         count = tf.constant(-1.0, tf.float64) if self._count is None else self._count
         return [
-            cache.factor.assign(_f64(chol)),
+            cache.inverse.assign(self._inverse(chol)),
             cache.ridge.assign(ridge),
             cache.rank.assign(rank),
             cache.count.assign(_f64(count)),
@@ -154,21 +158,28 @@ class Solver:
             cache.factorizations.assign_add(1),
         ]
 
-    def _solve(self, rhs: tf.Tensor) -> tf.Tensor:
+    @staticmethod
+    def _inverse(chol: tf.Tensor) -> tf.Tensor:
+        """``(L L^T)^-1`` in float32, symmetric (a preconditioner for conjugate gradients)."""
+        eye = tf.eye(tf.shape(chol)[0], dtype=chol.dtype)
+        inverse = tf.cast(tf.linalg.cholesky_solve(chol, eye), tf.float32)
+        return 0.5 * (inverse + tf.transpose(inverse))
+
+    def _solve(self, rhs: tf.Tensor, tol: float = PCG_TOL) -> tf.Tensor:
         if self._cache is not None:
-            return self._cached_solve(_f64(rhs))
+            return self._cached_solve(_f64(rhs), tol)
         rhs = tf.cast(rhs[:, None], self._chol.dtype)
         return _f64(tf.linalg.cholesky_solve(self._chol, rhs)[:, 0])
 
-    def _cached_solve(self, rhs: tf.Tensor) -> tf.Tensor:
-        """PCG with the cached factor; a fresh factor (and PCG again) when it does not pay."""
+    def _cached_solve(self, rhs: tf.Tensor, tol: float) -> tf.Tensor:
+        """PCG with the cached inverse; a fresh factor (and PCG again) when it does not pay."""
         cache = self._cache
         usable = cache.valid.read_value()
         if self._count is not None:
             usable = tf.logical_and(usable, tf.equal(cache.count.read_value(), self._count))
 
         def reuse():
-            return self._pcg(rhs, cache.factor.read_value(), cache.ridge.read_value())
+            return self._pcg(rhs, cache.inverse.read_value(), cache.ridge.read_value(), tol)
 
         def skip():
             return tf.zeros_like(rhs), tf.constant(False)
@@ -178,41 +189,46 @@ class Solver:
         def refactor():
             chol, ridge, rank = self._factor()
             with tf.control_dependencies(self._store(chol, ridge, rank)):
-                return self._pcg(rhs, _f64(chol), ridge)[0]
+                return self._pcg(rhs, cache.inverse.read_value(), ridge, tol)[0]
 
         return tf.cond(ok, lambda: tf.identity(x), refactor)
 
-    def _pcg(self, b: tf.Tensor, chol: tf.Tensor, ridge: tf.Tensor) -> tuple:
-        """Preconditioned conjugate gradients on ``(J J^T + ridge) x = b``: (x, converged)."""
+    def _pcg(self, b: tf.Tensor, inverse: tf.Tensor, ridge: tf.Tensor, tol: float) -> tuple:
+        """Preconditioned conjugate gradients on ``(J J^T + ridge) x = b``: (x, converged).
+
+        The float32 preconditioner is applied with rounding, so ``beta`` is Polak-Ribiere's
+        (flexible CG), which keeps converging when the preconditioner is not exactly linear.
+        """
         matvec = self._jacobian.gram_matvec
 
         def precondition(r):
-            return tf.linalg.cholesky_solve(chol, r[:, None])[:, 0]
+            return _f64(tf.linalg.matvec(inverse, tf.cast(r, tf.float32)))
 
-        goal = PCG_TOL * tf.norm(b)
+        goal = tol * tf.norm(b)
         z = precondition(b)
-        start = (tf.constant(0), tf.zeros_like(b), b, z, tf.tensordot(b, z, 1))
+        start = (tf.constant(0), tf.zeros_like(b), b, z, z, tf.tensordot(b, z, 1))
 
-        def going(i, x, r, p, rz):
+        def going(i, x, r, z, p, rz):
             return tf.logical_and(i < PCG_MAX, tf.norm(r) > goal)
 
-        def step(i, x, r, p, rz):
+        def step(i, x, r, z, p, rz):
             q = matvec(p) + ridge * p
             a = rz / tf.tensordot(p, q, 1)
-            x, r = x + a * p, r - a * q
-            z = precondition(r)
-            rz_next = tf.tensordot(r, z, 1)
-            return i + 1, x, r, z + (rz_next / rz) * p, rz_next
+            x, r_next = x + a * p, r - a * q
+            z_next = precondition(r_next)
+            rz_next = tf.tensordot(r_next, z_next, 1)
+            beta = tf.tensordot(r_next - r, z_next, 1) / rz
+            return i + 1, x, r_next, z_next, z_next + beta * p, rz_next
 
-        count, x, r, _, _ = tf.while_loop(going, step, start, parallel_iterations=1)
+        count, x, r, _, _, _ = tf.while_loop(going, step, start, parallel_iterations=1)
         with tf.control_dependencies([self._cache.iterations.assign_add(count)]):
             return tf.identity(x), tf.norm(r) <= goal
 
-    def min_norm(self, residual: tf.Tensor) -> list:
+    def min_norm(self, residual: tf.Tensor, tol: float = PCG_TOL) -> list:
         """The smallest change ``d`` (per variable) with ``J d = residual`` (least squares)."""
-        return self._jacobian.transpose(self._solve(_f64(residual)))
+        return self._jacobian.transpose(self._solve(_f64(residual), tol))
 
-    def project(self, vectors: list) -> list:
+    def project(self, vectors: list, tol: float = PCG_TOL) -> list:
         """``v - J^T (J J^T)^+ J v``: ``v`` with every component that moves a held value removed.
 
         With an approximate (float32-built) Gram factored directly the projection runs twice:
@@ -220,11 +236,11 @@ class Solver:
         residual of the first solve, computed with the exact ``J``), reusing the same factor.
         The cached path needs no sweep: its conjugate gradients run against the exact Gram.
         """
-        projected = self._project_once(vectors)
-        return self._project_once(projected) if self._refine else projected
+        projected = self._project_once(vectors, tol)
+        return self._project_once(projected, tol) if self._refine else projected
 
-    def _project_once(self, vectors: list) -> list:
-        back = self._jacobian.transpose(self._solve(self._jacobian.apply(vectors)))
+    def _project_once(self, vectors: list, tol: float) -> list:
+        back = self._jacobian.transpose(self._solve(self._jacobian.apply(vectors), tol))
         return [tf.cast(v, b.dtype) - b for v, b in zip(vectors, back)]
 
 
@@ -303,10 +319,11 @@ class _Layer:
         return None if mask is None else tf.cast(tf.convert_to_tensor(mask), tf.bool)
 
 
-def _restrict(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """``x`` with entries outside ``mask`` zeroed (a full mask skips the kernel-sized select)."""
+def _restrict(x: tf.Tensor, mask: tf.Tensor, everything: tf.Tensor) -> tf.Tensor:
+    """``x`` with entries outside ``mask`` zeroed (``everything``, ``all(mask)``: skips the
+    kernel-sized select)."""
     return tf.cond(
-        tf.reduce_all(mask),
+        everything,
         lambda: tf.identity(x),
         lambda: tf.where(mask, x, tf.zeros([], x.dtype)),
     )
@@ -367,6 +384,8 @@ class DenseJacobian:
         self._inputs32 = {}  # kernel-sized products run in float32 (see apply/transpose)
         self._d32: dict = {}  # D in float32, for the Gram's products (see NOISE32)
         self._kernels: dict = {}  # A A^T per layer (float64), for gram_matvec
+        self._kernel_all: dict = {}  # all(kernel W) per layer
+        self._full: dict = {}  # all(kernel W) and all(bias W) per layer
         for key, d in zip(order, grads):
             entry = layers[key]
             kernel_w = bias_w = None
@@ -386,6 +405,10 @@ class DenseJacobian:
             self._inputs32[id(entry)] = inputs[key]
             self._d32[id(entry)] = d32
             self._parts.append((entry, _f64(inputs[key]), _f64(d32), kernel_w, bias_w))
+            # all(W) per variable and per layer, once per Jacobian (not in each solve)
+            alls = [tf.reduce_all(w) for w in (kernel_w, bias_w) if w is not None]
+            self._kernel_all[id(entry)] = alls[0] if kernel_w is not None else None
+            self._full[id(entry)] = alls[0] if len(alls) == 1 else tf.logical_and(*alls)
             if kernel_w is not None:  # A A^T (N x N) for gram_matvec: small, float64
                 a64 = self._parts[-1][1]
                 self._kernels[id(entry)] = tf.matmul(a64, a64, transpose_b=True)
@@ -411,10 +434,7 @@ class DenseJacobian:
         gram = tf.zeros([m, m], tf.float64)
         for entry, a, d, kernel_w, bias_w in self._parts:
             flat = tf.reshape(d, [m, -1])
-            full = tf.constant(True)
-            for w in (kernel_w, bias_w):
-                if w is not None:
-                    full = tf.logical_and(full, tf.reduce_all(w))
+            full = self._full[id(entry)]
             fast = self.noise > 0  # float32 products (see NOISE32); else float64
             a_full = self._inputs32[id(entry)] if fast else a
             d_full = tf.reshape(self._d32[id(entry)], [m, -1]) if fast else flat
@@ -475,7 +495,7 @@ class DenseJacobian:
         if kernel_w is not None:
             # The (N, in) x (in, out) product in float32 like the forward pass: J v is then
             # exact to float32 rounding (the corrections remove what is left).
-            v = _restrict(kernel, kernel_w)
+            v = _restrict(kernel, kernel_w, self._kernel_all[id(entry)])
             z = _f64(tf.matmul(self._inputs32[id(entry)], tf.cast(v, tf.float32)))
             total += tf.einsum("nj,nuj->nu", z, d)
         if bias_w is not None:
@@ -484,16 +504,16 @@ class DenseJacobian:
         return total
 
     def transpose(self, alpha: tf.Tensor) -> list:
-        out = [tf.zeros_like(v.value) for v in self._variables]
+        out: list = [None] * len(self._variables)  # each variable belongs to one layer
         alpha = tf.reshape(alpha, [self._n, self._u])
         for part in self._parts:
             entry = part[0]
             k, b = self._transpose_part(part, alpha)
             if k is not None:
-                out[entry.kernel] += tf.cast(k, out[entry.kernel].dtype)
+                out[entry.kernel] = tf.cast(k, self._variables[entry.kernel].dtype)
             if b is not None:
-                out[entry.bias] += tf.cast(b, out[entry.bias].dtype)
-        return out
+                out[entry.bias] = tf.cast(b, self._variables[entry.bias].dtype)
+        return [tf.zeros_like(v.value) if o is None else o for o, v in zip(out, self._variables)]
 
     def _transpose_part(self, part, alpha: tf.Tensor) -> tuple:
         """``J_l^T alpha`` of one layer: (kernel float32 or None, bias float64 or None)."""
@@ -502,7 +522,7 @@ class DenseJacobian:
         k = b = None
         if kernel_w is not None:  # kernel-sized: float32, like a gradient
             k = tf.matmul(self._inputs32[id(entry)], tf.cast(e, tf.float32), transpose_a=True)
-            k = _restrict(k, kernel_w)
+            k = _restrict(k, kernel_w, self._kernel_all[id(entry)])
         if bias_w is not None:
             b = tf.where(bias_w, tf.reduce_sum(e, axis=0), tf.zeros([], tf.float64))
         return k, b
@@ -519,10 +539,7 @@ class DenseJacobian:
         total = tf.zeros([self._n, self._u], tf.float64)
         for part in self._parts:
             entry, _, d, kernel_w, bias_w = part
-            full = tf.constant(True)
-            for w in (kernel_w, bias_w):
-                if w is not None:
-                    full = tf.logical_and(full, tf.reduce_all(w))
+            full = self._full[id(entry)]
 
             def structured(d=d, entry=entry, kernel_w=kernel_w, bias_w=bias_w):
                 e = tf.einsum("nu,nuj->nj", alpha, d)
