@@ -200,7 +200,9 @@ class Hold:
         self._indices = [tf.constant(np.flatnonzero(v), tf.int32) for v in units.values()]
         self._variables = list(variables)
         self._masks = [masks.get(v.path) for v in self._variables]
-        self._jacobian = jacobian.make_jacobian(model, self._held_model, self._variables)
+        self._jacobian = jacobian.make_jacobian(model, self._held_model, self._variables, units)
+        # Held layers computed on their held units only (their outputs come selected).
+        self._restricted = [name in self._jacobian.restricted for name in units]
         # Fixed reference inputs: the Gram's factor is kept across steps (see FactorCache).
         self._cache = None
         if reference is not None:
@@ -214,49 +216,64 @@ class Hold:
     def _select(self, outputs: Any) -> tf.Tensor:
         """(samples, held units) from the held model's outputs."""
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        parts = [tf.gather(out, idx, axis=-1) for out, idx in zip(outputs, self._indices)]
+        parts = [
+            out if done else tf.gather(out, idx, axis=-1)
+            for out, idx, done in zip(outputs, self._indices, self._restricted)
+        ]
         return tf.concat(parts, axis=-1)
 
     def held(self, x: tf.Tensor) -> tf.Tensor:
         """The held values on ``x`` (inference mode), flattened sample-major."""
+        if any(self._restricted):
+            return tf.reshape(self._select(self._jacobian.forward(x)), [-1])
         return tf.reshape(self._select(self._held_model(x, training=False)), [-1])
 
-    def solver(self, x: tf.Tensor, allowed: list) -> jacobian.Solver:
+    def solver(self, x: tf.Tensor, allowed: list, count: Any = None) -> jacobian.Solver:
         """The least-squares solver of the held values on ``x`` at the current parameters
         (with the factor cache when ``x`` is the fixed reference)."""
         cache = self._cache if x is self.reference else None
-        count = self.parameter_count() if cache is not None else None
+        if cache is not None and count is None:
+            count = self.parameter_count(allowed)
         return jacobian.Solver(self._jacobian(self._select, x, allowed), cache, count)
 
     def _allowed(self) -> list:
+        """Bool update masks of the op's variables (None: every entry)."""
         return [
-            None if m is None else tf.cast(tf.convert_to_tensor(m), v.dtype)
-            for v, m in zip(self._variables, self._masks)
+            None if m is None else tf.cast(tf.convert_to_tensor(m), tf.bool) for m in self._masks
         ]
 
-    def parameter_count(self) -> tf.Tensor:
+    def parameter_count(self, allowed: list | None = None) -> tf.Tensor:
+        """Entries the op may change (float64)."""
+        allowed = self._allowed() if allowed is None else allowed
         total = tf.constant(0.0, tf.float64)
-        for v, m in zip(self._variables, self._allowed()):
-            count = tf.cast(tf.size(v.value), tf.float64) if m is None else tf.reduce_sum(m)
+        for v, m in zip(self._variables, allowed):
+            count = tf.size(v.value, tf.int64) if m is None else tf.math.count_nonzero(m)
             total += tf.cast(count, tf.float64)
         return total
 
-    def _rank(self, solver: jacobian.Solver) -> tf.Tensor:
+    def _rank(self, solver: jacobian.Solver, count: tf.Tensor) -> tf.Tensor:
         """The solver's rank estimate (Cholesky pivots), never above the parameter count."""
-        return tf.minimum(tf.cast(solver.rank, tf.float64), self.parameter_count())
+        return tf.minimum(tf.cast(solver.rank, tf.float64), count)
 
     # ------------------------------------------------------------------ step hooks
     def project_gradient(self, grads: list, x: Any) -> list:
         """Hook before the optimizer: saves the state and returns the projected gradient."""
         reference = self.reference if self.reference is not None else x
         allowed = self._allowed()
+        count = self.parameter_count(allowed)  # once per step (a kernel-sized reduction)
         old = [tf.identity(v.value) for v in self._variables]
-        solver = self.solver(reference, allowed)
+        solver = self.solver(reference, allowed, count)
         before = solver.values if solver.values is not None else self.held(reference)
         projected = solver.project(grads)  # (a cached factor may be refreshed here: rank after)
-        room = self.parameter_count() - self._rank(solver)
+        room = count - self._rank(solver, count)
         self._context = dict(
-            reference=reference, allowed=allowed, old=old, before=before, solver=solver, room=room
+            reference=reference,
+            allowed=allowed,
+            old=old,
+            before=before,
+            solver=solver,
+            room=room,
+            count=count,
         )
         # No room: nothing may move (the projection is already ~0; make it exactly 0).
         return [tf.cond(room > 0, lambda g=g: g, lambda g=g: tf.zeros_like(g)) for g in projected]
@@ -305,9 +322,9 @@ class Hold:
                 [
                     tf.cast(final, tf.float64),
                     tf.cast(final / scale, tf.float64),
-                    self._rank(solver),
+                    self._rank(solver, ctx["count"]),
                     tf.cast(tf.size(before), tf.float64),
-                    self.parameter_count(),
+                    ctx["count"],
                     tf.cast(count, tf.float64),
                 ]
             )
@@ -376,9 +393,11 @@ class Hold:
         """Raises when fixed reference inputs leave no room (checked when the op is built)."""
         if self.reference is None:
             return
-        solver = self.solver(self.reference, self._allowed())
+        allowed = self._allowed()
+        count = self.parameter_count(allowed)
+        solver = self.solver(self.reference, allowed, count)
         solver.refresh()  # factors now (and fills the cache the steps start from)
-        rank, parameters = int(self._rank(solver)), int(self.parameter_count())
+        rank, parameters = int(self._rank(solver, count)), int(count)
         if rank >= parameters:
             raise MaskMagicError(
                 f"train op {self.name!r}: hold leaves no room to train: the "

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from maskmagic import _compat
@@ -300,23 +301,47 @@ class _Layer:
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.kernel = self.bias = None  # indices into the op's variables
+        # Output columns computed (None: all): a held layer whose output nothing else in the
+        # held graph reads, with an element-wise activation, needs only its held units.
+        self.cols: np.ndarray | None = None
+
+    def columns(self, x: tf.Tensor, axis: int) -> tf.Tensor:
+        """``x`` restricted to the computed output columns along ``axis``."""
+        return x if self.cols is None else tf.gather(x, self.cols, axis=axis)
+
+    def expand(self, x: tf.Tensor) -> tf.Tensor:
+        """The inverse of :meth:`columns` on the last axis: zeros in the other columns."""
+        if self.cols is None:
+            return x
+        width = int(self.layer.kernel.shape[-1])
+        return tf.matmul(x, tf.one_hot(self.cols, width, dtype=x.dtype))
 
     def kernel_eff(self) -> tf.Tensor:
-        kernel = tf.convert_to_tensor(self.layer.kernel)
+        kernel = self.columns(tf.convert_to_tensor(self.layer.kernel), 1)
         mask = self.connected("kernel")
         return kernel if mask is None else tf.where(mask, kernel, tf.zeros_like(kernel))
 
     def bias_eff(self) -> tf.Tensor | None:
         if getattr(self.layer, "bias", None) is None:
             return None
-        bias = tf.convert_to_tensor(self.layer.bias)
+        bias = self.columns(tf.convert_to_tensor(self.layer.bias), 0)
         mask = self.connected("bias")
         return bias if mask is None else bias * tf.cast(mask, bias.dtype)
 
     def connected(self, kind: str) -> tf.Tensor | None:
-        """Bool entries the network uses (None: all)."""
+        """Bool entries the network uses in the computed columns (None: all)."""
         mask = _mask_of(self.layer, kind)
-        return None if mask is None else tf.cast(tf.convert_to_tensor(mask), tf.bool)
+        if mask is None:
+            return None
+        return self.columns(
+            tf.cast(tf.convert_to_tensor(mask), tf.bool), 1 if kind == "kernel" else 0
+        )
+
+    def call(self, a: tf.Tensor) -> tf.Tensor:
+        """The pre-activation ``a @ kernel_eff + bias_eff`` (computed columns only)."""
+        z = tf.matmul(a, self.kernel_eff())
+        bias = self.bias_eff()
+        return z if bias is None else z + bias
 
 
 def _restrict(x: tf.Tensor, mask: tf.Tensor, everything: tf.Tensor) -> tf.Tensor:
@@ -354,10 +379,7 @@ class DenseJacobian:
 
             def call(a, *args, **kwargs):
                 a = tf.convert_to_tensor(a)
-                z = tf.matmul(a, entry.kernel_eff())
-                bias = entry.bias_eff()
-                if bias is not None:
-                    z = z + bias
+                z = entry.call(a)
                 probe = tf.zeros_like(z)
                 tape.watch(probe)
                 inputs[id(operation)], probes[id(operation)] = a, probe
@@ -390,17 +412,17 @@ class DenseJacobian:
             entry = layers[key]
             kernel_w = bias_w = None
             if entry.kernel is not None:
-                kernel_w = _and(entry.connected("kernel"), allowed[entry.kernel])
+                mask = allowed[entry.kernel]
+                mask = None if mask is None else entry.columns(mask, 1)
+                kernel_w = _and(entry.connected("kernel"), mask)
                 kernel_w = (
-                    tf.ones(tf.shape(entry.layer.kernel.value), tf.bool)
-                    if kernel_w is None
-                    else kernel_w
+                    tf.ones(tf.shape(entry.kernel_eff()), tf.bool) if kernel_w is None else kernel_w
                 )
             if entry.bias is not None:
-                bias_w = _and(entry.connected("bias"), allowed[entry.bias])
-                bias_w = (
-                    tf.ones(tf.shape(entry.layer.bias.value), tf.bool) if bias_w is None else bias_w
-                )
+                mask = allowed[entry.bias]
+                mask = None if mask is None else entry.columns(mask, 0)
+                bias_w = _and(entry.connected("bias"), mask)
+                bias_w = tf.ones(tf.shape(d)[-1:], tf.bool) if bias_w is None else bias_w
             d32 = tf.transpose(d, [1, 0, 2])  # (N, U, out)
             self._inputs32[id(entry)] = inputs[key]
             self._d32[id(entry)] = d32
@@ -495,11 +517,11 @@ class DenseJacobian:
         if kernel_w is not None:
             # The (N, in) x (in, out) product in float32 like the forward pass: J v is then
             # exact to float32 rounding (the corrections remove what is left).
-            v = _restrict(kernel, kernel_w, self._kernel_all[id(entry)])
+            v = _restrict(entry.columns(kernel, 1), kernel_w, self._kernel_all[id(entry)])
             z = _f64(tf.matmul(self._inputs32[id(entry)], tf.cast(v, tf.float32)))
             total += tf.einsum("nj,nuj->nu", z, d)
         if bias_w is not None:
-            v = tf.where(bias_w, _f64(bias), tf.zeros([], tf.float64))
+            v = tf.where(bias_w, _f64(entry.columns(bias, 0)), tf.zeros([], tf.float64))
             total += tf.einsum("j,nuj->nu", v, d)
         return total
 
@@ -509,9 +531,11 @@ class DenseJacobian:
         for part in self._parts:
             entry = part[0]
             k, b = self._transpose_part(part, alpha)
-            if k is not None:
+            if k is not None:  # a restricted layer: (in, cols) x one-hot (cols, out)
+                k = entry.expand(k)
                 out[entry.kernel] = tf.cast(k, self._variables[entry.kernel].dtype)
             if b is not None:
+                b = entry.expand(b[None])[0]
                 out[entry.bias] = tf.cast(b, self._variables[entry.bias].dtype)
         return [tf.zeros_like(v.value) if o is None else o for o, v in zip(out, self._variables)]
 
@@ -558,11 +582,14 @@ class DenseJacobian:
         return tf.reshape(total, [-1])
 
 
-def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list):
+def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list, units=None):
     """A function ``(values_fn, x, allowed) -> jacobian`` for the op's variables.
 
     The structured :class:`DenseJacobian` when every variable is the kernel or bias of a
-    Dense-like layer of the held model's graph; else :class:`ExplicitJacobian`.
+    Dense-like layer of the held model's graph; else :class:`ExplicitJacobian`. The function's
+    ``restricted`` attribute names the held layers computed on their held units only
+    ({layer name: columns}; see :func:`_restrict_held`), and its ``forward(x)`` runs the held
+    graph that way (outputs of those layers: their held units, in order).
     """
     graph = _compat.functional_graph(held_model)
     layers: dict[int, _Layer] = {}
@@ -582,6 +609,25 @@ def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list):
     def structured(values_fn, x, allowed):
         return DenseJacobian(graph, layers, values_fn, x, variables, allowed)
 
+    def forward(x):
+        def wrap(operation):
+            entry = layers.get(id(operation))
+            if entry is None or entry.cols is None:
+                return operation
+
+            def call(a, *args, **kwargs):
+                z = entry.call(tf.convert_to_tensor(a))
+                activation = entry.layer.activation
+                return z if activation is None else activation(z)
+
+            return call
+
+        return _compat.run_graph(graph, x, wrap)
+
+    restricted = _restrict_held(graph, layers, units or {}) if ok else {}
+    structured.restricted = restricted  # type: ignore[attr-defined]
+    structured.forward = forward  # type: ignore[attr-defined]
+
     def explicit(values_fn, x, allowed):
         return ExplicitJacobian(
             lambda inputs: tf.reshape(values_fn(held_model(inputs, training=False)), [-1]),
@@ -590,7 +636,38 @@ def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list):
             allowed,
         )
 
+    explicit.restricted = {}  # type: ignore[attr-defined]
     return structured if ok else explicit
+
+
+def _restrict_held(graph, layers: dict, units: dict) -> dict:
+    """Marks the held layers to compute on their held units only; returns {name: columns}.
+
+    A held layer qualifies when the op trains it (a Dense-like entry), no other layer of the
+    held graph reads its output, its activation is element-wise (each held unit depends on its
+    own pre-activation only) and at most half its units are held (else the one-hot expansion
+    of ``J^T`` would cost as much as the full product).
+    """
+    from maskmagic.training.reach import is_per_unit_activation
+
+    read = set()
+    for layer in graph.layers:
+        for node in _compat.inbound_nodes(layer):
+            for tensor in node.arguments.keras_tensors:
+                read.add(id(_compat.producing_layer(tensor)))
+    restricted = {}
+    by_name = {entry.layer.name: entry for entry in layers.values()}
+    for name, vector in units.items():
+        entry = by_name.get(name)
+        if entry is None or id(entry.layer) in read:
+            continue
+        if not is_per_unit_activation(entry.layer.activation):
+            continue
+        cols = np.flatnonzero(vector).astype("int32")
+        if 2 * cols.size <= vector.size:
+            entry.cols = cols
+            restricted[name] = cols
+    return restricted
 
 
 def selectors_layers(model: keras.Model) -> list:
