@@ -109,6 +109,11 @@ class Solver:
             self._chol, _, self._rank = self._factor()
             self._refine = getattr(jacobian, "noise", 0.0) > 0  # approximate Gram: refine
 
+    def _require_cache(self) -> FactorCache:
+        if self._cache is None:
+            raise AssertionError("the cached solve runs only with a FactorCache")
+        return self._cache
+
     @property
     def rank(self) -> tf.Tensor:
         """Pivots of the (last) factorisation above the rank threshold."""
@@ -148,7 +153,7 @@ class Solver:
             return self._cache.rank.read_value()
 
     def _store(self, chol, ridge, rank) -> list:
-        cache = self._cache
+        cache = self._require_cache()
         count = tf.constant(-1.0, tf.float64) if self._count is None else self._count
         return [
             cache.inverse.assign(self._inverse(chol)),
@@ -174,7 +179,7 @@ class Solver:
 
     def _cached_solve(self, rhs: tf.Tensor, tol: float) -> tf.Tensor:
         """PCG with the cached inverse; a fresh factor (and PCG again) when it does not pay."""
-        cache = self._cache
+        cache = self._require_cache()
         usable = cache.valid.read_value()
         if self._count is not None:
             usable = tf.logical_and(usable, tf.equal(cache.count.read_value(), self._count))
@@ -222,7 +227,7 @@ class Solver:
             return i + 1, x, r_next, z_next, z_next + beta * p, rz_next
 
         count, x, r, _, _, _ = tf.while_loop(going, step, start, parallel_iterations=1)
-        with tf.control_dependencies([self._cache.iterations.assign_add(count)]):
+        with tf.control_dependencies([self._require_cache().iterations.assign_add(count)]):
             return tf.identity(x), tf.norm(r) <= goal
 
     def min_norm(self, residual: tf.Tensor, tol: float = PCG_TOL) -> list:
