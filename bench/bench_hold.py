@@ -5,7 +5,8 @@ by side in one process, interleaved (a busy machine slows both alike), and the m
 
 * ``plain``: ``TrainOp(model, "mse", "sgd")``, every parameter trained;
 * ``hold``: the same op with ``hold=UNITS hold_on=REFERENCE`` (gradient projected, update
-  projected, chord Gauss-Newton corrections to ``hold_tol=1e-6``).
+  projected by the first of the chord Gauss-Newton corrections to ``hold_tol=1e-6``; the
+  Gram's factor kept across steps as a conjugate-gradient preconditioner).
 
 Targets (issue 15): 784-256-10 holding 10 outputs on 64 reference inputs (640 constraints)
 <= 4x; a 4096 x 4096 layer with 256 constraints <= 3x. The 20%-mask case takes the exact
@@ -102,6 +103,8 @@ def run_case(label, sizes, density, batch, hold, references, target, repeats):
         "target": target,
         "relative_drift": report.relative_drift,
         "corrections": report.corrections,
+        "factorizations": held.hold.factorizations,
+        "steps": report.steps,
     }
 
 

@@ -11,15 +11,24 @@ A step with a hold, inside the op's compiled step:
    entries the op may change; the optimizer sees only that projected gradient, so momentum and
    Adam's moments accumulate only allowed directions;
 2. the optimizer's update is projected again (per-entry scaling such as Adam's leaves the null
-   space);
+   space) by the first Gauss-Newton correction: its residual ``h(old + u) - h(old)`` is
+   ``J u`` plus second-order terms, so ``-J^T (J J^T)^+`` of it removes the update's
+   component along the rows of ``J`` together with the nonlinear drift (``PROJECT_UPDATE``
+   projects ``u`` separately first, as before: one more ``J v``, solve and ``J^T``);
 3. Gauss-Newton corrections ``delta = -J^T (J J^T)^+ r`` on the allowed entries bring the held
    values back to their values before the step, until the largest change is within
-   ``tol * max|held values|`` (chord iterations: ``J`` from before the step, factored once).
+   ``tol * max|held values|`` (chord iterations: ``J`` from before the step).
 
 ``(J J^T)^+`` is applied through a Cholesky factorisation (float64 with a tiny ridge, so
-dependent constraints are allowed; large Dense Grams in float32 with a noise-sized ridge and one
-refinement sweep, see :mod:`maskmagic.training.jacobian`); the rank reported counts its pivots
-above a threshold (``RCOND`` for float64). When that rank reaches the number of parameters the
+dependent constraints are allowed; large Dense Grams in float32 with a noise-sized ridge, see
+:mod:`maskmagic.training.jacobian`); the rank reported counts its pivots above a threshold
+(``RCOND`` for float64). With fixed reference inputs (``hold_on=``) and Dense-like layers the
+factor is kept across steps (:class:`~maskmagic.training.jacobian.FactorCache`): each solve runs
+conjugate gradients against the current ``J J^T`` preconditioned by it, and the Gram is formed
+and factored again only when that stops converging; the rank is then the one of the last
+factorisation. Exactness never depends on the factor's age: the gradient's solve converges to
+``PCG_TOL`` against the current Gram, and the corrections' loop checks the held values
+themselves. When that rank reaches the number of parameters the
 op may change, no step can move anything without moving the held units: the op raises a
 :class:`~maskmagic.errors.MaskMagicError` when it is built (fixed ``hold_on``), or warns with
 :class:`HoldWarning` and leaves the parameters as they were (reference = each batch).
@@ -48,7 +57,7 @@ from maskmagic.training import jacobian, selectors
 __all__ = ["Hold", "HoldReport", "HoldWarning", "DEFAULT_TOL"]
 
 DEFAULT_TOL = 1e-6
-PROJECT_UPDATE = False
+PROJECT_UPDATE = False  # True: project the update before the corrections (see step 2)
 MAX_CORRECTIONS = 12  # chord Gauss-Newton: usually one or two; more means it cannot
 
 
@@ -348,6 +357,12 @@ class Hold:
             variable.assign(tf.cond(room > 0, lambda v=value: v, lambda b=before: b))
 
     # ------------------------------------------------------------------ report
+    @property
+    def factorizations(self) -> int | None:
+        """Gram factorisations so far with a kept factor (fixed ``hold_on``; build included);
+        None when the Gram is factored every step."""
+        return None if self._cache is None else int(self._cache.factorizations.numpy())
+
     def report(self) -> HoldReport | None:
         """The report of the last step, or None before the first step."""
         if not self.steps:

@@ -15,7 +15,14 @@ Two ways to get them:
   ``G = (A A^T expanded) * (D D^T)``; with a partial ``W``, ``G = sum_j (A diag(W_j) A^T) * d_j
   d_j^T``. ``D`` comes from one backward pass per held unit (samples are independent in
   inference mode), never from one per held value, and ``J`` is never materialised.
+  A held layer that nothing else in the held graph reads, with an element-wise activation,
+  is computed on its held units only (``_restrict_held``): its forward pass, ``J v`` and
+  ``J^T alpha`` touch only those kernel columns (``J^T`` is expanded with a one-hot product).
+  ``J J^T v`` never needs the Gram: ``D_nu . ((A A^T + 1) E)_n`` (:meth:`gram_matvec`).
 * :class:`ExplicitJacobian` otherwise: ``tf.GradientTape.jacobian`` (M x parameters).
+
+:class:`Solver` factors the Gram per step, or, with a :class:`FactorCache` (fixed reference
+inputs), solves by preconditioned conjugate gradients with the factor of an earlier step.
 """
 
 from __future__ import annotations
