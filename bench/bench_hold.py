@@ -118,7 +118,9 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 5 if args.quick else 15
     chosen = CASES if args.cases is None else [CASES[i] for i in args.cases]
+    load_before = os.getloadavg()
     rows = [run_case(*case, repeats=repeats) for case in chosen]
+    load_after = os.getloadavg()
     head = f"{'case':42s} {'M':>4s} {'rank':>5s} {'plain ms':>9s} {'hold ms':>9s} {'ratio':>6s} {'target':>6s}"
     print(head)
     for r in rows:
@@ -133,6 +135,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "tensorflow": tf.__version__,
         "repeats": repeats,
+        # 1-minute load average before and after the run (the cores may be shared)
+        "loadavg": [round(load_before[0], 2), round(load_after[0], 2)],
         "rows": rows,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
