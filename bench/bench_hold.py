@@ -5,7 +5,8 @@ by side in one process, interleaved (a busy machine slows both alike), and the m
 
 * ``plain``: ``TrainOp(model, "mse", "sgd")``, every parameter trained;
 * ``hold``: the same op with ``hold=UNITS hold_on=REFERENCE`` (gradient projected, update
-  projected, chord Gauss-Newton corrections to ``hold_tol=1e-6``).
+  projected by the first of the chord Gauss-Newton corrections to ``hold_tol=1e-6``; the
+  Gram's factor kept across steps as a conjugate-gradient preconditioner).
 
 Targets (issue 15): 784-256-10 holding 10 outputs on 64 reference inputs (640 constraints)
 <= 4x; a 4096 x 4096 layer with 256 constraints <= 3x. The 20%-mask case takes the exact
@@ -102,6 +103,8 @@ def run_case(label, sizes, density, batch, hold, references, target, repeats):
         "target": target,
         "relative_drift": report.relative_drift,
         "corrections": report.corrections,
+        "factorizations": held.hold.factorizations,
+        "steps": report.steps,
     }
 
 
@@ -115,7 +118,9 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 5 if args.quick else 15
     chosen = CASES if args.cases is None else [CASES[i] for i in args.cases]
+    load_before = os.getloadavg()
     rows = [run_case(*case, repeats=repeats) for case in chosen]
+    load_after = os.getloadavg()
     head = f"{'case':42s} {'M':>4s} {'rank':>5s} {'plain ms':>9s} {'hold ms':>9s} {'ratio':>6s} {'target':>6s}"
     print(head)
     for r in rows:
@@ -130,6 +135,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "tensorflow": tf.__version__,
         "repeats": repeats,
+        # 1-minute load average before and after the run (the cores may be shared)
+        "loadavg": [round(load_before[0], 2), round(load_after[0], 2)],
         "rows": rows,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

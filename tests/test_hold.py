@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from maskmagic import _compat
 from maskmagic.errors import MaskMagicError, SelectorError
+from maskmagic.layers import MaskedDense
 from maskmagic.training import TrainOp
 from maskmagic.training.hold import HoldWarning
 
@@ -256,7 +257,18 @@ def test_structured_jacobian_equals_the_explicit_one(partial, monkeypatch):
 
     structured, explicit, variables = _jacobians(model, ["out[0]", "hidden[2]"], allowed)
     assert isinstance(structured, jacobian.DenseJacobian)
+    # out is computed on its held unit only (nothing reads it); hidden feeds out: all units
+    assert [p[0].layer.name for p in structured._parts if p[0].cols is not None] == ["out"]
     gram, exact = structured.gram().numpy(), explicit.gram().numpy()
+    # J J^T v without the Gram (the solves' product): float64 from the same float32 factors
+    # (full layers) or float32 kernel products (partial W, like apply): 1e-5 of |G||v|.
+    v = rng.normal(size=16)
+    np.testing.assert_allclose(
+        structured.gram_matvec(tf.constant(v)).numpy(),
+        exact @ v,
+        rtol=0,
+        atol=1e-5 * np.abs(exact).max() * np.abs(v).sum(),
+    )
     if partial:
         # Both Grams are float64 sums of the same float32 products, in different orders: 1e-9.
         np.testing.assert_allclose(gram, exact, rtol=1e-9, atol=1e-9)
@@ -319,3 +331,70 @@ def test_plain_dense_and_other_layers_use_the_explicit_jacobian_and_hold():
     for _ in range(10):
         op(X, Y)
     assert np.abs(model(X).numpy()[:, 0] - before).max() <= DONE_DRIFT
+
+
+def _momentum_leak(model, optimizer, reference):
+    """max |J m| / (|J rows| |m|) after a step: 0 when the momentum is projected."""
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        values = model(reference)[:, 0]
+    jac = tape.jacobian(values, variables)
+    jac = np.concatenate([j.numpy().reshape(len(reference), -1) for j in jac], axis=1)
+    momentum = np.concatenate(
+        [_compat.optimizer_slots(optimizer, v)[0].numpy().ravel() for v in variables]
+    )
+    return np.max(np.abs(jac @ momentum) / (np.linalg.norm(jac, axis=1) * np.linalg.norm(momentum)))
+
+
+def test_fixed_reference_reuses_the_factor_and_a_stale_one_never_weakens_the_hold():
+    """Catches: a factor formed every step (the cost the cache removes), and a hold whose
+    exactness depends on the cached factor (solves must run against the current J J^T)."""
+    keras.utils.set_random_seed(0)
+    model = make_342()
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    reference = X[:6] + 0.25
+    op = TrainOp(model, "mse", optimizer, hold="out[0]", hold_on=reference)
+    cache = op.hold._cache
+    before = model(reference).numpy()[:, 0]
+    for _ in range(10):
+        op(X, Y)
+    assert cache.factorizations.numpy() < 10 and cache.iterations.numpy() > 0
+    assert np.abs(model(reference).numpy()[:, 0] - before).max() <= DONE_DRIFT
+    # A wrong preconditioner (a scaled identity) on a fresh op: each solve still converges
+    # against the exact Gram, or the Gram is factored again; the hold and the projection of the
+    # first step's gradient (the momentum after one step) stay exact.
+    keras.utils.set_random_seed(0)
+    fresh, optimizer = make_342(), keras.optimizers.SGD(0.1, momentum=0.9)
+    stale = TrainOp(fresh, "mse", optimizer, hold="out[0]", hold_on=reference)
+    stale.hold._cache.inverse.assign(tf.eye(6) * 1e3)
+    start = fresh.get_weights()
+    stale(X, Y)
+    assert np.abs(fresh(reference).numpy()[:, 0] - before).max() <= DONE_DRIFT
+    fresh.set_weights(start)  # the gradient was projected at the point before the step
+    # 1e-5 of the Cauchy-Schwarz bound: far above float32 rounding, far below a leak (~1).
+    assert _momentum_leak(fresh, optimizer, reference) <= 1e-5
+
+
+def test_held_layer_with_softmax_is_not_restricted_and_holds():
+    """Catches: a held layer computed on its held units only although its activation mixes
+    units (softmax: every unit moves every output)."""
+    x = keras.Input((3,))
+    h = MaskedDense(4, activation="tanh", name="hidden")(x)
+    model = keras.Model(x, MaskedDense(3, activation="softmax", name="out")(h))
+    op = TrainOp(model, "mse", keras.optimizers.Adam(0.01), hold="out[0]", hold_on=X)
+    assert op.hold._jacobian.restricted == {}
+    before = model(X).numpy()[:, 0]
+    for _ in range(5):
+        op(X, np.full((8, 3), 1 / 3, "float32"))
+    assert np.abs(model(X).numpy()[:, 0] - before).max() <= DONE_DRIFT
+
+
+def test_restricted_held_values_equal_the_model_outputs():
+    """Catches: a restricted forward that computes other columns than the held units."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((3,))
+    model = keras.Model(x, MaskedDense(6, activation="sigmoid", name="out")(x))
+    op = TrainOp(model, "mse", "sgd", hold=["out[1]", "out[4]"], hold_on=X)
+    assert list(op.hold._jacobian.restricted["out"]) == [1, 4]
+    expected = model(X).numpy()[:, [1, 4]].ravel()
+    np.testing.assert_allclose(op.hold.held(tf.constant(X)).numpy(), expected, rtol=1e-6)

@@ -11,15 +11,24 @@ A step with a hold, inside the op's compiled step:
    entries the op may change; the optimizer sees only that projected gradient, so momentum and
    Adam's moments accumulate only allowed directions;
 2. the optimizer's update is projected again (per-entry scaling such as Adam's leaves the null
-   space);
+   space) by the first Gauss-Newton correction: its residual ``h(old + u) - h(old)`` is
+   ``J u`` plus second-order terms, so ``-J^T (J J^T)^+`` of it removes the update's
+   component along the rows of ``J`` together with the nonlinear drift (``PROJECT_UPDATE``
+   projects ``u`` separately first, as before: one more ``J v``, solve and ``J^T``);
 3. Gauss-Newton corrections ``delta = -J^T (J J^T)^+ r`` on the allowed entries bring the held
    values back to their values before the step, until the largest change is within
-   ``tol * max|held values|`` (chord iterations: ``J`` from before the step, factored once).
+   ``tol * max|held values|`` (chord iterations: ``J`` from before the step).
 
 ``(J J^T)^+`` is applied through a Cholesky factorisation (float64 with a tiny ridge, so
-dependent constraints are allowed; large Dense Grams in float32 with a noise-sized ridge and one
-refinement sweep, see :mod:`maskmagic.training.jacobian`); the rank reported counts its pivots
-above a threshold (``RCOND`` for float64). When that rank reaches the number of parameters the
+dependent constraints are allowed; large Dense Grams in float32 with a noise-sized ridge, see
+:mod:`maskmagic.training.jacobian`); the rank reported counts its pivots above a threshold
+(``RCOND`` for float64). With fixed reference inputs (``hold_on=``) and Dense-like layers the
+factor is kept across steps (:class:`~maskmagic.training.jacobian.FactorCache`): each solve runs
+conjugate gradients against the current ``J J^T`` preconditioned by it, and the Gram is formed
+and factored again only when that stops converging; the rank is then the one of the last
+factorisation. Exactness never depends on the factor's age: the gradient's solve converges to
+``PCG_TOL`` against the current Gram, and the corrections' loop checks the held values
+themselves. When that rank reaches the number of parameters the
 op may change, no step can move anything without moving the held units: the op raises a
 :class:`~maskmagic.errors.MaskMagicError` when it is built (fixed ``hold_on``), or warns with
 :class:`HoldWarning` and leaves the parameters as they were (reference = each batch).
@@ -48,6 +57,7 @@ from maskmagic.training import jacobian, selectors
 __all__ = ["Hold", "HoldReport", "HoldWarning", "DEFAULT_TOL"]
 
 DEFAULT_TOL = 1e-6
+PROJECT_UPDATE = False  # True: project the update before the corrections (see step 2)
 MAX_CORRECTIONS = 12  # chord Gauss-Newton: usually one or two; more means it cannot
 
 
@@ -199,7 +209,14 @@ class Hold:
         self._indices = [tf.constant(np.flatnonzero(v), tf.int32) for v in units.values()]
         self._variables = list(variables)
         self._masks = [masks.get(v.path) for v in self._variables]
-        self._jacobian = jacobian.make_jacobian(model, self._held_model, self._variables)
+        self._jacobian = jacobian.make_jacobian(model, self._held_model, self._variables, units)
+        # Held layers computed on their held units only (their outputs come selected).
+        self._restricted = [name in self._jacobian.restricted for name in units]
+        # Fixed reference inputs: the Gram's factor is kept across steps (see FactorCache).
+        self._cache = None
+        if reference is not None:
+            rows = int(reference.shape[0]) * sum(int(v.sum()) for v in units.values())
+            self._cache = jacobian.FactorCache(rows)
         self._context: dict[str, Any] = {}
         self._stats = tf.Variable(tf.zeros([6], tf.float64), trainable=False, name="hold_report")
         self.steps = 0
@@ -208,47 +225,65 @@ class Hold:
     def _select(self, outputs: Any) -> tf.Tensor:
         """(samples, held units) from the held model's outputs."""
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        parts = [tf.gather(out, idx, axis=-1) for out, idx in zip(outputs, self._indices)]
+        parts = [
+            out if done else tf.gather(out, idx, axis=-1)
+            for out, idx, done in zip(outputs, self._indices, self._restricted)
+        ]
         return tf.concat(parts, axis=-1)
 
     def held(self, x: tf.Tensor) -> tf.Tensor:
         """The held values on ``x`` (inference mode), flattened sample-major."""
+        if any(self._restricted):
+            return tf.reshape(self._select(self._jacobian.forward(x)), [-1])
         return tf.reshape(self._select(self._held_model(x, training=False)), [-1])
 
-    def solver(self, x: tf.Tensor, allowed: list) -> jacobian.Solver:
-        """The least-squares solver of the held values on ``x`` at the current parameters."""
-        return jacobian.Solver(self._jacobian(self._select, x, allowed))
+    def solver(self, x: tf.Tensor, allowed: list, count: Any = None) -> jacobian.Solver:
+        """The least-squares solver of the held values on ``x`` at the current parameters
+        (with the factor cache when ``x`` is the fixed reference)."""
+        cache = self._cache if x is self.reference else None
+        if cache is not None and count is None:
+            count = self.parameter_count(allowed)
+        return jacobian.Solver(self._jacobian(self._select, x, allowed), cache, count)
 
     def _allowed(self) -> list:
+        """Bool update masks of the op's variables (None: every entry)."""
         return [
-            None if m is None else tf.cast(tf.convert_to_tensor(m), v.dtype)
-            for v, m in zip(self._variables, self._masks)
+            None if m is None else tf.cast(tf.convert_to_tensor(m), tf.bool) for m in self._masks
         ]
 
-    def parameter_count(self) -> tf.Tensor:
+    def parameter_count(self, allowed: list | None = None) -> tf.Tensor:
+        """Entries the op may change (float64)."""
+        allowed = self._allowed() if allowed is None else allowed
         total = tf.constant(0.0, tf.float64)
-        for v, m in zip(self._variables, self._allowed()):
-            count = tf.cast(tf.size(v.value), tf.float64) if m is None else tf.reduce_sum(m)
+        for v, m in zip(self._variables, allowed):
+            count = tf.size(v.value, tf.int64) if m is None else tf.math.count_nonzero(m)
             total += tf.cast(count, tf.float64)
         return total
 
-    def _rank(self, solver: jacobian.Solver) -> tf.Tensor:
+    def _rank(self, solver: jacobian.Solver, count: tf.Tensor) -> tf.Tensor:
         """The solver's rank estimate (Cholesky pivots), never above the parameter count."""
-        return tf.minimum(tf.cast(solver.rank, tf.float64), self.parameter_count())
+        return tf.minimum(tf.cast(solver.rank, tf.float64), count)
 
     # ------------------------------------------------------------------ step hooks
     def project_gradient(self, grads: list, x: Any) -> list:
         """Hook before the optimizer: saves the state and returns the projected gradient."""
         reference = self.reference if self.reference is not None else x
         allowed = self._allowed()
+        count = self.parameter_count(allowed)  # once per step (a kernel-sized reduction)
         old = [tf.identity(v.value) for v in self._variables]
-        solver = self.solver(reference, allowed)
+        solver = self.solver(reference, allowed, count)
         before = solver.values if solver.values is not None else self.held(reference)
-        room = self.parameter_count() - self._rank(solver)
+        projected = solver.project(grads)  # (a cached factor may be refreshed here: rank after)
+        room = count - self._rank(solver, count)
         self._context = dict(
-            reference=reference, allowed=allowed, old=old, before=before, solver=solver, room=room
+            reference=reference,
+            allowed=allowed,
+            old=old,
+            before=before,
+            solver=solver,
+            room=room,
+            count=count,
         )
-        projected = solver.project(grads)
         # No room: nothing may move (the projection is already ~0; make it exactly 0).
         return [tf.cond(room > 0, lambda g=g: g, lambda g=g: tf.zeros_like(g)) for g in projected]
 
@@ -256,9 +291,12 @@ class Hold:
         """Hook after the optimizer's update: projects it, then corrects the held values."""
         ctx, self._context = self._context, {}
         allowed, old, solver = ctx["allowed"], ctx["old"], ctx["solver"]
-        update = [v.value - o for v, o in zip(self._variables, old)]
-        update = solver.project(update)
-        self._write([o + u for o, u in zip(old, update)], old, allowed, ctx["room"])
+        if PROJECT_UPDATE:
+            update = [v.value - o for v, o in zip(self._variables, old)]
+            update = solver.project(update, jacobian.LOOSE_TOL)  # the corrections finish it
+            self._write([o + u for o, u in zip(old, update)], old, allowed, ctx["room"])
+        else:
+            self._undo_without_room(old, ctx["room"])
         before, reference = ctx["before"], ctx["reference"]
         scale = tf.maximum(tf.reduce_max(tf.abs(before)), tf.constant(1e-30, before.dtype))
         limit = tf.cast(self.tol, before.dtype) * scale
@@ -275,7 +313,8 @@ class Hold:
 
         def correct(i, r, previous):
             current = [tf.identity(v.value) for v in self._variables]
-            step = solver.min_norm(r)  # chord: J from before the step (factored once)
+            # chord: J from before the step (factored once); the loop checks the drift itself
+            step = solver.min_norm(r, jacobian.LOOSE_TOL)
             self._write([c - s for c, s in zip(current, step)], old, allowed, ctx["room"])
             return i + 1, residual(), tf.reduce_max(tf.abs(r))
 
@@ -292,13 +331,23 @@ class Hold:
                 [
                     tf.cast(final, tf.float64),
                     tf.cast(final / scale, tf.float64),
-                    self._rank(solver),
+                    self._rank(solver, ctx["count"]),
                     tf.cast(tf.size(before), tf.float64),
-                    self.parameter_count(),
+                    ctx["count"],
                     tf.cast(count, tf.float64),
                 ]
             )
         )
+
+    def _undo_without_room(self, old: list, room: tf.Tensor) -> None:
+        """No room: every variable gets back its value from before the step."""
+
+        def undo():
+            for variable, before in zip(self._variables, old):
+                variable.assign(before)
+            return tf.constant(0)
+
+        tf.cond(room > 0, lambda: tf.constant(0), undo)
 
     def _write(self, values: list, old: list, allowed: list, room: tf.Tensor) -> None:
         """Assigns ``values`` on allowed entries; every other entry gets back its old value."""
@@ -308,6 +357,12 @@ class Hold:
             variable.assign(tf.cond(room > 0, lambda v=value: v, lambda b=before: b))
 
     # ------------------------------------------------------------------ report
+    @property
+    def factorizations(self) -> int | None:
+        """Gram factorisations so far with a kept factor (fixed ``hold_on``; build included);
+        None when the Gram is factored every step."""
+        return None if self._cache is None else int(self._cache.factorizations.numpy())
+
     def report(self) -> HoldReport | None:
         """The report of the last step, or None before the first step."""
         if not self.steps:
@@ -353,8 +408,11 @@ class Hold:
         """Raises when fixed reference inputs leave no room (checked when the op is built)."""
         if self.reference is None:
             return
-        solver = self.solver(self.reference, self._allowed())
-        rank, parameters = int(self._rank(solver)), int(self.parameter_count())
+        allowed = self._allowed()
+        count = self.parameter_count(allowed)
+        solver = self.solver(self.reference, allowed, count)
+        solver.refresh()  # factors now (and fills the cache the steps start from)
+        rank, parameters = int(self._rank(solver, count)), int(count)
         if rank >= parameters:
             raise MaskMagicError(
                 f"train op {self.name!r}: hold leaves no room to train: the "

@@ -15,7 +15,14 @@ Two ways to get them:
   ``G = (A A^T expanded) * (D D^T)``; with a partial ``W``, ``G = sum_j (A diag(W_j) A^T) * d_j
   d_j^T``. ``D`` comes from one backward pass per held unit (samples are independent in
   inference mode), never from one per held value, and ``J`` is never materialised.
+  A held layer that nothing else in the held graph reads, with an element-wise activation,
+  is computed on its held units only (``_restrict_held``): its forward pass, ``J v`` and
+  ``J^T alpha`` touch only those kernel columns (``J^T`` is expanded with a one-hot product).
+  ``J J^T v`` never needs the Gram: ``D_nu . ((A A^T + 1) E)_n`` (:meth:`gram_matvec`).
 * :class:`ExplicitJacobian` otherwise: ``tf.GradientTape.jacobian`` (M x parameters).
+
+:class:`Solver` factors the Gram per step, or, with a :class:`FactorCache` (fixed reference
+inputs), solves by preconditioned conjugate gradients with the factor of an earlier step.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from maskmagic import _compat
 
-__all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "Solver", "make_jacobian"]
+__all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "FactorCache", "Solver", "make_jacobian"]
 
 # G = J J^T is formed in float64 from float32 factors and factored by Cholesky with a ridge
 # RIDGE * max(diag G): J v for kernels runs in float32 (error e ~ 1e-7 relative), and the
@@ -57,23 +65,76 @@ def _f64(x: Any) -> tf.Tensor:
     return tf.cast(x, tf.float64)
 
 
+class FactorCache:
+    """The inverse of ``J J^T + ridge`` kept across steps (fixed reference inputs, ``M`` rows).
+
+    ``J`` moves little from one step to the next, so the last inverse is a good preconditioner:
+    :class:`Solver` solves each system by conjugate gradients against the current ``J J^T``
+    (exact, :meth:`DenseJacobian.gram_matvec`) preconditioned by it, and forms and factors
+    the Gram again only when that does not converge within ``PCG_MAX`` iterations (or the
+    number of entries the op may change differs from the one at the last factorisation). The
+    inverse is kept in float32 (a preconditioner: one M x M float32 product per iteration, far
+    cheaper than two float64 triangular solves).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.inverse = tf.Variable(tf.zeros([size, size], tf.float32), trainable=False)
+        self.ridge = tf.Variable(tf.constant(0.0, tf.float64), trainable=False)
+        self.rank = tf.Variable(0, trainable=False)
+        self.count = tf.Variable(tf.constant(-1.0, tf.float64), trainable=False)
+        self.valid = tf.Variable(False, trainable=False)
+        self.factorizations = tf.Variable(0, trainable=False)  # for tests and benchmarks
+        self.iterations = tf.Variable(0, trainable=False)  # conjugate-gradient iterations
+
+
+# Conjugate gradients against the exact J J^T (cached inverse as preconditioner) stop at a
+# residual of PCG_TOL * |rhs| (float64 products; below the float32 rounding of J v, ~1e-7) for
+# the gradient's projection (the optimizer's state must see a projected gradient), at LOOSE_TOL
+# for the solves of the corrections (their loop checks the held values themselves and runs until
+# the drift is within hold_tol), or after PCG_MAX iterations, when the Gram is factored again.
+PCG_TOL = 1e-8
+LOOSE_TOL = 1e-3
+PCG_MAX = 8
+
+
 class Solver:
     """Least-squares solves with ``J`` at one point (``J J^T`` factored once).
 
     Args:
         jacobian: an object with ``gram()``, ``apply(vectors)`` and ``transpose(alpha)``.
+        cache: a :class:`FactorCache` to reuse across steps (only with ``gram_matvec``).
+        count: the number of entries the op may change now (checked against the cache's).
     """
 
-    def __init__(self, jacobian: Any) -> None:
+    def __init__(self, jacobian: Any, cache: FactorCache | None = None, count=None) -> None:
         self._jacobian = jacobian
         self.values = getattr(jacobian, "values", None)  # the held values, when computed
+        self._cache = cache if hasattr(jacobian, "gram_matvec") else None
+        self._count = count
+        self._refine = False
+        if self._cache is None:
+            self._chol, _, self._rank = self._factor()
+            self._refine = getattr(jacobian, "noise", 0.0) > 0  # approximate Gram: refine
+
+    def _require_cache(self) -> FactorCache:
+        if self._cache is None:
+            raise AssertionError("the cached solve runs only with a FactorCache")
+        return self._cache
+
+    @property
+    def rank(self) -> tf.Tensor:
+        """Pivots of the (last) factorisation above the rank threshold."""
+        return self._rank if self._cache is None else self._cache.rank.read_value()
+
+    def _factor(self) -> tuple:
+        """(Cholesky factor of ``J J^T + ridge``, absolute ridge, rank) from the formed Gram."""
+        jacobian = self._jacobian
         gram = jacobian.gram()
         noise = getattr(jacobian, "noise", 0.0)  # relative error of an approximate Gram
-        self._refine = noise > 0  # an approximate Gram: factor in float32, refine projections
         top = tf.reduce_max(tf.linalg.diag_part(gram))
         top = tf.maximum(top, tf.constant(1e-300, tf.float64))
         size = tf.shape(gram)[0]
-        if self._refine:
+        if noise > 0:  # an approximate Gram: factor in float32
             # The float32 Cholesky adds a backward error of about sqrt(M) * EPS32 (M rows).
             noise = tf.maximum(
                 tf.constant(noise, tf.float64), NOISE32 * tf.sqrt(tf.cast(size, tf.float64))
@@ -82,33 +143,117 @@ class Solver:
             # A dependent row's pivot is ridge * (1 + |its combination coefficients|^2).
             threshold = tf.maximum(tf.constant(RCOND, tf.float64), 100 * ridge)
             shifted = gram + ridge * top * tf.eye(size, dtype=tf.float64)
-            self._chol = tf.linalg.cholesky(tf.cast(shifted, tf.float32))
+            chol = tf.linalg.cholesky(tf.cast(shifted, tf.float32))
         else:
+            ridge = tf.constant(RIDGE, tf.float64)
             threshold = tf.constant(RCOND, tf.float64)
-            self._chol = tf.linalg.cholesky(gram + RIDGE * top * tf.eye(size, dtype=tf.float64))
-        pivots = _f64(tf.square(tf.linalg.diag_part(self._chol)))
-        self.rank = tf.reduce_sum(tf.cast(pivots > threshold * top, tf.int32))
+            chol = tf.linalg.cholesky(gram + RIDGE * top * tf.eye(size, dtype=tf.float64))
+        pivots = _f64(tf.square(tf.linalg.diag_part(chol)))
+        rank = tf.reduce_sum(tf.cast(pivots > threshold * top, tf.int32))
+        return chol, ridge * top, rank
 
-    def _solve(self, rhs: tf.Tensor) -> tf.Tensor:
+    def refresh(self) -> tf.Tensor:
+        """Forms and factors the Gram now (into the cache, if any); returns the rank."""
+        if self._cache is None:
+            return self._rank
+        with tf.control_dependencies(self._store(*self._factor())):
+            return self._cache.rank.read_value()
+
+    def _store(self, chol, ridge, rank) -> list:
+        cache = self._require_cache()
+        count = tf.constant(-1.0, tf.float64) if self._count is None else self._count
+        return [
+            cache.inverse.assign(self._inverse(chol)),
+            cache.ridge.assign(ridge),
+            cache.rank.assign(rank),
+            cache.count.assign(_f64(count)),
+            cache.valid.assign(True),
+            cache.factorizations.assign_add(1),
+        ]
+
+    @staticmethod
+    def _inverse(chol: tf.Tensor) -> tf.Tensor:
+        """``(L L^T)^-1`` in float32, symmetric (a preconditioner for conjugate gradients)."""
+        eye = tf.eye(tf.shape(chol)[0], dtype=chol.dtype)
+        inverse = tf.cast(tf.linalg.cholesky_solve(chol, eye), tf.float32)
+        return 0.5 * (inverse + tf.transpose(inverse))
+
+    def _solve(self, rhs: tf.Tensor, tol: float = PCG_TOL) -> tf.Tensor:
+        if self._cache is not None:
+            return self._cached_solve(_f64(rhs), tol)
         rhs = tf.cast(rhs[:, None], self._chol.dtype)
         return _f64(tf.linalg.cholesky_solve(self._chol, rhs)[:, 0])
 
-    def min_norm(self, residual: tf.Tensor) -> list:
-        """The smallest change ``d`` (per variable) with ``J d = residual`` (least squares)."""
-        return self._jacobian.transpose(self._solve(_f64(residual)))
+    def _cached_solve(self, rhs: tf.Tensor, tol: float) -> tf.Tensor:
+        """PCG with the cached inverse; a fresh factor (and PCG again) when it does not pay."""
+        cache = self._require_cache()
+        usable = cache.valid.read_value()
+        if self._count is not None:
+            usable = tf.logical_and(usable, tf.equal(cache.count.read_value(), self._count))
 
-    def project(self, vectors: list) -> list:
+        def reuse():
+            return self._pcg(rhs, cache.inverse.read_value(), cache.ridge.read_value(), tol)
+
+        def skip():
+            return tf.zeros_like(rhs), tf.constant(False)
+
+        x, ok = tf.cond(usable, reuse, skip)
+
+        def refactor():
+            chol, ridge, rank = self._factor()
+            with tf.control_dependencies(self._store(chol, ridge, rank)):
+                return self._pcg(rhs, cache.inverse.read_value(), ridge, tol)[0]
+
+        return tf.cond(ok, lambda: tf.identity(x), refactor)
+
+    def _pcg(self, b: tf.Tensor, inverse: tf.Tensor, ridge: tf.Tensor, tol: float) -> tuple:
+        """Preconditioned conjugate gradients on ``(J J^T + ridge) x = b``: (x, converged).
+
+        The float32 preconditioner is applied with rounding, so ``beta`` is Polak-Ribiere's
+        (flexible CG), which keeps converging when the preconditioner is not exactly linear.
+        """
+        matvec = self._jacobian.gram_matvec
+
+        def precondition(r):
+            return _f64(tf.linalg.matvec(inverse, tf.cast(r, tf.float32)))
+
+        goal = tol * tf.norm(b)
+        z = precondition(b)
+        start = (tf.constant(0), tf.zeros_like(b), b, z, z, tf.tensordot(b, z, 1))
+
+        def going(i, x, r, z, p, rz):
+            return tf.logical_and(i < PCG_MAX, tf.norm(r) > goal)
+
+        def step(i, x, r, z, p, rz):
+            q = matvec(p) + ridge * p
+            a = rz / tf.tensordot(p, q, 1)
+            x, r_next = x + a * p, r - a * q
+            z_next = precondition(r_next)
+            rz_next = tf.tensordot(r_next, z_next, 1)
+            beta = tf.tensordot(r_next - r, z_next, 1) / rz
+            return i + 1, x, r_next, z_next, z_next + beta * p, rz_next
+
+        count, x, r, _, _, _ = tf.while_loop(going, step, start, parallel_iterations=1)
+        with tf.control_dependencies([self._require_cache().iterations.assign_add(count)]):
+            return tf.identity(x), tf.norm(r) <= goal
+
+    def min_norm(self, residual: tf.Tensor, tol: float = PCG_TOL) -> list:
+        """The smallest change ``d`` (per variable) with ``J d = residual`` (least squares)."""
+        return self._jacobian.transpose(self._solve(_f64(residual), tol))
+
+    def project(self, vectors: list, tol: float = PCG_TOL) -> list:
         """``v - J^T (J J^T)^+ J v``: ``v`` with every component that moves a held value removed.
 
-        With an approximate (float32-built) Gram the projection runs twice: the second pass is
-        one sweep of iterative refinement (its right-hand side ``J p`` is the residual of the
-        first solve, computed with the exact ``J``), reusing the same factor.
+        With an approximate (float32-built) Gram factored directly the projection runs twice:
+        the second pass is one sweep of iterative refinement (its right-hand side ``J p`` is the
+        residual of the first solve, computed with the exact ``J``), reusing the same factor.
+        The cached path needs no sweep: its conjugate gradients run against the exact Gram.
         """
-        projected = self._project_once(vectors)
-        return self._project_once(projected) if self._refine else projected
+        projected = self._project_once(vectors, tol)
+        return self._project_once(projected, tol) if self._refine else projected
 
-    def _project_once(self, vectors: list) -> list:
-        back = self._jacobian.transpose(self._solve(self._jacobian.apply(vectors)))
+    def _project_once(self, vectors: list, tol: float) -> list:
+        back = self._jacobian.transpose(self._solve(self._jacobian.apply(vectors), tol))
         return [tf.cast(v, b.dtype) - b for v, b in zip(vectors, back)]
 
 
@@ -168,29 +313,54 @@ class _Layer:
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.kernel = self.bias = None  # indices into the op's variables
+        # Output columns computed (None: all): a held layer whose output nothing else in the
+        # held graph reads, with an element-wise activation, needs only its held units.
+        self.cols: np.ndarray | None = None
+
+    def columns(self, x: tf.Tensor, axis: int) -> tf.Tensor:
+        """``x`` restricted to the computed output columns along ``axis``."""
+        return x if self.cols is None else tf.gather(x, self.cols, axis=axis)
+
+    def expand(self, x: tf.Tensor) -> tf.Tensor:
+        """The inverse of :meth:`columns` on the last axis: zeros in the other columns."""
+        if self.cols is None:
+            return x
+        width = int(self.layer.kernel.shape[-1])
+        return tf.matmul(x, tf.one_hot(self.cols, width, dtype=x.dtype))
 
     def kernel_eff(self) -> tf.Tensor:
-        kernel = tf.convert_to_tensor(self.layer.kernel)
+        kernel = self.columns(tf.convert_to_tensor(self.layer.kernel), 1)
         mask = self.connected("kernel")
         return kernel if mask is None else tf.where(mask, kernel, tf.zeros_like(kernel))
 
     def bias_eff(self) -> tf.Tensor | None:
         if getattr(self.layer, "bias", None) is None:
             return None
-        bias = tf.convert_to_tensor(self.layer.bias)
+        bias = self.columns(tf.convert_to_tensor(self.layer.bias), 0)
         mask = self.connected("bias")
         return bias if mask is None else bias * tf.cast(mask, bias.dtype)
 
     def connected(self, kind: str) -> tf.Tensor | None:
-        """Bool entries the network uses (None: all)."""
+        """Bool entries the network uses in the computed columns (None: all)."""
         mask = _mask_of(self.layer, kind)
-        return None if mask is None else tf.cast(tf.convert_to_tensor(mask), tf.bool)
+        if mask is None:
+            return None
+        return self.columns(
+            tf.cast(tf.convert_to_tensor(mask), tf.bool), 1 if kind == "kernel" else 0
+        )
+
+    def call(self, a: tf.Tensor) -> tf.Tensor:
+        """The pre-activation ``a @ kernel_eff + bias_eff`` (computed columns only)."""
+        z = tf.matmul(a, self.kernel_eff())
+        bias = self.bias_eff()
+        return z if bias is None else z + bias
 
 
-def _restrict(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """``x`` with entries outside ``mask`` zeroed (a full mask skips the kernel-sized select)."""
+def _restrict(x: tf.Tensor, mask: tf.Tensor, everything: tf.Tensor) -> tf.Tensor:
+    """``x`` with entries outside ``mask`` zeroed (``everything``, ``all(mask)``: skips the
+    kernel-sized select)."""
     return tf.cond(
-        tf.reduce_all(mask),
+        everything,
         lambda: tf.identity(x),
         lambda: tf.where(mask, x, tf.zeros([], x.dtype)),
     )
@@ -221,10 +391,7 @@ class DenseJacobian:
 
             def call(a, *args, **kwargs):
                 a = tf.convert_to_tensor(a)
-                z = tf.matmul(a, entry.kernel_eff())
-                bias = entry.bias_eff()
-                if bias is not None:
-                    z = z + bias
+                z = entry.call(a)
                 probe = tf.zeros_like(z)
                 tape.watch(probe)
                 inputs[id(operation)], probes[id(operation)] = a, probe
@@ -250,25 +417,35 @@ class DenseJacobian:
         self._parts = []  # (entry, A (N, in) f64, D (N, U, out) f64, kernel W, bias W)
         self._inputs32 = {}  # kernel-sized products run in float32 (see apply/transpose)
         self._d32: dict = {}  # D in float32, for the Gram's products (see NOISE32)
+        self._kernels: dict = {}  # A A^T per layer (float64), for gram_matvec
+        self._kernel_all: dict = {}  # all(kernel W) per layer
+        self._full: dict = {}  # all(kernel W) and all(bias W) per layer
         for key, d in zip(order, grads):
             entry = layers[key]
             kernel_w = bias_w = None
             if entry.kernel is not None:
-                kernel_w = _and(entry.connected("kernel"), allowed[entry.kernel])
+                mask = allowed[entry.kernel]
+                mask = None if mask is None else entry.columns(mask, 1)
+                kernel_w = _and(entry.connected("kernel"), mask)
                 kernel_w = (
-                    tf.ones(tf.shape(entry.layer.kernel.value), tf.bool)
-                    if kernel_w is None
-                    else kernel_w
+                    tf.ones(tf.shape(entry.kernel_eff()), tf.bool) if kernel_w is None else kernel_w
                 )
             if entry.bias is not None:
-                bias_w = _and(entry.connected("bias"), allowed[entry.bias])
-                bias_w = (
-                    tf.ones(tf.shape(entry.layer.bias.value), tf.bool) if bias_w is None else bias_w
-                )
+                mask = allowed[entry.bias]
+                mask = None if mask is None else entry.columns(mask, 0)
+                bias_w = _and(entry.connected("bias"), mask)
+                bias_w = tf.ones(tf.shape(d)[-1:], tf.bool) if bias_w is None else bias_w
             d32 = tf.transpose(d, [1, 0, 2])  # (N, U, out)
             self._inputs32[id(entry)] = inputs[key]
             self._d32[id(entry)] = d32
             self._parts.append((entry, _f64(inputs[key]), _f64(d32), kernel_w, bias_w))
+            # all(W) per variable and per layer, once per Jacobian (not in each solve)
+            alls = [tf.reduce_all(w) for w in (kernel_w, bias_w) if w is not None]
+            self._kernel_all[id(entry)] = alls[0] if kernel_w is not None else None
+            self._full[id(entry)] = alls[0] if len(alls) == 1 else tf.logical_and(*alls)
+            if kernel_w is not None:  # A A^T (N x N) for gram_matvec: small, float64
+                a64 = self._parts[-1][1]
+                self._kernels[id(entry)] = tf.matmul(a64, a64, transpose_b=True)
             widths.append(max(int(d32.shape[-1] or 1), int(inputs[key].shape[-1] or 1)))
             kernel_work += int(inputs[key].shape[-1] or 0) * int(d32.shape[-1] or 0)
         if self._float32_pays(held.shape, [int(d.shape[-1] or 0) for d in grads], kernel_work):
@@ -291,10 +468,7 @@ class DenseJacobian:
         gram = tf.zeros([m, m], tf.float64)
         for entry, a, d, kernel_w, bias_w in self._parts:
             flat = tf.reshape(d, [m, -1])
-            full = tf.constant(True)
-            for w in (kernel_w, bias_w):
-                if w is not None:
-                    full = tf.logical_and(full, tf.reduce_all(w))
+            full = self._full[id(entry)]
             fast = self.noise > 0  # float32 products (see NOISE32); else float64
             a_full = self._inputs32[id(entry)] if fast else a
             d_full = tf.reshape(self._d32[id(entry)], [m, -1]) if fast else flat
@@ -341,38 +515,93 @@ class DenseJacobian:
 
     def apply(self, vectors: list) -> tf.Tensor:
         total = tf.zeros([self._n, self._u], tf.float64)
-        for entry, _, d, kernel_w, bias_w in self._parts:
-            if kernel_w is not None:
-                # The (N, in) x (in, out) product in float32 like the forward pass: J v is then
-                # exact to float32 rounding (the corrections remove what is left).
-                v = _restrict(vectors[entry.kernel], kernel_w)
-                z = _f64(tf.matmul(self._inputs32[id(entry)], tf.cast(v, tf.float32)))
-                total += tf.einsum("nj,nuj->nu", z, d)
-            if bias_w is not None:
-                v = tf.where(bias_w, _f64(vectors[entry.bias]), tf.zeros([], tf.float64))
-                total += tf.einsum("j,nuj->nu", v, d)
+        for part in self._parts:
+            entry = part[0]
+            kernel = None if entry.kernel is None else vectors[entry.kernel]
+            bias = None if entry.bias is None else vectors[entry.bias]
+            total += self._apply_part(part, kernel, bias)
         return tf.reshape(total, [-1])
 
+    def _apply_part(self, part, kernel, bias) -> tf.Tensor:
+        """``J_l v`` of one layer as (N, U) float64."""
+        entry, _, d, kernel_w, bias_w = part
+        total = tf.zeros([self._n, self._u], tf.float64)
+        if kernel_w is not None:
+            # The (N, in) x (in, out) product in float32 like the forward pass: J v is then
+            # exact to float32 rounding (the corrections remove what is left).
+            v = _restrict(entry.columns(kernel, 1), kernel_w, self._kernel_all[id(entry)])
+            z = _f64(tf.matmul(self._inputs32[id(entry)], tf.cast(v, tf.float32)))
+            total += tf.einsum("nj,nuj->nu", z, d)
+        if bias_w is not None:
+            v = tf.where(bias_w, _f64(entry.columns(bias, 0)), tf.zeros([], tf.float64))
+            total += tf.einsum("j,nuj->nu", v, d)
+        return total
+
     def transpose(self, alpha: tf.Tensor) -> list:
-        out = [tf.zeros_like(v.value) for v in self._variables]
+        out: list = [None] * len(self._variables)  # each variable belongs to one layer
         alpha = tf.reshape(alpha, [self._n, self._u])
-        for entry, _, d, kernel_w, bias_w in self._parts:
-            e = tf.einsum("nu,nuj->nj", alpha, d)
-            if kernel_w is not None:  # kernel-sized: float32, like a gradient
-                k = tf.matmul(self._inputs32[id(entry)], tf.cast(e, tf.float32), transpose_a=True)
-                k = _restrict(k, kernel_w)
-                out[entry.kernel] += tf.cast(k, out[entry.kernel].dtype)
-            if bias_w is not None:
-                b = tf.where(bias_w, tf.reduce_sum(e, axis=0), tf.zeros([], tf.float64))
-                out[entry.bias] += tf.cast(b, out[entry.bias].dtype)
-        return out
+        for part in self._parts:
+            entry = part[0]
+            k, b = self._transpose_part(part, alpha)
+            if k is not None:  # a restricted layer: (in, cols) x one-hot (cols, out)
+                k = entry.expand(k)
+                out[entry.kernel] = tf.cast(k, self._variables[entry.kernel].dtype)
+            if b is not None:
+                b = entry.expand(b[None])[0]
+                out[entry.bias] = tf.cast(b, self._variables[entry.bias].dtype)
+        return [tf.zeros_like(v.value) if o is None else o for o, v in zip(out, self._variables)]
+
+    def _transpose_part(self, part, alpha: tf.Tensor) -> tuple:
+        """``J_l^T alpha`` of one layer: (kernel float32 or None, bias float64 or None)."""
+        entry, _, d, kernel_w, bias_w = part
+        e = tf.einsum("nu,nuj->nj", alpha, d)
+        k = b = None
+        if kernel_w is not None:  # kernel-sized: float32, like a gradient
+            k = tf.matmul(self._inputs32[id(entry)], tf.cast(e, tf.float32), transpose_a=True)
+            k = _restrict(k, kernel_w, self._kernel_all[id(entry)])
+        if bias_w is not None:
+            b = tf.where(bias_w, tf.reduce_sum(e, axis=0), tf.zeros([], tf.float64))
+        return k, b
+
+    def gram_matvec(self, v: tf.Tensor) -> tf.Tensor:
+        """``J J^T v`` (float64) without forming ``J J^T``.
+
+        A layer whose entries are all allowed contributes ``D_nu . ((A A^T + 1) E)_n`` (1: the all-ones N x N matrix of a bias) with
+        ``E_n = sum_u v_nu d_nu``: float64 products of sizes N x U x out and N x N x out, never
+        kernel-sized. A layer with a partial ``W`` runs ``J_l (J_l^T v)`` (two kernel-sized
+        float32 products, like :meth:`apply` and :meth:`transpose`).
+        """
+        alpha = tf.reshape(_f64(v), [self._n, self._u])
+        total = tf.zeros([self._n, self._u], tf.float64)
+        for part in self._parts:
+            entry, _, d, kernel_w, bias_w = part
+            full = self._full[id(entry)]
+
+            def structured(d=d, entry=entry, kernel_w=kernel_w, bias_w=bias_w):
+                e = tf.einsum("nu,nuj->nj", alpha, d)
+                f = tf.zeros_like(e)
+                if kernel_w is not None:
+                    f += tf.matmul(self._kernels[id(entry)], e)
+                if bias_w is not None:  # the bias's factor is 1 for every pair of samples
+                    f += tf.reduce_sum(e, axis=0, keepdims=True)
+                return tf.einsum("nj,nuj->nu", f, d)
+
+            def explicit(part=part):
+                k, b = self._transpose_part(part, alpha)
+                return self._apply_part(part, k, b)
+
+            total += tf.cond(full, structured, explicit)
+        return tf.reshape(total, [-1])
 
 
-def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list):
+def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list, units=None):
     """A function ``(values_fn, x, allowed) -> jacobian`` for the op's variables.
 
     The structured :class:`DenseJacobian` when every variable is the kernel or bias of a
-    Dense-like layer of the held model's graph; else :class:`ExplicitJacobian`.
+    Dense-like layer of the held model's graph; else :class:`ExplicitJacobian`. The function's
+    ``restricted`` attribute names the held layers computed on their held units only
+    ({layer name: columns}; see :func:`_restrict_held`), and its ``forward(x)`` runs the held
+    graph that way (outputs of those layers: their held units, in order).
     """
     graph = _compat.functional_graph(held_model)
     layers: dict[int, _Layer] = {}
@@ -392,6 +621,25 @@ def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list):
     def structured(values_fn, x, allowed):
         return DenseJacobian(graph, layers, values_fn, x, variables, allowed)
 
+    def forward(x):
+        def wrap(operation):
+            entry = layers.get(id(operation))
+            if entry is None or entry.cols is None:
+                return operation
+
+            def call(a, *args, **kwargs):
+                z = entry.call(tf.convert_to_tensor(a))
+                activation = entry.layer.activation
+                return z if activation is None else activation(z)
+
+            return call
+
+        return _compat.run_graph(graph, x, wrap)
+
+    restricted = _restrict_held(graph, layers, units or {}) if ok else {}
+    structured.restricted = restricted  # type: ignore[attr-defined]
+    structured.forward = forward  # type: ignore[attr-defined]
+
     def explicit(values_fn, x, allowed):
         return ExplicitJacobian(
             lambda inputs: tf.reshape(values_fn(held_model(inputs, training=False)), [-1]),
@@ -400,7 +648,38 @@ def make_jacobian(model: keras.Model, held_model: keras.Model, variables: list):
             allowed,
         )
 
+    explicit.restricted = {}  # type: ignore[attr-defined]
     return structured if ok else explicit
+
+
+def _restrict_held(graph, layers: dict, units: dict) -> dict:
+    """Marks the held layers to compute on their held units only; returns {name: columns}.
+
+    A held layer qualifies when the op trains it (a Dense-like entry), no other layer of the
+    held graph reads its output, its activation is element-wise (each held unit depends on its
+    own pre-activation only) and at most half its units are held (else the one-hot expansion
+    of ``J^T`` would cost as much as the full product).
+    """
+    from maskmagic.training.reach import is_per_unit_activation
+
+    read = set()
+    for layer in graph.layers:
+        for node in _compat.inbound_nodes(layer):
+            for tensor in node.arguments.keras_tensors:
+                read.add(id(_compat.producing_layer(tensor)))
+    restricted = {}
+    by_name = {entry.layer.name: entry for entry in layers.values()}
+    for name, vector in units.items():
+        entry = by_name.get(name)
+        if entry is None or id(entry.layer) in read:
+            continue
+        if not is_per_unit_activation(entry.layer.activation):
+            continue
+        cols = np.flatnonzero(vector).astype("int32")
+        if 2 * cols.size <= vector.size:
+            entry.cols = cols
+            restricted[name] = cols
+    return restricted
 
 
 def selectors_layers(model: keras.Model) -> list:
