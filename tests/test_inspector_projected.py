@@ -267,12 +267,6 @@ def test_conv_kernel_window_in_the_projected_view_of_an_op_on_the_head():
     inspector.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=tf.errors.InvalidArgumentError,
-    reason="maskmagic.training.jacobian._dense_like treats MaskedConv2D as Dense-like, so "
-    "TrainOp(conv model, hold=...) fails when built (BatchMatMul of an image and a 4-D kernel)",
-)
 def test_conv_kernel_window_in_the_projected_view():
     """Catches: a conv kernel window whose projected taps are not the op's projected gradient,
     or a masked tap with a non-zero projected value."""

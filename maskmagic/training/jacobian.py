@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from maskmagic import _compat
+from maskmagic.layers import MaskedDense
 
 __all__ = ["RCOND", "DenseJacobian", "ExplicitJacobian", "FactorCache", "Solver", "make_jacobian"]
 
@@ -297,8 +298,8 @@ def _dense_like(layer: Any) -> bool:
         return False
     if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
         return False
-    if hasattr(layer, "get_mask"):
-        return not getattr(layer, "is_sparse", False) and _mask_of(layer, "kernel") is not None
+    if type(layer) is MaskedDense:  # exact types: conv layers and subclasses take the general path
+        return not layer.is_sparse and _mask_of(layer, "kernel") is not None
     return type(layer) is keras.layers.Dense
 
 
