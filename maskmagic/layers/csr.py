@@ -67,7 +67,7 @@ CHUNK_ELEMENTS = 1 << 18
 
 # impl="auto": (at least this many cells, at most this density) -> sparse; measured with
 # `python bench/run.py --sweep` (see choose_impl). Smaller layers are always dense.
-AUTO_THRESHOLDS = ((1 << 16, 0.02), (1 << 20, 0.05), (1 << 24, 0.10))
+AUTO_THRESHOLDS = ((1 << 16, 0.02), (1 << 20, 0.05), (1 << 24, 0.03))
 AUTO_MIN_CELLS = AUTO_THRESHOLDS[0][0]
 
 
@@ -164,7 +164,7 @@ def choose_impl(n_in: int, units: int, nnz: int) -> str:
     below 65,536                128 x 128                   never
     65,536 to 1,048,575         256 x 256 to 1024 x 1023    <= 2%
     1,048,576 to 16,777,215     1024 x 1024 to 4096 x 4095  <= 5%
-    16,777,216 and more         4096 x 4096 and larger      <= 10%
+    16,777,216 and more         4096 x 4096 and larger      <= 3%
     ==========================  ==========================  ===================
 
     Measured with the sweep of the first ``bench/run.py`` (MaskedDense train step, Adam, batch 128,
@@ -174,7 +174,9 @@ def choose_impl(n_in: int, units: int, nnz: int) -> str:
     20%). Issue 16 re-measured the user path (``python bench/run.py --densities 0.1 0.05
     0.02 --ops all``, TrainOp with Adam, on a loaded 2-core CPU): at 1024 x 1024 sparse took
     0.49x of Dense at 5% where the dense implementation took 1.7x, so the 5% limit starts at
-    1024 x 1024. Under 65,536 cells both steps take well under a millisecond, so small layers stay
+    1024 x 1024. Re-measured at 4096 x 4096 on a quieter machine (load average about 2, Adam,
+    ``python bench/run.py --sizes 4096 --ops all``): sparse took 2.3x of Dense at 10% and 0.33x
+    at 1%, its cost growing with the connections, so the limit there is 3%. Under 65,536 cells both steps take well under a millisecond, so small layers stay
     dense whatever their density, and the limits sit on the safe side of each crossover.
 
     Args:
