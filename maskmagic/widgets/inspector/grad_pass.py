@@ -164,6 +164,14 @@ class GradientPass:
         raw = self._compiled(target, args)(*args)
         return self._collect(raw, updates)
 
+    def _loss_and_objective(self, x: Any, y: Any, target: str, unit: Any) -> tuple[Any, Any]:
+        """The batch's loss and the objective: the loss, or the sum of ``unit`` of ``target``."""
+        prediction, chosen = self._call(x, target)
+        loss = self._loss_of(y, prediction)
+        if chosen is None:
+            return loss, loss
+        return loss, tf.reduce_sum(tf.gather(chosen, unit, axis=-1))
+
     def _compiled(self, target: str, args: tuple) -> Any:
         """The pass's concrete function for ``target`` and these argument shapes (cached).
 
@@ -198,12 +206,7 @@ class GradientPass:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(sources)
             with keras.StatelessScope(state_mapping=mapping):
-                prediction, chosen = self._call(x, target)
-                loss = self._loss_of(y, prediction)
-            if chosen is None:
-                objective = loss
-            else:
-                objective = tf.reduce_sum(tf.gather(chosen, unit, axis=-1))
+                loss, objective = self._loss_and_objective(x, y, target, unit)
         grads = tape.gradient(objective, sources, unconnected_gradients="zero")
         by_source = dict(zip([id(s) for s in sources], grads))
         layers = []
@@ -271,12 +274,7 @@ class GradientPass:
             One dense tensor per variable, shaped like it (zeros where unconnected).
         """
         with tf.GradientTape() as tape:
-            prediction, chosen = self._call(x, target)
-            loss = self._loss_of(y, prediction)
-            if chosen is None:
-                objective = loss
-            else:
-                objective = tf.reduce_sum(tf.gather(chosen, unit, axis=-1))
+            objective = self._loss_and_objective(x, y, target, unit)[1]
         grads = tape.gradient(objective, variables, unconnected_gradients="zero")
         return [tf.convert_to_tensor(g) for g in grads]
 
