@@ -230,27 +230,14 @@ def test_clicking_a_conv_pair_shows_its_kernel_window(new_notebook, frontend):
     np.testing.assert_array_equal(would_be, _kernel_window(nb, 1, 3, "would_be"))
 
 
-HELD = '''
-import numpy as np
-from maskmagic import build
-from maskmagic.training import TrainOp
-from maskmagic.widgets.inspector import GradientInspector
-
-net, ops = build("""
-input x 6
-dense hidden 10 activation=tanh mask=banded(2)
-dense out 3 mask=[[1,0,0]]*5+[[0,1,1]]*5
-loss mse
-optimizer sgd learning_rate=0.1
-train plain
-""", seed=0)
-rng = np.random.default_rng(0)
-x = rng.normal(size=(32, 6)).astype("float32")
-y = np.tanh(x @ rng.normal(size=(6, 3))).astype("float32")
-held = TrainOp(net, "mse", "sgd", hold="out[0]", hold_on=x[:4], name="held")
-'''
+# The same net, with an op that holds out[0] on four reference inputs.
+HELD = (
+    SETUP
+    + "from maskmagic.training import TrainOp\n"
+    + 'held = TrainOp(net, "mse", "sgd", hold="out[0]", hold_on=x[:4], name="held")\n'
+)
 SHOW_HELD = "w = GradientInspector(net, x, y, op=held)\nw"
-SHOW_PLAIN = 'w_plain = GradientInspector(net, x, y, op=ops["plain"])\nw_plain'
+SHOW_PLAIN = 'w_plain = GradientInspector(net, x, y, op=ops["keep_first"])\nw_plain'
 
 # A checksum of a canvas's pixels (changes when any pixel does).
 _CHECKSUM = """(c) => {
