@@ -40,8 +40,7 @@ def measure() -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from maskmagic.layers import MaskedDense
-    from maskmagic.layers import csr
+    from maskmagic.layers import MaskedDense, csr
     from maskmagic.training import TrainOp
 
     rng = np.random.default_rng(0)
