@@ -1,6 +1,6 @@
 """Parse + build time of a 10-layer net (512 units a layer) beside Keras' own build time.
 
-Run: python bench/bench_build.py [--repeats N]
+Run: python bench/bench_build.py [--repeats N] [--save]  (--save: bench/results/build-DATE.json)
 All builds are measured alternately in one process; ratios of medians are printed.
 Target (issue 3): the magic adds under 20% to the time Keras takes to build the same model
 from Python (MaskedDense layers, compiled): ratio < 1.20. For information it also shows a plain
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -64,7 +65,9 @@ def _time(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--save", action="store_true", help="write bench/results/build-DATE.json")
     args = parser.parse_args()
+    load = [os.getloadavg()]
     runs = {"keras": keras_build, "magic": maskmagic_build, "plain": plain_build}
     times: dict[str, list[float]] = {key: [] for key in runs}
     for fn in runs.values():
@@ -79,6 +82,14 @@ def main() -> None:
     print(f"{'for information: Input + 10 plain Dense + compile':<52}{p:>10.4f}")
     print(f"ratio magic / keras by hand:  {m / k:.3f}  (target < 1.20)")
     print(f"ratio masked / plain Dense:   {k / p:.3f}  (the cost of the mask variables)")
+    if args.save:
+        from record import save
+
+        result = {"median_s": {"keras_masked": k, "magic": m, "keras_plain": p},
+                  "magic_over_keras": m / k, "masked_over_plain": k / p,
+                  "targets": [{"target": "magic / keras by hand < 1.20", "value": m / k,
+                               "met": m / k < 1.2}]}  # fmt: skip
+        save("build", "bench_build.py", sys.argv[1:], result, [*load, os.getloadavg()])
 
 
 if __name__ == "__main__":

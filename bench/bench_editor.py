@@ -133,7 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 2048])
     parser.add_argument("--no-kernel-timing", action="store_true")
+    parser.add_argument("--save", action="store_true", help="write bench/results/editor-DATE.json")
     args = parser.parse_args()
+    load = [os.getloadavg()]
     if not os.path.exists(harness.CHROMIUM):
         sys.exit(harness.SKIP_REASON)
     from playwright.sync_api import sync_playwright
@@ -179,6 +181,11 @@ def main() -> None:
         "\none-cell click (the Jupyter message envelope included); kernel edit: handling the edit"
         "\nin the kernel (median), bound = also MaskedDense.set_mask."
     )
+    if args.save:
+        from record import save
+
+        result = [{"size": n, **r} for n, r in rows]
+        save("editor", "bench_editor.py", sys.argv[1:], result, [*load, os.getloadavg()])
 
 
 if __name__ == "__main__":

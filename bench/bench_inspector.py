@@ -135,10 +135,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--save", action="store_true", help="write bench/results/inspector-DATE.json"
+    )
     args = parser.parse_args()
     repeats = args.repeats or (5 if args.quick else 15)
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, median of {repeats} repeats")
-    run(repeats, args.quick)
+    load = [os.getloadavg()]
+    rows = run(repeats, args.quick)
+    if args.save:
+        from record import save
+
+        result = [
+            {"network": name, "median_ms": medians, "refresh_over_compiled_tape": ratio,
+             "refresh_over_eager_tape": eager, "largest_message_bytes": largest,
+             "target": "refresh()+view <= 1.5x compiled tape", "met": ratio <= 1.5}
+            for name, medians, ratio, eager, largest in rows
+        ]  # fmt: skip
+        save("inspector", "bench_inspector.py", sys.argv[1:], result, [*load, os.getloadavg()])
 
 
 if __name__ == "__main__":

@@ -108,24 +108,15 @@ def run(n_in: int, units: int, nnz: int, batch: int) -> dict:
 
 def _save(result: dict, load: list, argv: list) -> None:
     """Writes the result with machine, date, command and load (for bench/report.py)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, here)
-    from run import machine
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from record import save
 
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     targets = [
         {"target": "step <= 0.1 s", "value": result["step_s"], "met": result["step_s"] <= 0.1},
         {"target": "peak RSS < 1.2 GiB", "value": result["peak_rss_mib"] / 1024,
          "met": result["peak_rss_mib"] < 1.2 * 1024},
     ]  # fmt: skip
-    record = {"kind": "scale", "machine": machine(), "date": stamp,
-              "command": " ".join(["python bench/scale.py", *argv]), "load": load,
-              "result": result, "targets": targets}  # fmt: skip
-    path = os.path.join(here, "results", f"scale-{stamp.replace(':', '')}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1)
-    print(f"saved {os.path.relpath(path)}")
+    save("scale", "scale.py", argv, result, load, targets)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,17 +260,43 @@ def _apply(workdir: Path, mutant: Mutant) -> bool:
     return True
 
 
+def _judge(base: Path, tmp: Path, mutant: Mutant) -> tuple[str, str, float, str]:
+    """Applies one mutant to its own copy of the tree and runs its tests: (name, status, s, last)."""
+    work = tmp / ("work-" + "".join(c if c.isalnum() else "-" for c in mutant.name))
+    shutil.copytree(base, work)
+    start = time.monotonic()
+    try:
+        if not _apply(work, mutant):
+            return (mutant.name, "PATTERN GONE", 0.0, f"not once in {mutant.path}")
+        code, last = _pytest(work, mutant.tests)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    status = "killed" if code == 1 else "killed (error)" if code == 2 else "SURVIVED"
+    return (
+        mutant.name,
+        status,
+        time.monotonic() - start,
+        last,
+    )  # 1: a test failed; 2: import broke
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="names (substrings) to run")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="mutants judged at once (default: CPUs)",
+    )
     args = parser.parse_args(argv)
     mutants = [m for m in MUTANTS if args.only is None or any(o in m.name for o in args.only)]
     if args.list:
         for m in mutants:
             print(f"{m.name:45} {m.path}  ->  {' '.join(m.tests)}")
         return 0
-    rows, failed = [], False
+    rows: list[tuple[str, str, float, str]] = []
     with tempfile.TemporaryDirectory(prefix="maskmagic-mutants-") as tmp:
         base = Path(tmp) / "base"
         _copy_tree(base)
@@ -281,21 +308,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         seconds = time.monotonic() - start
         print(f"unmutated: {len(everything)} test targets pass ({seconds:.0f} s)", flush=True)
-        for mutant in mutants:
-            work = Path(tmp) / "work"
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.copytree(base, work)
-            start = time.monotonic()
-            if not _apply(work, mutant):
-                rows.append((mutant.name, "PATTERN GONE", 0.0, f"not once in {mutant.path}"))
-                failed = True
-                continue
-            code, last = _pytest(work, mutant.tests)
-            killed = code in (1, 2)  # 1: a test failed; 2: collection or import broke
-            failed |= not killed
-            status = "killed" if code == 1 else "killed (error)" if code == 2 else "SURVIVED"
-            rows.append((mutant.name, status, time.monotonic() - start, last))
-            print(f"{mutant.name}: {status} ({rows[-1][2]:.0f} s)", flush=True)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for row in pool.map(lambda m: _judge(base, Path(tmp), m), mutants):
+                rows.append(row)
+                print(f"{row[0]}: {row[1]} ({row[2]:.0f} s)", flush=True)
+        failed = any(r[1] not in ("killed", "killed (error)") for r in rows)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'mutant':{width}}  {'result':14}  {'time':>6}  last line of pytest")
     for name, status, seconds, last in rows:
