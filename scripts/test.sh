@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine (a bare Debian 12 is enough), in clear steps:
-#   install  Debian's chromium for the browser tests; the project virtual environment .venv
-#            (created with `python3 -m venv` on first use, reused afterwards; the system Python
-#            is never touched) with the package and its dev extra
+#   install  Debian's chromium (browser tests) and g++ (the native sparse kernel); the project
+#            virtual environment .venv (created with `python3 -m venv` on first use, reused
+#            afterwards; the system Python is never touched) with the package and its dev extra
 #   lint     ruff
 #   types    mypy over maskmagic/ (config in pyproject.toml)
 #   tests    the whole pytest suite on the newest supported TensorFlow (browser tests included)
 #   mutants  scripts/mutants.py: each named mutant of the exactness machinery must be killed
 #   onednn   the numerical tests again with TF_ENABLE_ONEDNN_OPTS=0
+#   stock    the sparse-layer tests again on TensorFlow's stock kernels (MASKMAGIC_SPARSE_KERNEL)
 #   oldest   the core tests again on the oldest supported TensorFlow/Keras, in .venv-oldest
 #            (versions: scripts/oldest-constraints.txt; installed in the background while the
 #            steps above run); MASKMAGIC_SKIP_OLDEST=1 leaves it out
@@ -22,9 +23,13 @@ source scripts/venv.sh
 CORE_TESTS=(tests/test_compat.py tests/test_layers.py tests/test_training.py tests/test_writeback.py tests/test_reach.py tests/test_deploy.py)
 
 echo "== install"
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages: chromium for the browser tests, g++ for the native sparse kernel's tests.
+packages=()
+command -v chromium >/dev/null 2>&1 || packages+=(chromium fonts-dejavu-core fonts-liberation)
+command -v g++ >/dev/null 2>&1 || packages+=(g++)
+if [ ${#packages[@]} -gt 0 ]; then
   as_root_apt_get update -qq
-  as_root_apt_get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-liberation >/dev/null
+  as_root_apt_get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 make_venv .venv
 "$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[dev]"
@@ -67,6 +72,10 @@ echo "== numerical tests with oneDNN off (the suite above ran with TensorFlow's 
 TF_ENABLE_ONEDNN_OPTS=0 "$VENV_PY" -m pytest -q -p no:cacheprovider "${PARALLEL[@]}" tests/test_grads.py \
   tests/test_inspector.py tests/test_deploy.py tests/test_dense_compat.py \
   tests/test_optimizers_exact.py tests/test_sparse.py
+
+echo "== sparse-layer tests on TensorFlow's stock kernels (the suite above ran the native one)"
+MASKMAGIC_SPARSE_KERNEL=stock "$VENV_PY" -m pytest -q -p no:cacheprovider "${PARALLEL[@]}" \
+  tests/test_sparse.py tests/test_sparse_native.py
 
 echo "== oldest: core tests on the oldest supported TensorFlow"
 if [ "${MASKMAGIC_SKIP_OLDEST:-}" = 1 ]; then
