@@ -104,6 +104,7 @@ class TrainOp:
         self.freeze = _as_list(freeze)
         self.hold_spec = hold
         self.trace_count = 0
+        self.xla = False  # whether the last new input signature got the XLA step (hold=)
         self._variables = {v.path: v for v in model.trainable_variables}
         self._selection = self._resolve_selection()
         self._freeze_units: dict[str, np.ndarray] = {}
@@ -327,8 +328,14 @@ class TrainOp:
         ]
 
     def _make_step(self):
+        # A small hold= step is ~1,600 small ops whose dispatch costs more than their math:
+        # XLA compiles it into one program (see _concrete_step); needs static shapes, so the
+        # full tf.where write-back of the strategy path instead of the indexed one.
+        self._xla_step = None
         if self._strategy is not None:  # replicated write-back: see distributed.assign
             return distributed.wrap_step(self._strategy, self._make_where_step(), self)
+        if self.hold is not None and self.hold.compiles:
+            self._xla_step = self._make_where_step(jit_compile=True)
         return self._make_indexed_step()
 
     def _guarded(self) -> list:
@@ -348,14 +355,15 @@ class TrainOp:
             others += [v for v in self.model.trainable_variables if id(v) not in chosen]
         return others
 
-    def _make_where_step(self):
-        """The step under a tf.distribute strategy: a full ``tf.where`` write-back."""
+    def _make_where_step(self, jit_compile: bool = False):
+        """The step with a full ``tf.where`` write-back: under a tf.distribute strategy, and
+        XLA-compiled (``jit_compile``) for a small ``hold=`` step."""
         model, loss_fn, optimizer = self.model, self.loss, self.optimizer
         variables = list(self._step_variables)
         guarded = self._guarded()
         others = self._others()
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, jit_compile=jit_compile)
         def step(x, y):
             saved_others = [tf.identity(v.value) for v in others]  # before the forward pass
             loss, grads = self._loss_and_grads(model, loss_fn, x, y, variables)
@@ -478,8 +486,23 @@ class TrainOp:
         key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten((x, y)))
         found = self._compiled.get(key)
         if found is None:
-            found = self._compiled[key] = self._step.get_concrete_function(x, y)
+            found = self._compiled[key] = self._concrete_step(x, y)
         return found
+
+    def _concrete_step(self, x: Any, y: Any) -> Any:
+        """The XLA step of a small ``hold=`` op when XLA can compile it for these inputs (an
+        op it refuses, such as ``tf.print`` in a loss, is found here, before anything runs);
+        else the graph step."""
+        if self._xla_step is not None:
+            try:
+                self._xla_step.experimental_get_compiler_ir(x, y)(stage="hlo")
+            except (ValueError, tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+                # tf2xla refused an op (a tracing error shows again from the graph step)
+                self.xla = False
+            else:
+                self.xla = True
+                return self._xla_step.get_concrete_function(x, y)
+        return self._step.get_concrete_function(x, y)
 
     def fit(
         self,
