@@ -223,12 +223,14 @@ class Hold:
             self._cache = jacobian.FactorCache(rows)
         self._context: dict[str, Any] = {}
         self._stats = tf.Variable(tf.zeros([6], tf.float64), trainable=False, name="hold_report")
+        self._count = tf.Variable(tf.constant(0.0, tf.float64), trainable=False)
+        self.masks_changed()
         self.steps = 0
 
     @property
     def compiles(self) -> bool:
         """Whether the op's step should be XLA-compiled (small: see ``XLA_MAX_ENTRIES``)."""
-        entries = sum(int(np.prod(v.shape)) for v in self._variables)
+        entries = sum(int(tf.size(v.value)) for v in self._variables)
         return entries <= XLA_MAX_ENTRIES
 
     # ------------------------------------------------------------------ values
@@ -262,13 +264,17 @@ class Hold:
         ]
 
     def parameter_count(self, allowed: list | None = None) -> tf.Tensor:
-        """Entries the op may change (float64)."""
-        allowed = self._allowed() if allowed is None else allowed
-        total = tf.constant(0.0, tf.float64)
-        for v, m in zip(self._variables, allowed):
-            count = tf.size(v.value, tf.int64) if m is None else tf.math.count_nonzero(m)
-            total += tf.cast(count, tf.float64)
-        return total
+        """Entries the op may change (float64): counted when the masks change
+        (:meth:`masks_changed`), not in each step (a kernel-sized reduction)."""
+        return self._count.read_value()
+
+    def masks_changed(self) -> None:
+        """Counts the entries the op may change; the op calls it whenever it assigns its
+        update masks (the only writes to them)."""
+        total = 0
+        for v, m in zip(self._variables, self._masks):
+            total += int(tf.size(v.value)) if m is None else int(np.count_nonzero(m.numpy()))
+        self._count.assign(float(total))
 
     def _rank(self, solver: jacobian.Solver, count: tf.Tensor) -> tf.Tensor:
         """The solver's rank estimate (Cholesky pivots), never above the parameter count."""
@@ -279,7 +285,7 @@ class Hold:
         """Hook before the optimizer: saves the state and returns the projected gradient."""
         reference = self.reference if self.reference is not None else x
         allowed = self._allowed()
-        count = self.parameter_count(allowed)  # once per step (a kernel-sized reduction)
+        count = self.parameter_count(allowed)
         old = [tf.identity(v.value) for v in self._variables]
         solver = self.solver(reference, allowed, count)
         before = solver.values if solver.values is not None else self.held(reference)
@@ -304,9 +310,8 @@ class Hold:
         if PROJECT_UPDATE:
             update = [v.value - o for v, o in zip(self._variables, old)]
             update = solver.project(update, jacobian.LOOSE_TOL)  # the corrections finish it
-            self._write([o + u for o, u in zip(old, update)], old, allowed, ctx["room"])
-        else:
-            self._undo_without_room(old, ctx["room"])
+            self._write([o + u for o, u in zip(old, update)], old, allowed)
+        self._undo_without_room(old, ctx["room"])
         before, reference = ctx["before"], ctx["reference"]
         scale = tf.maximum(tf.reduce_max(tf.abs(before)), tf.constant(1e-30, before.dtype))
         limit = tf.cast(self.tol, before.dtype) * scale
@@ -325,15 +330,22 @@ class Hold:
             current = [tf.identity(v.value) for v in self._variables]
             # chord: J from before the step (factored once); the loop checks the drift itself
             step = solver.min_norm(r, jacobian.LOOSE_TOL)
-            self._write([c - s for c, s in zip(current, step)], old, allowed, ctx["room"])
+            self._write([c - s for c, s in zip(current, step)], old, allowed)
             return i + 1, residual(), tf.reduce_max(tf.abs(r))
 
-        start = residual()
-        count, last, _ = tf.while_loop(
-            keep_going,
-            correct,
-            (tf.constant(0), start, tf.constant(np.inf, start.dtype)),
-            parallel_iterations=1,
+        def corrections():
+            start = residual()
+            count, last, _ = tf.while_loop(
+                keep_going,
+                correct,
+                (tf.constant(0), start, tf.constant(np.inf, start.dtype)),
+                parallel_iterations=1,
+            )
+            return count, last
+
+        # No room: the parameters are back to their old values; nothing to correct.
+        count, last = tf.cond(
+            ctx["room"] > 0, corrections, lambda: (tf.constant(0), residual())
         )
         final = tf.reduce_max(tf.abs(last))
         self._stats.assign(
@@ -359,12 +371,12 @@ class Hold:
 
         tf.cond(room > 0, lambda: tf.constant(0), undo)
 
-    def _write(self, values: list, old: list, allowed: list, room: tf.Tensor) -> None:
+    def _write(self, values: list, old: list, allowed: list) -> None:
         """Assigns ``values`` on allowed entries; every other entry gets back its old value."""
         for variable, value, before, mask in zip(self._variables, values, old, allowed):
             if mask is not None:
                 value = tf.where(tf.cast(mask, tf.bool), value, before)
-            variable.assign(tf.cond(room > 0, lambda v=value: v, lambda b=before: b))
+            variable.assign(value)
 
     # ------------------------------------------------------------------ report
     @property

@@ -272,6 +272,8 @@ class TrainOp:
                 self._write_backs[path].update(masks[path], *facts)
         if self._write_backs:
             self._writing_back.assign(self._any_write_back())
+        if self.hold is not None:
+            self.hold.masks_changed()
         self._versions = versions
 
     # ------------------------------------------------------------------ step
