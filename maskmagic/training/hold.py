@@ -344,9 +344,7 @@ class Hold:
             return count, last
 
         # No room: the parameters are back to their old values; nothing to correct.
-        count, last = tf.cond(
-            ctx["room"] > 0, corrections, lambda: (tf.constant(0), residual())
-        )
+        count, last = tf.cond(ctx["room"] > 0, corrections, lambda: (tf.constant(0), residual()))
         final = tf.reduce_max(tf.abs(last))
         self._stats.assign(
             tf.stack(
