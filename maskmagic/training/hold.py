@@ -224,6 +224,7 @@ class Hold:
         self._context: dict[str, Any] = {}
         self._stats = tf.Variable(tf.zeros([6], tf.float64), trainable=False, name="hold_report")
         self._count = tf.Variable(tf.constant(0.0, tf.float64), trainable=False)
+        self._last: np.ndarray | None = None  # the last step's report, read with its loss
         self.masks_changed()
         self.steps = 0
 
@@ -383,11 +384,18 @@ class Hold:
         None when the Gram is factored every step."""
         return None if self._cache is None else int(self._cache.factorizations.numpy())
 
+    def with_stats(self, loss: tf.Tensor) -> tf.Tensor:
+        """``[loss, report of the step]`` (float64): what the op's step returns with a hold,
+        so that one read gives both (see :meth:`after_step`)."""
+        loss = tf.reshape(tf.cast(loss, tf.float64), [1])
+        return tf.concat([loss, self._stats.read_value()], axis=0)
+
     def report(self) -> HoldReport | None:
         """The report of the last step, or None before the first step."""
         if not self.steps:
             return None
-        drift, relative, rank, constraints, parameters, corrections = self._stats.numpy()
+        stats = self._last if self._last is not None else self._stats.numpy()
+        drift, relative, rank, constraints, parameters, corrections = stats
         return HoldReport(
             drift=float(drift),
             relative_drift=float(relative),
@@ -399,9 +407,13 @@ class Hold:
             steps=self.steps,
         )
 
-    def after_step(self) -> None:
-        """Python-side checks after a step: warns when the hold had no room or missed tol."""
+    def after_step(self, stats: np.ndarray | None = None) -> None:
+        """Python-side checks after a step: warns when the hold had no room or missed tol.
+
+        ``stats``: the step's report as returned with the loss (:meth:`with_stats`); None
+        reads it from its variable."""
         self.steps += 1
+        self._last = None if stats is None else np.asarray(stats, np.float64)
         report = self.report()
         if report is None:  # steps was just counted: report() has the step
             raise AssertionError("no hold report after a step")

@@ -390,7 +390,7 @@ class TrainOp:
             distributed.assign(writes)
             if self.hold is not None:  # the update projected, then the held values corrected
                 self.hold.restore()
-            return loss
+            return loss if self.hold is None else self.hold.with_stats(loss)
 
         return step
 
@@ -464,7 +464,7 @@ class TrainOp:
             distributed.assign(list(zip(others, saved_others)))
             if self.hold is not None:  # the update projected, then the held values corrected
                 self.hold.restore()
-            return loss
+            return loss if self.hold is None else self.hold.with_stats(loss)
 
         return step
 
@@ -472,10 +472,12 @@ class TrainOp:
         """Runs one step on ``(x, y)`` and returns the loss (before the update) as a float."""
         self._refresh_masks()
         x, y = distributed.feed(self._strategy, batches.as_tensors(x), batches.as_tensors(y))
-        loss = float(self._compiled_for(x, y)(x, y))
-        if self.hold is not None:
-            self.hold.after_step()
-        return loss
+        out = self._compiled_for(x, y)(x, y)
+        if self.hold is None:
+            return float(out)
+        values = out.numpy()  # hold=: the loss and the hold's report in one read
+        self.hold.after_step(values[1:])
+        return float(values[0])
 
     def _compiled_for(self, x: Any, y: Any) -> Any:
         """The step's concrete function for these input shapes and dtypes (cached).
