@@ -37,6 +37,10 @@ Entries outside the op (masked connections, unselected or frozen entries) are wr
 with ``tf.where``, so they stay bit-identical.
 
 For Dense-like layers the Jacobian is never materialised (:mod:`maskmagic.training.jacobian`).
+The step of an op with at most ``XLA_MAX_ENTRIES`` parameter entries is XLA-compiled as one
+program (:class:`~maskmagic.training.ops.TrainOp` falls back to the graph step when tf2xla
+refuses an op); the entries the op may change are counted when its masks change
+(:meth:`Hold.masks_changed`), not in each step.
 """
 
 from __future__ import annotations
