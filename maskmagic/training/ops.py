@@ -104,6 +104,7 @@ class TrainOp:
         self.freeze = _as_list(freeze)
         self.hold_spec = hold
         self.trace_count = 0
+        self.xla = False  # whether the last new input signature got the XLA step (hold=)
         self._variables = {v.path: v for v in model.trainable_variables}
         self._selection = self._resolve_selection()
         self._freeze_units: dict[str, np.ndarray] = {}
@@ -271,6 +272,8 @@ class TrainOp:
                 self._write_backs[path].update(masks[path], *facts)
         if self._write_backs:
             self._writing_back.assign(self._any_write_back())
+        if self.hold is not None:
+            self.hold.masks_changed()
         self._versions = versions
 
     # ------------------------------------------------------------------ step
@@ -327,8 +330,14 @@ class TrainOp:
         ]
 
     def _make_step(self):
+        # A small hold= step is ~1,600 small ops whose dispatch costs more than their math:
+        # XLA compiles it into one program (see _concrete_step); needs static shapes, so the
+        # full tf.where write-back of the strategy path instead of the indexed one.
+        self._xla_step = None
         if self._strategy is not None:  # replicated write-back: see distributed.assign
             return distributed.wrap_step(self._strategy, self._make_where_step(), self)
+        if self.hold is not None and self.hold.compiles:
+            self._xla_step = self._make_where_step(jit_compile=True)
         return self._make_indexed_step()
 
     def _guarded(self) -> list:
@@ -348,14 +357,15 @@ class TrainOp:
             others += [v for v in self.model.trainable_variables if id(v) not in chosen]
         return others
 
-    def _make_where_step(self):
-        """The step under a tf.distribute strategy: a full ``tf.where`` write-back."""
+    def _make_where_step(self, jit_compile: bool = False):
+        """The step with a full ``tf.where`` write-back: under a tf.distribute strategy, and
+        XLA-compiled (``jit_compile``) for a small ``hold=`` step."""
         model, loss_fn, optimizer = self.model, self.loss, self.optimizer
         variables = list(self._step_variables)
         guarded = self._guarded()
         others = self._others()
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, jit_compile=jit_compile)
         def step(x, y):
             saved_others = [tf.identity(v.value) for v in others]  # before the forward pass
             loss, grads = self._loss_and_grads(model, loss_fn, x, y, variables)
@@ -380,7 +390,7 @@ class TrainOp:
             distributed.assign(writes)
             if self.hold is not None:  # the update projected, then the held values corrected
                 self.hold.restore()
-            return loss
+            return loss if self.hold is None else self.hold.with_stats(loss)
 
         return step
 
@@ -454,7 +464,7 @@ class TrainOp:
             distributed.assign(list(zip(others, saved_others)))
             if self.hold is not None:  # the update projected, then the held values corrected
                 self.hold.restore()
-            return loss
+            return loss if self.hold is None else self.hold.with_stats(loss)
 
         return step
 
@@ -462,10 +472,12 @@ class TrainOp:
         """Runs one step on ``(x, y)`` and returns the loss (before the update) as a float."""
         self._refresh_masks()
         x, y = distributed.feed(self._strategy, batches.as_tensors(x), batches.as_tensors(y))
-        loss = float(self._compiled_for(x, y)(x, y))
-        if self.hold is not None:
-            self.hold.after_step()
-        return loss
+        out = self._compiled_for(x, y)(x, y)
+        if self.hold is None:
+            return float(out)
+        values = out.numpy()  # hold=: the loss and the hold's report in one read
+        self.hold.after_step(values[1:])
+        return float(values[0])
 
     def _compiled_for(self, x: Any, y: Any) -> Any:
         """The step's concrete function for these input shapes and dtypes (cached).
@@ -478,8 +490,23 @@ class TrainOp:
         key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten((x, y)))
         found = self._compiled.get(key)
         if found is None:
-            found = self._compiled[key] = self._step.get_concrete_function(x, y)
+            found = self._compiled[key] = self._concrete_step(x, y)
         return found
+
+    def _concrete_step(self, x: Any, y: Any) -> Any:
+        """The XLA step of a small ``hold=`` op when XLA can compile it for these inputs (an
+        op it refuses, such as ``tf.print`` in a loss, is found here, before anything runs);
+        else the graph step."""
+        if self._xla_step is not None:
+            try:
+                self._xla_step.experimental_get_compiler_ir(x, y)(stage="hlo")
+            except (ValueError, tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+                # tf2xla refused an op (a tracing error shows again from the graph step)
+                self.xla = False
+            else:
+                self.xla = True
+                return self._xla_step.get_concrete_function(x, y)
+        return self._step.get_concrete_function(x, y)
 
     def fit(
         self,
