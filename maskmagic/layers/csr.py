@@ -39,6 +39,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from maskmagic import _compat
+from maskmagic.layers import native
 
 csr_ops = _compat.csr_matrix_ops()
 
@@ -126,6 +127,9 @@ def sparse_matmul(
     Returns:
         (batch, units) tensor. Gradients flow to ``x`` and ``values`` (see the module docs).
     """
+    kernel = native.kernel_ops()
+    if kernel is not None:
+        return _native_matmul(kernel, x, values, rows, cols, order, units)
     by_input = tf.cast(tf.stack([rows, cols], axis=1), tf.int64)
     by_unit = tf.cast(tf.stack([tf.gather(cols, order), tf.gather(rows, order)], axis=1), tf.int64)
 
@@ -143,6 +147,24 @@ def sparse_matmul(
             return dx, sampled_dot(tf.transpose(x), rows, dy_t, cols)
 
         return tf.transpose(y_t), grad
+
+    y = matmul(x, values)
+    y.set_shape([x.shape[0], units])
+    return y
+
+
+def _native_matmul(
+    kernel: Any, x: Any, values: Any, rows: Any, cols: Any, order: Any, units: int
+) -> Any:
+    """``sparse_matmul`` on the native kernel (:mod:`maskmagic.layers.native`)."""
+
+    @tf.custom_gradient
+    def matmul(x, values):
+        def grad(dy):
+            dx, dvalues = kernel.maskmagic_sparse_matmul_grad(x, dy, values, rows, cols)
+            return dx, dvalues
+
+        return kernel.maskmagic_sparse_matmul(x, values, rows, cols, order, units=units), grad
 
     y = matmul(x, values)
     y.set_shape([x.shape[0], units])
