@@ -93,8 +93,9 @@ def cache_key(source: bytes | None = None) -> str:
     parts = [
         source if source is not None else SOURCE.read_bytes(),
         tf.__version__.encode(),
-        repr((tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags(), FLAGS, cpu_flags()))
-        .encode(),
+        repr(
+            (tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags(), FLAGS, cpu_flags())
+        ).encode(),
         repr(compiler()).encode(),
         (platform.machine() + sys.implementation.cache_tag + _cpu()).encode(),
     ]
