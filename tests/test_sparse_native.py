@@ -125,7 +125,7 @@ def test_native_kernel_rejects_out_of_range_connections():
         ops.maskmagic_sparse_matmul(x, values, tf.constant([0, 1]), tf.constant([2, 1]),
                                     order, units=3)  # fmt: skip
     with pytest.raises(tf.errors.InvalidArgumentError, match="not sorted"):
-        ops.maskmagic_sparse_matmul_grad(x, tf.ones((2, 3)), values, tf.constant([1, 0]),
+        ops.maskmagic_sparse_matmul_grad(tf.transpose(x), tf.ones((2, 3)), values, tf.constant([1, 0]),
                                          cols)  # fmt: skip
 
 

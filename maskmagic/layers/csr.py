@@ -160,11 +160,14 @@ def _native_matmul(
 
     @tf.custom_gradient
     def matmul(x, values):
+        # The forward op also returns x transposed, which the gradient reuses.
+        y, x_t = kernel.maskmagic_sparse_matmul(x, values, rows, cols, order, units=units)
+
         def grad(dy):
-            dx, dvalues = kernel.maskmagic_sparse_matmul_grad(x, dy, values, rows, cols)
+            dx, dvalues = kernel.maskmagic_sparse_matmul_grad(x_t, dy, values, rows, cols)
             return dx, dvalues
 
-        return kernel.maskmagic_sparse_matmul(x, values, rows, cols, order, units=units), grad
+        return y, grad
 
     y = matmul(x, values)
     y.set_shape([x.shape[0], units])

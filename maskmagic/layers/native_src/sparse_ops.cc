@@ -238,15 +238,15 @@ class SparseMatmulOp : public OpKernel {
     OP_REQUIRES(ctx, GroupPointers(cols_p, order_p, nnz, units_, &colptr),
                 absl::InvalidArgumentError("cols out of range or order not column-major"));
 
-    Tensor* y = nullptr;
+    Tensor *y = nullptr, *xt = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, units_}), &y));
-    if (batch == 0 || units_ == 0) return;
-    Tensor xt, yt;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), TensorShape({n_in, batch}), &xt));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), TensorShape({units_, batch}), &yt));
-    T* xt_p = xt.flat<T>().data();
-    T* yt_p = yt.flat<T>().data();
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n_in, batch}), &xt));
+    T* xt_p = xt->flat<T>().data();
     Transpose<T>(ctx, x.flat<T>().data(), batch, n_in, xt_p);
+    if (batch == 0 || units_ == 0) return;
+    Tensor yt;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), TensorShape({units_, batch}), &yt));
+    T* yt_p = yt.flat<T>().data();
     GroupedAxpy<T>(ctx, colptr, order_p, rows_p, values.flat<T>().data(), xt_p, batch, yt_p);
     Transpose<T>(ctx, yt_p, units_, batch, y->flat<T>().data());
   }
@@ -261,17 +261,17 @@ class SparseMatmulGradOp : public OpKernel {
   explicit SparseMatmulGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
+    const Tensor& xt = ctx->input(0);  // x transposed, from the forward op
     const Tensor& dy = ctx->input(1);
     const Tensor& values = ctx->input(2);
     const Tensor& rows = ctx->input(3);
     const Tensor& cols = ctx->input(4);
-    OP_REQUIRES(ctx, x.dims() == 2 && dy.dims() == 2 && x.dim_size(0) == dy.dim_size(0),
-                absl::InvalidArgumentError("x and dy must be matrices with one batch size"));
+    OP_REQUIRES(ctx, xt.dims() == 2 && dy.dims() == 2 && xt.dim_size(1) == dy.dim_size(0),
+                absl::InvalidArgumentError("xt and dy must be matrices with one batch size"));
     const int64_t nnz = values.NumElements();
     OP_REQUIRES(ctx, values.dims() == 1 && rows.NumElements() == nnz && cols.NumElements() == nnz,
                 absl::InvalidArgumentError("values, rows and cols must have one length"));
-    const int64_t batch = x.dim_size(0), n_in = x.dim_size(1), units = dy.dim_size(1);
+    const int64_t batch = xt.dim_size(1), n_in = xt.dim_size(0), units = dy.dim_size(1);
     const int32_t* rows_p = rows.flat<int32_t>().data();
     const int32_t* cols_p = cols.flat<int32_t>().data();
     OP_REQUIRES(ctx, InRange(cols_p, nnz, units),
@@ -289,14 +289,12 @@ class SparseMatmulGradOp : public OpKernel {
       return;
     }
     if (n_in == 0) return;
-    Tensor xt, dyt, dxt;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), TensorShape({n_in, batch}), &xt));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), TensorShape({units, batch}), &dyt));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), TensorShape({n_in, batch}), &dxt));
-    T* xt_p = xt.flat<T>().data();
+    Tensor dyt, dxt;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(dy.dtype(), TensorShape({units, batch}), &dyt));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(dy.dtype(), TensorShape({n_in, batch}), &dxt));
+    const T* xt_p = xt.flat<T>().data();
     T* dyt_p = dyt.flat<T>().data();
     T* dxt_p = dxt.flat<T>().data();
-    Transpose<T>(ctx, x.flat<T>().data(), batch, n_in, xt_p);
     Transpose<T>(ctx, dy.flat<T>().data(), batch, units, dyt_p);
     // dx.T[r, :] = sum over the connections of input r of values[k] * dy.T[cols[k], :]
     GroupedAxpy<T>(ctx, rowptr, nullptr, cols_p, values.flat<T>().data(), dyt_p, batch, dxt_p);
@@ -322,6 +320,7 @@ REGISTER_OP("MaskmagicSparseMatmul")
     .Input("cols: int32")
     .Input("order: int32")
     .Output("y: T")
+    .Output("xt: T")
     .Attr("units: int >= 0")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
@@ -330,11 +329,12 @@ REGISTER_OP("MaskmagicSparseMatmul")
       int64_t units;
       TF_RETURN_IF_ERROR(c->GetAttr("units", &units));
       c->set_output(0, c->Matrix(c->Dim(x, 0), units));
+      c->set_output(1, c->Matrix(c->Dim(x, 1), c->Dim(x, 0)));
       return absl::OkStatus();
     });
 
 REGISTER_OP("MaskmagicSparseMatmulGrad")
-    .Input("x: T")
+    .Input("xt: T")
     .Input("dy: T")
     .Input("values: T")
     .Input("rows: int32")
@@ -343,7 +343,9 @@ REGISTER_OP("MaskmagicSparseMatmulGrad")
     .Output("dvalues: T")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
+      ShapeHandle xt;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &xt));
+      c->set_output(0, c->Matrix(c->Dim(xt, 1), c->Dim(xt, 0)));
       c->set_output(1, c->input(2));
       return absl::OkStatus();
     });
