@@ -88,7 +88,7 @@ def measure_density(density: float) -> dict:
         dense = keras.Sequential([keras.Input((SIZE,)), keras.layers.Dense(SIZE)])
         dense_op = TrainOp(dense, optimizer=optimizer)
         sparse_ops = {path: parts[f"TrainOp step, {optimizer}, {path}"] for path in PATHS}
-        both = _interleaved({"dense": lambda op=dense_op: op(x, y), **sparse_ops}, calls=2)
+        both = _interleaved({"dense": lambda op=dense_op: op(x, y), **sparse_ops}, calls=4)
         ms[f"TrainOp step on Dense, {optimizer}"] = both["dense"]
         for path in PATHS:
             ms[f"ratio to Dense, {optimizer}, {path}"] = both[path] / both["dense"]
