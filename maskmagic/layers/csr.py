@@ -2,7 +2,9 @@
 
 A sparse layer keeps a values vector (one weight per connection, in row-major order of the
 (inputs, units) mask) and three int32 index vectors: the row and the column of each connection,
-and the order that sorts them by column. The product ``x @ W`` runs on TensorFlow's CSR
+and the order that sorts them by column. The product ``x @ W`` runs on maskmagic's compiled
+kernel when it is available (:mod:`maskmagic.layers.native`: the same three products, each
+output summed in a fixed order by one thread), otherwise on TensorFlow's CSR
 sparse-matrix kernels (``tf.linalg.sparse``: ``SparseTensorToCSRSparseMatrix`` then
 ``SparseMatrixMatMul``) with a custom gradient:
 
