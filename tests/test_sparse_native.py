@@ -170,3 +170,19 @@ def test_source_ships_inside_the_package():
     """Catches the C++ source missing from the installed package (no build on a fresh machine)."""
     shipped = importlib.resources.files("maskmagic.layers") / "native_src" / "sparse_ops.cc"
     assert shipped.is_file() and b"MaskmagicSparseMatmul" in shipped.read_bytes()
+
+
+def test_exported_savedmodel_needs_no_native_op(monkeypatch, tmp_path):
+    """Catches a SavedModel that only loads where maskmagic's op library is loaded."""
+    from maskmagic import deploy
+
+    monkeypatch.setenv("MASKMAGIC_SPARSE_KERNEL", "native")
+    mask = np.random.default_rng(0).random((300, 200)) < 0.05
+    inputs = keras.Input((300,))
+    model = keras.Model(inputs, MaskedDense(200, mask=mask, impl="sparse")(inputs))
+    x = np.random.default_rng(1).normal(size=(3, 300)).astype("float32")
+    expected = model(x).numpy()
+    deploy.export(model, tmp_path / "saved")
+    graph = (tmp_path / "saved" / "saved_model.pb").read_bytes()
+    assert b"MaskmagicSparseMatmul" not in graph and b"SparseMatrixMatMul" in graph
+    np.testing.assert_allclose(deploy.serve(tmp_path / "saved")(x), expected, rtol=1e-5, atol=1e-5)

@@ -16,6 +16,7 @@ built) or ``stock``. ``$MASKMAGIC_CXX`` (else ``$CXX``, else ``g++``) names the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ __all__ = [
     "kernel_ops",
     "mode",
     "reset",
+    "stock_only",
 ]
 
 SOURCE = Path(__file__).with_name("native_src") / "sparse_ops.cc"
@@ -48,6 +51,7 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-w"]
 LIBRARY = "sparse_ops.so"
 
 _loaded: dict[str, Any] = {}  # "ops": the loaded module or None (build failed), "error": str
+_stock_only: list[bool] = []  # non-empty inside stock_only()
 
 
 class NativeKernelWarning(UserWarning):
@@ -197,6 +201,16 @@ def _load() -> Any:
     return _loaded["ops"]
 
 
+@contextlib.contextmanager
+def stock_only() -> Iterator[None]:
+    """Functions traced inside use the stock kernels (a SavedModel must not need our op)."""
+    _stock_only.append(True)
+    try:
+        yield
+    finally:
+        _stock_only.pop()
+
+
 def kernel_ops() -> Any:
     """The loaded native ops module, or None for the stock path (see the module docs).
 
@@ -204,7 +218,11 @@ def kernel_ops() -> Any:
         MaskMagicError: ``MASKMAGIC_SPARSE_KERNEL=native`` and the kernel cannot be built.
     """
     chosen = mode()
-    if chosen == "stock" or (chosen == "auto" and tf.config.list_logical_devices("GPU")):
+    if (
+        chosen == "stock"
+        or _stock_only
+        or (chosen == "auto" and tf.config.list_logical_devices("GPU"))
+    ):
         return None
     ops = _load()
     if ops is None and chosen == "native":
