@@ -162,30 +162,41 @@ inline T Dot(const T* a, const T* b, int64_t n) {
   return total;
 }
 
-// out[g] for groups g in [0, groups): out[g, :] = sum over connections k of group g (ptr[g] ..
-// ptr[g+1], in the order of idx) of values[idx[k]] * src[other[idx[k]], :]. Parallel over groups.
+// out[:, g] for groups g in [0, groups), out being (batch, groups) row-major: out[:, g] = sum
+// over the connections k of group g (ptr[g] .. ptr[g+1], in the order of idx) of
+// values[idx[k]] * src[other[idx[k]], :]. Parallel over blocks of 8 groups; each block is
+// summed into a small (8, batch) buffer and transposed into out while it is in cache.
 template <typename T>
 void GroupedAxpy(OpKernelContext* ctx, const std::vector<int64_t>& ptr, const int32_t* idx,
                  const int32_t* other, const T* values, const T* src, int64_t batch, T* out) {
+  constexpr int64_t kBlock = 8;
   const int64_t groups = static_cast<int64_t>(ptr.size()) - 1;
   if (groups <= 0) return;
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
   const int64_t nnz = ptr.back();
-  const int64_t cost = std::max<int64_t>(1, (nnz / std::max<int64_t>(groups, 1) + 1) * batch * 2);
-  tensorflow::Shard(workers->num_threads, workers->workers, groups, cost,
-                    [&](int64_t g0, int64_t g1) {
-                      const int64_t k0 = ptr[g0], k1 = ptr[g1];
-                      std::vector<int64_t> off(k1 - k0);
-                      std::vector<T> val(k1 - k0);
-                      for (int64_t k = k0; k < k1; ++k) {
-                        const int64_t i = idx ? idx[k] : k;
-                        off[k - k0] = static_cast<int64_t>(other[i]) * batch;
-                        val[k - k0] = values[i];
-                      }
-                      for (int64_t g = g0; g < g1; ++g)
-                        Gather<T, 8>(src, off.data(), val.data(), ptr[g] - k0, ptr[g + 1] - k0,
-                                     batch, out + g * batch);
-                    });
+  const int64_t blocks = (groups + kBlock - 1) / kBlock;
+  const int64_t cost =
+      std::max<int64_t>(1, (nnz / std::max<int64_t>(groups, 1) + 2) * batch * 2 * kBlock);
+  tensorflow::Shard(
+      workers->num_threads, workers->workers, blocks, cost, [&](int64_t b0, int64_t b1) {
+        const int64_t g_first = b0 * kBlock, g_last = std::min(groups, b1 * kBlock);
+        const int64_t k0 = ptr[g_first], k1 = ptr[g_last];
+        std::vector<int64_t> off(k1 - k0);
+        std::vector<T> val(k1 - k0);
+        for (int64_t k = k0; k < k1; ++k) {
+          const int64_t i = idx ? idx[k] : k;
+          off[k - k0] = static_cast<int64_t>(other[i]) * batch;
+          val[k - k0] = values[i];
+        }
+        std::vector<T> buf(kBlock * batch);
+        for (int64_t g0 = g_first; g0 < g_last; g0 += kBlock) {
+          const int64_t m = std::min(kBlock, g_last - g0);
+          for (int64_t g = g0; g < g0 + m; ++g)
+            Gather<T, 8>(src, off.data(), val.data(), ptr[g] - k0, ptr[g + 1] - k0, batch,
+                         buf.data() + (g - g0) * batch);
+          TransposeTile<T>(buf.data(), batch, m, batch, out + g0, groups);
+        }
+      });
 }
 
 // Group pointers from a key that must be non-decreasing in the given order and < groups.
@@ -244,11 +255,8 @@ class SparseMatmulOp : public OpKernel {
     T* xt_p = xt->flat<T>().data();
     Transpose<T>(ctx, x.flat<T>().data(), batch, n_in, xt_p);
     if (batch == 0 || units_ == 0) return;
-    Tensor yt;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), TensorShape({units_, batch}), &yt));
-    T* yt_p = yt.flat<T>().data();
-    GroupedAxpy<T>(ctx, colptr, order_p, rows_p, values.flat<T>().data(), xt_p, batch, yt_p);
-    Transpose<T>(ctx, yt_p, units_, batch, y->flat<T>().data());
+    GroupedAxpy<T>(ctx, colptr, order_p, rows_p, values.flat<T>().data(), xt_p, batch,
+                   y->flat<T>().data());
   }
 
  private:
@@ -289,16 +297,14 @@ class SparseMatmulGradOp : public OpKernel {
       return;
     }
     if (n_in == 0) return;
-    Tensor dyt, dxt;
+    Tensor dyt;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(dy.dtype(), TensorShape({units, batch}), &dyt));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(dy.dtype(), TensorShape({n_in, batch}), &dxt));
     const T* xt_p = xt.flat<T>().data();
     T* dyt_p = dyt.flat<T>().data();
-    T* dxt_p = dxt.flat<T>().data();
     Transpose<T>(ctx, dy.flat<T>().data(), batch, units, dyt_p);
     // dx.T[r, :] = sum over the connections of input r of values[k] * dy.T[cols[k], :]
-    GroupedAxpy<T>(ctx, rowptr, nullptr, cols_p, values.flat<T>().data(), dyt_p, batch, dxt_p);
-    Transpose<T>(ctx, dxt_p, n_in, batch, dx->flat<T>().data());
+    GroupedAxpy<T>(ctx, rowptr, nullptr, cols_p, values.flat<T>().data(), dyt_p, batch,
+                   dx->flat<T>().data());
     // dvalues[k] = x.T[rows[k], :] . dy.T[cols[k], :]
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     tensorflow::Shard(workers->num_threads, workers->workers, nnz, batch * 2,
