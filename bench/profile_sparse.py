@@ -1,9 +1,11 @@
-"""Where the sparse implementation's train step goes: its parts timed one by one.
+"""Where the sparse implementation's train step goes: its parts timed, per kernel path.
 
-A 4096 x 4096 ``MaskedDense(impl="sparse")`` at 1% density, batch 128 (the README's
-``impl=auto`` row): the compiled forward pass, forward + backward, the sampled values gradient
-alone (``csr.sampled_dot``) and the same product under XLA, and ``TrainOp`` steps with SGD and
-Adam, next to a ``TrainOp`` step on ``keras.layers.Dense``. Medians of 20 calls after warm-up.
+A 4096 x 4096 ``MaskedDense(impl="sparse")`` at 1% and 0.1% density, batch 128 (the README's
+``impl=auto`` rows), on both kernel paths (``MASKMAGIC_SPARSE_KERNEL=stock``: TensorFlow's CSR
+ops; ``native``: maskmagic's compiled op, see ``maskmagic/layers/native.py``): the compiled
+forward pass, forward + backward, and ``TrainOp`` steps with SGD and Adam, next to ``TrainOp``
+steps on ``keras.layers.Dense``. Every part is timed in interleaved rounds, stock and native
+side by side in one process; medians of all calls after warm-up.
 
 Usage: ``python bench/profile_sparse.py`` (writes ``bench/results/profile-sparse-<date>.json``).
 """
@@ -21,66 +23,84 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-SIZE, BATCH, DENSITY = 4096, 128, 0.01
+SIZE, BATCH, DENSITIES, PATHS = 4096, 128, (0.01, 0.001), ("stock", "native")
+ROUNDS, CALLS = 5, 5
 
 
-def _median_ms(fn, calls: int = 20) -> float:
-    fn()
-    fn()
+def _times_ms(fn, calls: int) -> list[float]:
     times = []
     for _ in range(calls):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        times.append(1000 * (time.perf_counter() - start))
+    return times
 
 
-def measure() -> dict:
+def _interleaved(fns: dict, rounds: int = ROUNDS, calls: int = CALLS) -> dict:
+    """Median ms of each function, timed in alternating rounds (shared machine: same noise)."""
+    for fn in fns.values():
+        fn()
+        fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name] += _times_ms(fn, calls)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def measure_density(density: float) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from maskmagic.layers import MaskedDense, csr
+    from maskmagic.layers import MaskedDense
     from maskmagic.training import TrainOp
 
     rng = np.random.default_rng(0)
-    mask = rng.random((SIZE, SIZE)) < DENSITY
+    mask = rng.random((SIZE, SIZE)) < density
     x = tf.constant(rng.normal(size=(BATCH, SIZE)).astype("float32"))
     y = tf.constant(rng.normal(size=(BATCH, SIZE)).astype("float32"))
     inputs = keras.Input((SIZE,))
     layer = MaskedDense(SIZE, mask=mask, impl="sparse")
     model = keras.Model(inputs, layer(inputs))
-    forward = tf.function(lambda: model(x))
+    parts: dict = {}
+    for path in PATHS:  # the path is read when a function is traced: trace each one now
+        os.environ["MASKMAGIC_SPARSE_KERNEL"] = path
+        forward = tf.function(lambda: model(x))
 
-    @tf.function
-    def forward_backward():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean((model(x) - y) ** 2)
-        return tape.gradient(loss, model.trainable_variables)
+        @tf.function
+        def forward_backward():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((model(x) - y) ** 2)
+            return tape.gradient(loss, model.trainable_variables)
 
-    rows, cols = layer.kernel_rows.value, layer.kernel_cols.value
-    x_t, dy_t = tf.transpose(x), tf.transpose(y)
-    sampled = tf.function(lambda: csr.sampled_dot(x_t, rows, dy_t, cols))
-
-    @tf.function(jit_compile=True)
-    def gathered_product(a, a_index, b, b_index):
-        return tf.reduce_sum(tf.gather(a, a_index) * tf.gather(b, b_index), axis=1)
-
-    sampled_xla = tf.function(lambda: gathered_product(x_t, rows, dy_t, cols))
-    parts = {
-        "forward": _median_ms(lambda: forward().numpy()),
-        "forward + backward": _median_ms(lambda: [g.numpy() for g in forward_backward()]),
-        "sampled values gradient": _median_ms(lambda: sampled().numpy()),
-        "sampled values gradient under XLA": _median_ms(lambda: sampled_xla().numpy()),
-    }
+        forward()
+        forward_backward()
+        parts[f"forward, {path}"] = lambda f=forward: f().numpy()
+        parts[f"forward + backward, {path}"] = lambda f=forward_backward: [g.numpy() for g in f()]
+        for optimizer in ("sgd", "adam"):
+            op = TrainOp(model, optimizer=optimizer)
+            op(x, y)
+            parts[f"TrainOp step, {optimizer}, {path}"] = lambda op=op: op(x, y)
+    os.environ.pop("MASKMAGIC_SPARSE_KERNEL")
+    ms = _interleaved(parts)
     for optimizer in ("sgd", "adam"):
-        op = TrainOp(model, optimizer=optimizer)
-        parts[f"TrainOp step, {optimizer}"] = _median_ms(lambda op=op: op(x, y))
-    dense = keras.Sequential([keras.Input((SIZE,)), keras.layers.Dense(SIZE)])
-    dense_op = TrainOp(dense, optimizer="sgd")
-    parts["TrainOp step on Dense, sgd"] = _median_ms(lambda: dense_op(x, y), calls=10)
-    return {"size": SIZE, "batch": BATCH, "density": DENSITY, "connections": int(mask.sum()),
-            "ms": parts}  # fmt: skip
+        dense = keras.Sequential([keras.Input((SIZE,)), keras.layers.Dense(SIZE)])
+        dense_op = TrainOp(dense, optimizer=optimizer)
+        sparse_ops = {path: parts[f"TrainOp step, {optimizer}, {path}"] for path in PATHS}
+        both = _interleaved({"dense": lambda op=dense_op: op(x, y), **sparse_ops}, calls=4)
+        ms[f"TrainOp step on Dense, {optimizer}"] = both["dense"]
+        for path in PATHS:
+            ms[f"ratio to Dense, {optimizer}, {path}"] = both[path] / both["dense"]
+    return {"density": density, "connections": int(mask.sum()), "ms": ms}
+
+
+def measure() -> dict:
+    return {
+        "size": SIZE,
+        "batch": BATCH,
+        "densities": [measure_density(density) for density in DENSITIES],
+    }
 
 
 def main() -> None:
@@ -92,8 +112,11 @@ def main() -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record = {"kind": "profile-sparse", "machine": machine(), "date": stamp,
               "command": "python bench/profile_sparse.py", "load": load, "result": result}  # fmt: skip
-    for part, ms in result["ms"].items():
-        print(f"{part:36s} {ms:8.1f} ms")
+    for row in result["densities"]:
+        print(f"density {row['density']}: {row['connections']} connections")
+        for part, value in row["ms"].items():
+            unit = "x" if part.startswith("ratio") else "ms"
+            print(f"  {part:36s} {value:8.3f} {unit}")
     path = os.path.join(HERE, "results", f"profile-sparse-{stamp.replace(':', '')}.json")
     with open(path, "w") as f:
         json.dump(record, f, indent=1)

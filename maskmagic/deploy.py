@@ -253,8 +253,11 @@ def export(model: keras.Model, path: str | os.PathLike, *, stripped: bool = Fals
     Returns:
         ``path`` as a string.
     """
+    from maskmagic.layers import native
+
     path = os.fspath(path)
-    (strip(model) if stripped else model).export(path, format="tf_saved_model", verbose=False)
+    with native.stock_only():  # TensorFlow's own ops only: any TensorFlow can serve the file
+        (strip(model) if stripped else model).export(path, format="tf_saved_model", verbose=False)
     return path
 
 

@@ -2,7 +2,9 @@
 
 A sparse layer keeps a values vector (one weight per connection, in row-major order of the
 (inputs, units) mask) and three int32 index vectors: the row and the column of each connection,
-and the order that sorts them by column. The product ``x @ W`` runs on TensorFlow's CSR
+and the order that sorts them by column. The product ``x @ W`` runs on maskmagic's compiled
+kernel when it is available (:mod:`maskmagic.layers.native`: the same three products, each
+output summed in a fixed order by one thread), otherwise on TensorFlow's CSR
 sparse-matrix kernels (``tf.linalg.sparse``: ``SparseTensorToCSRSparseMatrix`` then
 ``SparseMatrixMatMul``) with a custom gradient:
 
@@ -39,6 +41,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from maskmagic import _compat
+from maskmagic.layers import native
 
 csr_ops = _compat.csr_matrix_ops()
 
@@ -126,6 +129,9 @@ def sparse_matmul(
     Returns:
         (batch, units) tensor. Gradients flow to ``x`` and ``values`` (see the module docs).
     """
+    kernel = native.kernel_ops()
+    if kernel is not None:
+        return _native_matmul(kernel, x, values, rows, cols, order, units)
     by_input = tf.cast(tf.stack([rows, cols], axis=1), tf.int64)
     by_unit = tf.cast(tf.stack([tf.gather(cols, order), tf.gather(rows, order)], axis=1), tf.int64)
 
@@ -143,6 +149,27 @@ def sparse_matmul(
             return dx, sampled_dot(tf.transpose(x), rows, dy_t, cols)
 
         return tf.transpose(y_t), grad
+
+    y = matmul(x, values)
+    y.set_shape([x.shape[0], units])
+    return y
+
+
+def _native_matmul(
+    kernel: Any, x: Any, values: Any, rows: Any, cols: Any, order: Any, units: int
+) -> Any:
+    """``sparse_matmul`` on the native kernel (:mod:`maskmagic.layers.native`)."""
+
+    @tf.custom_gradient
+    def matmul(x, values):
+        # The forward op also returns x transposed, which the gradient reuses.
+        y, x_t = kernel.maskmagic_sparse_matmul(x, values, rows, cols, order, units=units)
+
+        def grad(dy):
+            dx, dvalues = kernel.maskmagic_sparse_matmul_grad(x_t, dy, values, rows, cols)
+            return dx, dvalues
+
+        return y, grad
 
     y = matmul(x, values)
     y.set_shape([x.shape[0], units])

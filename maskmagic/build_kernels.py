@@ -1,0 +1,33 @@
+"""``python -m maskmagic.build_kernels``: compiles the native sparse kernel ahead of time.
+
+Otherwise the first ``MaskedDense(impl="sparse")`` of a process compiles it (see
+:mod:`maskmagic.layers.native`). ``--force`` rebuilds an existing one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Builds (and loads, as a check) the native kernel; prints where it is. Returns 0 or 1."""
+    parser = argparse.ArgumentParser(prog="python -m maskmagic.build_kernels")
+    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    from maskmagic.layers import native
+
+    try:
+        library = native.build(force=args.force)
+        tf.load_op_library(str(library))
+    except Exception as error:
+        print(f"maskmagic: the native sparse kernel could not be built: {error}", file=sys.stderr)
+        return 1
+    print(f"maskmagic: native sparse kernel ready at {library}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""maskmagic's native sparse kernel: a TensorFlow custom op compiled on first use.
+
+``MaskedDense(impl="sparse")`` runs on ``native_src/sparse_ops.cc`` (shipped with the package) when
+it can: the first sparse layer of a process compiles it with the installed TensorFlow's
+``tf.sysconfig`` flags and ``-O3`` (``-mavx2 -mfma`` where the CPU has them) into a per-user cache,
+``~/.cache/maskmagic/kernels/<key>/`` (``$MASKMAGIC_CACHE_DIR`` or ``$XDG_CACHE_HOME`` move it),
+keyed by the source, the TensorFlow version and flags, the compiler and the CPU, so a binary
+only ever runs on the kind of machine that built it. ``python -m maskmagic.build_kernels``
+builds it ahead of time. A file lock keeps concurrent processes from building twice.
+
+``$MASKMAGIC_SPARSE_KERNEL`` picks the path: ``auto`` (default: native, or TensorFlow's stock
+CSR kernels with one warning when no compiler is present or the build fails, and stock when a
+GPU is visible, where the CSR kernels run on the GPU), ``native`` (an error if it cannot be
+built) or ``stock``. ``$MASKMAGIC_CXX`` (else ``$CXX``, else ``g++``) names the compiler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from maskmagic.errors import MaskMagicError
+
+__all__ = [
+    "SOURCE",
+    "NativeKernelWarning",
+    "build",
+    "cache_key",
+    "kernel_dir",
+    "kernel_ops",
+    "mode",
+    "reset",
+    "stock_only",
+]
+
+SOURCE = Path(__file__).with_name("native_src") / "sparse_ops.cc"
+MODES = ("auto", "native", "stock")
+FLAGS = ["-O3", "-shared", "-fPIC", "-w"]
+LIBRARY = "sparse_ops.so"
+
+_loaded: dict[str, Any] = {}  # "ops": the loaded module or None (build failed), "error": str
+_stock_only: list[bool] = []  # non-empty inside stock_only()
+
+
+class NativeKernelWarning(UserWarning):
+    """The native sparse kernel could not be built or loaded; the stock kernels run instead."""
+
+
+def mode() -> str:
+    """The sparse kernel path from ``$MASKMAGIC_SPARSE_KERNEL``: auto, native or stock."""
+    value = os.environ.get("MASKMAGIC_SPARSE_KERNEL", "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise MaskMagicError(
+            f"MASKMAGIC_SPARSE_KERNEL must be one of {', '.join(MODES)}; received {value!r}"
+        )
+    return value
+
+
+def compiler() -> list[str]:
+    """The compiler command: ``$MASKMAGIC_CXX``, else ``$CXX``, else ``g++``."""
+    return shlex.split(os.environ.get("MASKMAGIC_CXX") or os.environ.get("CXX") or "g++")
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))][:2]
+        return "".join(lines)
+    except OSError:
+        return platform.processor()
+
+
+def cpu_flags() -> list[str]:
+    """``-mavx2 -mfma`` on an x86-64 CPU that has both (read from ``/proc/cpuinfo``), else none.
+
+    Not ``-march=native``: TensorFlow's Eigen headers do not compile with every extension it
+    turns on (AVX512-FP16), and AVX2 lanes are what the kernel's loops use.
+    """
+    words = set(_cpu().split())
+    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= words else []
+
+
+def cache_key(source: bytes | None = None) -> str:
+    """The cache key of a build: hash of the source, TensorFlow, flags, compiler and CPU."""
+    parts = [
+        source if source is not None else SOURCE.read_bytes(),
+        tf.__version__.encode(),
+        repr(
+            (tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags(), FLAGS, cpu_flags())
+        ).encode(),
+        repr(compiler()).encode(),
+        (platform.machine() + sys.implementation.cache_tag + _cpu()).encode(),
+    ]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()[:20]
+
+
+def kernel_dir() -> Path:
+    """Where the kernel for this machine is cached."""
+    root = os.environ.get("MASKMAGIC_CACHE_DIR")
+    if root:
+        base = Path(root)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        base = Path(xdg) / "maskmagic"
+    return base / "kernels" / cache_key()
+
+
+def build(force: bool = False) -> Path:
+    """Compiles the kernel into :func:`kernel_dir` unless it is there; returns the library path.
+
+    Raises:
+        RuntimeError: the compiler is missing or the compilation failed (its output is kept
+            in ``build.log`` next to the library).
+    """
+    directory = kernel_dir()
+    library = directory / LIBRARY
+    if library.exists() and not force:
+        return library
+    directory.mkdir(parents=True, exist_ok=True)
+    with _lock(directory / "build.lock"):
+        if library.exists() and not force:  # built by another process meanwhile
+            return library
+        print(
+            f"maskmagic: compiling the native sparse kernel (once per machine) into {directory}",
+            file=sys.stderr,
+            flush=True,
+        )
+        fd, partial = tempfile.mkstemp(suffix=".so", dir=directory)
+        os.close(fd)
+        command = [
+            *compiler(),
+            *FLAGS,
+            *cpu_flags(),
+            str(SOURCE),
+            "-o",
+            partial,
+            *tf.sysconfig.get_compile_flags(),
+            *tf.sysconfig.get_link_flags(),
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            os.unlink(partial)
+            raise RuntimeError(f"could not run {command[0]!r}: {error}") from error
+        (directory / "build.log").write_text(shlex.join(command) + "\n" + done.stderr)
+        if done.returncode != 0:
+            os.unlink(partial)
+            tail = done.stderr.strip().splitlines()[-3:]
+            raise RuntimeError(f"{command[0]} failed ({done.returncode}): " + " / ".join(tail))
+        os.replace(partial, library)
+    return library
+
+
+class _lock:
+    """An exclusive advisory lock on a file (a no-op where ``fcntl`` does not exist)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        self.file = open(self.path, "w")
+        try:
+            import fcntl
+
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        except ImportError:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()  # closing releases the lock
+
+
+def _load() -> Any:
+    if "ops" not in _loaded:
+        try:
+            _loaded["ops"] = tf.load_op_library(str(build()))
+        except Exception as error:  # no compiler, failed build, unloadable library
+            _loaded["ops"], _loaded["error"] = None, f"{type(error).__name__}: {error}"
+            if mode() == "auto":
+                warnings.warn(
+                    "maskmagic: the native sparse kernel is unavailable, impl='sparse' uses "
+                    f"TensorFlow's slower stock kernels ({_loaded['error']})",
+                    NativeKernelWarning,
+                    stacklevel=4,
+                )
+    return _loaded["ops"]
+
+
+@contextlib.contextmanager
+def stock_only() -> Iterator[None]:
+    """Functions traced inside use the stock kernels (a SavedModel must not need our op)."""
+    _stock_only.append(True)
+    try:
+        yield
+    finally:
+        _stock_only.pop()
+
+
+def kernel_ops() -> Any:
+    """The loaded native ops module, or None for the stock path (see the module docs).
+
+    Raises:
+        MaskMagicError: ``MASKMAGIC_SPARSE_KERNEL=native`` and the kernel cannot be built.
+    """
+    chosen = mode()
+    if (
+        chosen == "stock"
+        or _stock_only
+        or (chosen == "auto" and tf.config.list_logical_devices("GPU"))
+    ):
+        return None
+    ops = _load()
+    if ops is None and chosen == "native":
+        raise MaskMagicError(
+            "MASKMAGIC_SPARSE_KERNEL=native, but the native sparse kernel could not be built: "
+            f"{_loaded['error']}; expected a working C++ compiler (set MASKMAGIC_CXX), or "
+            "MASKMAGIC_SPARSE_KERNEL=auto to fall back to the stock kernels"
+        )
+    return ops
+
+
+def reset() -> None:
+    """Forgets a failed build, so the next sparse layer tries again (a loaded kernel stays)."""
+    if _loaded.get("ops") is None:
+        _loaded.clear()

@@ -1,0 +1,368 @@
+// maskmagic's native sparse kernel: y = x @ W for W given by its connections, and its gradients.
+//
+// W is an (n_in, units) matrix with W[rows[k], cols[k]] = values[k]; rows are sorted (row-major
+// order of the connections) and `order` sorts them by column. x and dy are transposed into
+// (features, batch) scratch so that every connection is a contiguous batch-long axpy or dot,
+// which the compiler vectorises. Every output element is summed by one thread in a fixed order
+// (no atomics), so results are bit-identical from run to run.
+//
+// Built by maskmagic/layers/native.py with the installed TensorFlow's compile and link flags.
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+namespace {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+// Tiles of the transpose: few enough source rows that their cache lines do not collide in L1
+// when the row length is a power of two.
+constexpr int64_t kTileRows = 8, kTileCols = 64;
+
+// out[0:n, 0:m] (leading dimension ld_out) = transpose of in[0:m, 0:n] (leading dimension ld_in).
+template <typename T>
+inline void TransposeTile(const T* in, int64_t ld_in, int64_t m, int64_t n, T* out,
+                          int64_t ld_out) {
+  for (int64_t c = 0; c < n; ++c)
+    for (int64_t r = 0; r < m; ++r) out[c * ld_out + r] = in[r * ld_in + c];
+}
+
+#ifdef __AVX2__
+// The 8 x 8 float case in AVX registers (pure data movement: the same bits as the loop above).
+inline void Transpose8x8(const float* in, int64_t ld_in, float* out, int64_t ld_out) {
+  __m256 r[8], t[8], s[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(in + i * ld_in);
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 0-3, then rows 4-7 of the input
+    const __m256 *a = t + 4 * h;
+    s[4 * h + 0] = _mm256_shuffle_ps(a[0], a[2], _MM_SHUFFLE(1, 0, 1, 0));
+    s[4 * h + 1] = _mm256_shuffle_ps(a[0], a[2], _MM_SHUFFLE(3, 2, 3, 2));
+    s[4 * h + 2] = _mm256_shuffle_ps(a[1], a[3], _MM_SHUFFLE(1, 0, 1, 0));
+    s[4 * h + 3] = _mm256_shuffle_ps(a[1], a[3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(out + i * ld_out, _mm256_permute2f128_ps(s[i], s[4 + i], 0x20));
+    _mm256_storeu_ps(out + (i + 4) * ld_out, _mm256_permute2f128_ps(s[i], s[4 + i], 0x31));
+  }
+}
+
+template <>
+inline void TransposeTile<float>(const float* in, int64_t ld_in, int64_t m, int64_t n,
+                                 float* out, int64_t ld_out) {
+  if (m != 8) {
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t r = 0; r < m; ++r) out[c * ld_out + r] = in[r * ld_in + c];
+    return;
+  }
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) Transpose8x8(in + c, ld_in, out + c * ld_out, ld_out);
+  for (; c < n; ++c)
+    for (int64_t r = 0; r < m; ++r) out[c * ld_out + r] = in[r * ld_in + c];
+}
+#endif
+
+// out (cols x rows) = transpose of in (rows x cols), in parallel over tiles of columns.
+template <typename T>
+void Transpose(OpKernelContext* ctx, const T* in, int64_t rows, int64_t cols, T* out) {
+  if (rows == 0 || cols == 0) return;
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+  const int64_t blocks = (cols + kTileCols - 1) / kTileCols;
+  tensorflow::Shard(
+      workers->num_threads, workers->workers, blocks, rows * kTileCols * 2,
+      [&](int64_t b0, int64_t b1) {
+        for (int64_t c0 = b0 * kTileCols; c0 < std::min(cols, b1 * kTileCols); c0 += kTileCols) {
+          const int64_t n = std::min(cols, c0 + kTileCols) - c0;
+          for (int64_t r0 = 0; r0 < rows; r0 += kTileRows)
+            TransposeTile<T>(in + r0 * cols + c0, cols, std::min(kTileRows, rows - r0), n,
+                             out + c0 * rows + r0, rows);
+        }
+      });
+}
+
+// A 32-byte vector of T (GCC/Clang vector extension: AVX registers with -mavx2, pairs of SSE
+// registers without), loaded and stored unaligned.
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(32)));
+  static constexpr int kLanes = 32 / sizeof(T);
+  static inline type Load(const T* p) {
+    type v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static inline void Store(T* p, type v) { __builtin_memcpy(p, &v, sizeof(v)); }
+};
+
+// out[0:batch] = sum over j in [k0, k1) of val[j] * src[off[j] : off[j] + batch], summed in j
+// order, NV vectors of lanes at a time (kept in registers).
+template <typename T, int NV>
+inline void Gather(const T* src, const int64_t* off, const T* val, int64_t k0, int64_t k1,
+                   int64_t batch, T* out) {
+  using V = Vec<T>;
+  constexpr int kStep = NV * V::kLanes;
+  int64_t j0 = 0;
+  for (; j0 + kStep <= batch; j0 += kStep) {
+    typename V::type acc[NV];
+    for (int i = 0; i < NV; ++i) acc[i] = typename V::type{};
+    for (int64_t k = k0; k < k1; ++k) {
+      const T v = val[k];
+      const T* s = src + off[k] + j0;
+      for (int i = 0; i < NV; ++i) acc[i] += v * V::Load(s + i * V::kLanes);
+    }
+    for (int i = 0; i < NV; ++i) V::Store(out + j0 + i * V::kLanes, acc[i]);
+  }
+  for (; j0 + V::kLanes <= batch; j0 += V::kLanes) {
+    typename V::type acc{};
+    for (int64_t k = k0; k < k1; ++k) acc += val[k] * V::Load(src + off[k] + j0);
+    V::Store(out + j0, acc);
+  }
+  for (; j0 < batch; ++j0) {
+    T acc = 0;
+    for (int64_t k = k0; k < k1; ++k) acc += val[k] * src[off[k] + j0];
+    out[j0] = acc;
+  }
+}
+
+// sum_j a[j] * b[j]: two vectors of partial sums, then the lanes and the tail in a fixed order.
+template <typename T>
+inline T Dot(const T* a, const T* b, int64_t n) {
+  using V = Vec<T>;
+  constexpr int L = V::kLanes;
+  typename V::type acc0{}, acc1{};
+  int64_t j = 0;
+  for (; j + 2 * L <= n; j += 2 * L) {
+    acc0 += V::Load(a + j) * V::Load(b + j);
+    acc1 += V::Load(a + j + L) * V::Load(b + j + L);
+  }
+  for (; j + L <= n; j += L) acc0 += V::Load(a + j) * V::Load(b + j);
+  acc0 += acc1;
+  T total = 0;
+  for (int l = 0; l < L; ++l) total += acc0[l];
+  for (; j < n; ++j) total += a[j] * b[j];
+  return total;
+}
+
+// out[:, g] for groups g in [0, groups), out being (batch, groups) row-major: out[:, g] = sum
+// over the connections k of group g (ptr[g] .. ptr[g+1], in the order of idx) of
+// values[idx[k]] * src[other[idx[k]], :]. Parallel over blocks of 8 groups; each block is
+// summed into a small (8, batch) buffer and transposed into out while it is in cache.
+template <typename T>
+void GroupedAxpy(OpKernelContext* ctx, const std::vector<int64_t>& ptr, const int32_t* idx,
+                 const int32_t* other, const T* values, const T* src, int64_t batch, T* out) {
+  constexpr int64_t kBlock = 8;
+  const int64_t groups = static_cast<int64_t>(ptr.size()) - 1;
+  if (groups <= 0) return;
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+  const int64_t nnz = ptr.back();
+  const int64_t blocks = (groups + kBlock - 1) / kBlock;
+  const int64_t cost =
+      std::max<int64_t>(1, (nnz / std::max<int64_t>(groups, 1) + 2) * batch * 2 * kBlock);
+  tensorflow::Shard(
+      workers->num_threads, workers->workers, blocks, cost, [&](int64_t b0, int64_t b1) {
+        const int64_t g_first = b0 * kBlock, g_last = std::min(groups, b1 * kBlock);
+        const int64_t k0 = ptr[g_first], k1 = ptr[g_last];
+        std::vector<int64_t> off(k1 - k0);
+        std::vector<T> val(k1 - k0);
+        for (int64_t k = k0; k < k1; ++k) {
+          const int64_t i = idx ? idx[k] : k;
+          off[k - k0] = static_cast<int64_t>(other[i]) * batch;
+          val[k - k0] = values[i];
+        }
+        std::vector<T> buf(kBlock * batch);
+        for (int64_t g0 = g_first; g0 < g_last; g0 += kBlock) {
+          const int64_t m = std::min(kBlock, g_last - g0);
+          for (int64_t g = g0; g < g0 + m; ++g)
+            Gather<T, 8>(src, off.data(), val.data(), ptr[g] - k0, ptr[g + 1] - k0, batch,
+                         buf.data() + (g - g0) * batch);
+          TransposeTile<T>(buf.data(), batch, m, batch, out + g0, groups);
+        }
+      });
+}
+
+// Group pointers from a key that must be non-decreasing in the given order and < groups.
+bool GroupPointers(const int32_t* key, const int32_t* idx, int64_t nnz, int64_t groups,
+                   std::vector<int64_t>* ptr) {
+  ptr->assign(groups + 1, 0);
+  int64_t prev = 0;
+  for (int64_t k = 0; k < nnz; ++k) {
+    const int64_t g = key[idx ? idx[k] : k];
+    if (g < prev || g >= groups) return false;
+    (*ptr)[g + 1] += 1;
+    prev = g;
+  }
+  for (int64_t g = 0; g < groups; ++g) (*ptr)[g + 1] += (*ptr)[g];
+  return true;
+}
+
+bool InRange(const int32_t* a, int64_t n, int64_t limit) {
+  for (int64_t k = 0; k < n; ++k)
+    if (a[k] < 0 || a[k] >= limit) return false;
+  return true;
+}
+
+template <typename T>
+class SparseMatmulOp : public OpKernel {
+ public:
+  explicit SparseMatmulOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("units", &units_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& values = ctx->input(1);
+    const Tensor& rows = ctx->input(2);
+    const Tensor& cols = ctx->input(3);
+    const Tensor& order = ctx->input(4);
+    OP_REQUIRES(ctx, x.dims() == 2, absl::InvalidArgumentError("x must be a matrix"));
+    const int64_t nnz = values.NumElements();
+    OP_REQUIRES(ctx,
+                values.dims() == 1 && rows.NumElements() == nnz && cols.NumElements() == nnz &&
+                    order.NumElements() == nnz,
+                absl::InvalidArgumentError("values, rows, cols and order must have one length"));
+    const int64_t batch = x.dim_size(0), n_in = x.dim_size(1);
+    const int32_t* rows_p = rows.flat<int32_t>().data();
+    const int32_t* cols_p = cols.flat<int32_t>().data();
+    const int32_t* order_p = order.flat<int32_t>().data();
+    OP_REQUIRES(ctx, InRange(rows_p, nnz, n_in) && InRange(order_p, nnz, nnz),
+                absl::InvalidArgumentError("rows or order out of range"));
+    std::vector<int64_t> colptr;
+    OP_REQUIRES(ctx, GroupPointers(cols_p, order_p, nnz, units_, &colptr),
+                absl::InvalidArgumentError("cols out of range or order not column-major"));
+
+    Tensor *y = nullptr, *xt = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, units_}), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n_in, batch}), &xt));
+    T* xt_p = xt->flat<T>().data();
+    Transpose<T>(ctx, x.flat<T>().data(), batch, n_in, xt_p);
+    if (batch == 0 || units_ == 0) return;
+    GroupedAxpy<T>(ctx, colptr, order_p, rows_p, values.flat<T>().data(), xt_p, batch,
+                   y->flat<T>().data());
+  }
+
+ private:
+  int64_t units_ = 0;
+};
+
+template <typename T>
+class SparseMatmulGradOp : public OpKernel {
+ public:
+  explicit SparseMatmulGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& xt = ctx->input(0);  // x transposed, from the forward op
+    const Tensor& dy = ctx->input(1);
+    const Tensor& values = ctx->input(2);
+    const Tensor& rows = ctx->input(3);
+    const Tensor& cols = ctx->input(4);
+    OP_REQUIRES(ctx, xt.dims() == 2 && dy.dims() == 2 && xt.dim_size(1) == dy.dim_size(0),
+                absl::InvalidArgumentError("xt and dy must be matrices with one batch size"));
+    const int64_t nnz = values.NumElements();
+    OP_REQUIRES(ctx, values.dims() == 1 && rows.NumElements() == nnz && cols.NumElements() == nnz,
+                absl::InvalidArgumentError("values, rows and cols must have one length"));
+    const int64_t batch = xt.dim_size(1), n_in = xt.dim_size(0), units = dy.dim_size(1);
+    const int32_t* rows_p = rows.flat<int32_t>().data();
+    const int32_t* cols_p = cols.flat<int32_t>().data();
+    OP_REQUIRES(ctx, InRange(cols_p, nnz, units),
+                absl::InvalidArgumentError("cols out of range"));
+    std::vector<int64_t> rowptr;
+    OP_REQUIRES(ctx, GroupPointers(rows_p, nullptr, nnz, n_in, &rowptr),
+                absl::InvalidArgumentError("rows out of range or not sorted"));
+
+    Tensor *dx = nullptr, *dvalues = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, n_in}), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({nnz}), &dvalues));
+    T* dv_p = dvalues->flat<T>().data();
+    if (batch == 0) {
+      std::fill(dv_p, dv_p + nnz, T(0));
+      return;
+    }
+    if (n_in == 0) return;
+    Tensor dyt;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(dy.dtype(), TensorShape({units, batch}), &dyt));
+    const T* xt_p = xt.flat<T>().data();
+    T* dyt_p = dyt.flat<T>().data();
+    Transpose<T>(ctx, dy.flat<T>().data(), batch, units, dyt_p);
+    // dx.T[r, :] = sum over the connections of input r of values[k] * dy.T[cols[k], :]
+    GroupedAxpy<T>(ctx, rowptr, nullptr, cols_p, values.flat<T>().data(), dyt_p, batch,
+                   dx->flat<T>().data());
+    // dvalues[k] = x.T[rows[k], :] . dy.T[cols[k], :]
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, nnz, batch * 2,
+                      [&](int64_t k0, int64_t k1) {
+                        for (int64_t k = k0; k < k1; ++k)
+                          dv_p[k] = Dot<T>(xt_p + static_cast<int64_t>(rows_p[k]) * batch,
+                                              dyt_p + static_cast<int64_t>(cols_p[k]) * batch,
+                                              batch);
+                      });
+  }
+};
+
+}  // namespace
+
+REGISTER_OP("MaskmagicSparseMatmul")
+    .Input("x: T")
+    .Input("values: T")
+    .Input("rows: int32")
+    .Input("cols: int32")
+    .Input("order: int32")
+    .Output("y: T")
+    .Output("xt: T")
+    .Attr("units: int >= 0")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+      int64_t units;
+      TF_RETURN_IF_ERROR(c->GetAttr("units", &units));
+      c->set_output(0, c->Matrix(c->Dim(x, 0), units));
+      c->set_output(1, c->Matrix(c->Dim(x, 1), c->Dim(x, 0)));
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("MaskmagicSparseMatmulGrad")
+    .Input("xt: T")
+    .Input("dy: T")
+    .Input("values: T")
+    .Input("rows: int32")
+    .Input("cols: int32")
+    .Output("dx: T")
+    .Output("dvalues: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle xt;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &xt));
+      c->set_output(0, c->Matrix(c->Dim(xt, 1), c->Dim(xt, 0)));
+      c->set_output(1, c->input(2));
+      return absl::OkStatus();
+    });
+
+#define REGISTER(T)                                                                           \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("MaskmagicSparseMatmul").Device(DEVICE_CPU).TypeConstraint<T>("T"),                \
+      SparseMatmulOp<T>);                                                                     \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("MaskmagicSparseMatmulGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),            \
+      SparseMatmulGradOp<T>);
+
+REGISTER(float)
+REGISTER(double)
