@@ -42,6 +42,13 @@ ZERO = "tests/test_zero_steps.py::"
 
 MUTANTS = (
     Mutant(
+        "native kernel drops the batch tail of the values gradient",
+        "maskmagic/layers/native_src/sparse_ops.cc",
+        "for (; j < n; ++j) total += a[j] * b[j];",
+        "for (; j < n; ++j) total += 0;",
+        ("tests/test_sparse_native.py::test_native_matches_stock_path_and_dense_reference",),
+    ),
+    Mutant(
         "no slot restore",
         "maskmagic/training/ops.py",
         "back.restore([variable, *slots], old)",

@@ -74,8 +74,7 @@ TF_ENABLE_ONEDNN_OPTS=0 "$VENV_PY" -m pytest -q -p no:cacheprovider "${PARALLEL[
   tests/test_optimizers_exact.py tests/test_sparse.py
 
 echo "== sparse-layer tests on TensorFlow's stock kernels (the suite above ran the native one)"
-MASKMAGIC_SPARSE_KERNEL=stock "$VENV_PY" -m pytest -q -p no:cacheprovider "${PARALLEL[@]}" \
-  tests/test_sparse.py tests/test_sparse_native.py
+MASKMAGIC_SPARSE_KERNEL=stock "$VENV_PY" -m pytest -q -p no:cacheprovider tests/test_sparse.py
 
 echo "== oldest: core tests on the oldest supported TensorFlow"
 if [ "${MASKMAGIC_SKIP_OLDEST:-}" = 1 ]; then

@@ -114,8 +114,9 @@ def test_the_environment_variable_picks_the_path(monkeypatch):
         layer(x)
 
 
-def test_native_kernel_rejects_out_of_range_connections():
+def test_native_kernel_rejects_out_of_range_connections(monkeypatch):
     """Catches a kernel that reads or writes outside its tensors on bad indices."""
+    monkeypatch.setenv("MASKMAGIC_SPARSE_KERNEL", "native")
     ops = native.kernel_ops()
     x, values = tf.ones((2, 4)), tf.ones(2)
     rows, cols, order = tf.constant([0, 9]), tf.constant([0, 1]), tf.constant([0, 1])
