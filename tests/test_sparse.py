@@ -142,7 +142,10 @@ def test_initial_values_follow_the_dense_distribution():
         MaskedDense(3, mask=A, impl="sparse", kernel_initializer="orthogonal")(np.ones((1, 5)))
 
 
-def test_auto_picks_sparse_only_for_large_low_density_layers():
+def test_auto_picks_sparse_only_for_large_low_density_layers(monkeypatch):
+    """On the stock kernels (STOCK_AUTO_THRESHOLDS); the native limits are checked below."""
+    monkeypatch.setenv("MASKMAGIC_SPARSE_KERNEL", "stock")
+
     def pick(shape, density):
         layer = MaskedDense(shape[1], mask=_random_mask(shape, density))
         layer(np.zeros((1, shape[0]), "float32"))
@@ -160,9 +163,27 @@ def test_auto_picks_sparse_only_for_large_low_density_layers():
     assert sparse.choose_impl(4096, 4096, 4096 * 410) == "dense"  # 10%: sparse measured 2.3x
     assert sparse.choose_impl(200_000, 20_000, 2_000_000) == "sparse"
     assert sparse.choose_impl(4096, 4096, 4096 * 4096) == "dense"
+    monkeypatch.setenv("MASKMAGIC_SPARSE_KERNEL", "auto")
     full = MaskedDense(4)  # no mask: fully connected, dense
     full(np.zeros((1, 3), "float32"))
     assert full.kernel_format == "dense"
+
+
+def test_auto_limits_follow_the_sparse_kernel(monkeypatch):
+    """Catches native-kernel limits applied on the stock kernels (sparse where it is 2x slower)
+    or stock limits kept with the native kernel (dense where sparse takes 0.4x-0.7x)."""
+    cells_4096, cells_1024 = 4096 * 4096, 1024 * 1024
+    monkeypatch.setenv("MASKMAGIC_SPARSE_KERNEL", "native")
+    assert sparse.choose_impl(4096, 4096, int(0.05 * cells_4096)) == "sparse"
+    assert sparse.choose_impl(4096, 4096, int(0.0999 * cells_4096)) == "sparse"
+    assert sparse.choose_impl(4096, 4096, int(0.2 * cells_4096)) == "dense"
+    assert sparse.choose_impl(1024, 1024, int(0.08 * cells_1024)) == "sparse"
+    assert sparse.choose_impl(1023, 1024, int(0.03 * 1023 * 1024)) == "dense"  # the 2% tier
+    assert sparse.choose_impl(128, 128, 1) == "dense"
+    monkeypatch.setenv("MASKMAGIC_SPARSE_KERNEL", "stock")
+    assert sparse.choose_impl(4096, 4096, int(0.05 * cells_4096)) == "dense"
+    assert sparse.choose_impl(1024, 1024, int(0.08 * cells_1024)) == "dense"
+    assert sparse.choose_impl(4096, 4096, int(0.02 * cells_4096)) == "sparse"
 
 
 def _model(impl="sparse", mask=A, bias_mask=B, units=3, inputs=5):

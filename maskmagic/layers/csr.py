@@ -48,6 +48,7 @@ csr_ops = _compat.csr_matrix_ops()
 __all__ = [
     "AUTO_MIN_CELLS",
     "AUTO_THRESHOLDS",
+    "STOCK_AUTO_THRESHOLDS",
     "CHUNK_ELEMENTS",
     "choose_impl",
     "column_order",
@@ -68,9 +69,11 @@ __all__ = [
 # fastest of 2^16..2^22 on the benchmark machine, and a cache-sized block).
 CHUNK_ELEMENTS = 1 << 18
 
-# impl="auto": (at least this many cells, at most this density) -> sparse; measured with
-# `python bench/run.py --sweep` (see choose_impl). Smaller layers are always dense.
-AUTO_THRESHOLDS = ((1 << 16, 0.02), (1 << 20, 0.05), (1 << 24, 0.03))
+# impl="auto": (at least this many cells, at most this density) -> sparse, with maskmagic's
+# native kernel (AUTO_THRESHOLDS) and on TensorFlow's stock kernels (STOCK_AUTO_THRESHOLDS);
+# measured with `python bench/run.py` (see choose_impl). Smaller layers are always dense.
+AUTO_THRESHOLDS = ((1 << 16, 0.02), (1 << 20, 0.10))
+STOCK_AUTO_THRESHOLDS = ((1 << 16, 0.02), (1 << 20, 0.05), (1 << 24, 0.03))
 AUTO_MIN_CELLS = AUTO_THRESHOLDS[0][0]
 
 
@@ -183,28 +186,30 @@ def choose_impl(n_in: int, units: int, nnz: int) -> str:
     """The implementation ``impl="auto"`` picks for a layer: ``"dense"`` or ``"sparse"``.
 
     Sparse when the density ``nnz / (n_in * units)`` is at most the limit for the layer's
-    size, from :data:`AUTO_THRESHOLDS`:
+    size. With the native kernel (:mod:`maskmagic.layers.native`, the default on CPU), from
+    :data:`AUTO_THRESHOLDS`; on TensorFlow's stock kernels, from :data:`STOCK_AUTO_THRESHOLDS`:
 
-    ==========================  ==========================  ===================
-    cells (n_in x units)        for example                 sparse at density
-    ==========================  ==========================  ===================
-    below 65,536                128 x 128                   never
-    65,536 to 1,048,575         256 x 256 to 1024 x 1023    <= 2%
-    1,048,576 to 16,777,215     1024 x 1024 to 4096 x 4095  <= 5%
-    16,777,216 and more         4096 x 4096 and larger      <= 3%
-    ==========================  ==========================  ===================
+    ==========================  ==========================  ============  ============
+    cells (n_in x units)        for example                 native        stock
+    ==========================  ==========================  ============  ============
+    below 65,536                128 x 128                   never         never
+    65,536 to 1,048,575         256 x 256 to 1024 x 1023    <= 2%         <= 2%
+    1,048,576 to 16,777,215     1024 x 1024 to 4096 x 4095  <= 10%        <= 5%
+    16,777,216 and more         4096 x 4096 and larger      <= 10%        <= 3%
+    ==========================  ==========================  ============  ============
 
-    Measured with the sweep of the first ``bench/run.py`` (MaskedDense train step, Adam, batch 128,
-    2 shared CPU cores): the sparse / dense step-time ratio crosses 1 near 0.1% for 128 x 128
-    (0.91 at 0.1%), between 2% and 5% for 256 to 1024 (0.94, 0.79, 0.49 at 2%), near 10% for
-    2048 (0.69 at 5%, 0.96 at 10%) and between 10% and 20% for 4096 (0.43 at 10%, 1.12 at
-    20%). Issue 16 re-measured the user path (``python bench/run.py --densities 0.1 0.05
-    0.02 --ops all``, TrainOp with Adam, on a loaded 2-core CPU): at 1024 x 1024 sparse took
-    0.49x of Dense at 5% where the dense implementation took 1.7x, so the 5% limit starts at
-    1024 x 1024. Re-measured at 4096 x 4096 on a quieter machine (load average about 2, Adam,
-    ``python bench/run.py --sizes 4096 --ops all``): sparse took 2.3x of Dense at 10% and 0.33x
-    at 1%, its cost growing with the connections, so the limit there is 3%. Under 65,536 cells both steps take well under a millisecond, so small layers stay
-    dense whatever their density, and the limits sit on the safe side of each crossover.
+    Native (``python bench/run.py --sizes 1024 --densities 0.2 0.1 0.05 0.01 0.001`` and
+    ``--sizes 4096 --densities 0.2 0.1 0.05 0.01 0.001``, TrainOp steps, batch 128, SGD and
+    Adam, ``bench/results/run-2026-12-01T14*.json``): sparse over dense at 5% is 0.4x-0.7x, at
+    10% 0.7x-1.1x (4096² SGD: 1.13x, Adam: 0.68x), at 20% 1.2x-2.3x; the Adam step's dense
+    slots make sparse win longer, so 10% is the limit that loses least across both optimizers.
+    Stock: the first release's sweep and issue 16's re-measurements (sparse 2.3x of Dense at
+    10% and 0.33x at 1% on 4096²; 0.49x at 5% on 1024²). The 65,536-cell tier was measured on
+    the stock kernels only. Under 65,536 cells both steps take well under a millisecond, so
+    small layers stay dense whatever their density.
+
+    Asking whether the native kernel is there builds it (once per machine) only for a layer
+    whose density falls between the two limits.
 
     Args:
         n_in: number of inputs.
@@ -212,11 +217,19 @@ def choose_impl(n_in: int, units: int, nnz: int) -> str:
         nnz: number of connections.
     """
     cells = int(n_in) * int(units)
-    limit = None
-    for min_cells, max_density in AUTO_THRESHOLDS:
-        if cells >= min_cells:
-            limit = max_density
-    return "sparse" if limit is not None and nnz <= math.ceil(limit * cells) else "dense"
+
+    def within(thresholds: tuple) -> bool:
+        limit = None
+        for min_cells, max_density in thresholds:
+            if cells >= min_cells:
+                limit = max_density
+        return limit is not None and nnz <= math.ceil(limit * cells)
+
+    if within(STOCK_AUTO_THRESHOLDS):
+        return "sparse"
+    if within(AUTO_THRESHOLDS) and native.kernel_ops() is not None:
+        return "sparse"
+    return "dense"
 
 
 # ----------------------------------------------------------------------------- structure

@@ -96,8 +96,9 @@ class MaskedDense(BiasMaskMixin, SparseKernelMixin, keras.layers.Dense):
         impl: ``"dense"`` (kernel and mask variables of shape (inputs, units)), ``"sparse"``
             (only the connected weights; ``get_mask()`` and ``effective_kernel()`` return
             ``scipy.sparse.csr_array``) or ``"auto"``: sparse for large low-density layers
-            (at least 65,536 cells and at most 2% density, 5% from 1024 x 1024, 10% from
-            4096 x 4096; see :func:`maskmagic.layers.csr.choose_impl`), dense otherwise.
+            (at least 65,536 cells and at most 2% density, 10% from 1024 x 1024 with the
+            native kernel, 5% and from 4096 x 4096 3% on TensorFlow's stock kernels; see
+            :func:`maskmagic.layers.csr.choose_impl`), dense otherwise.
             Quantization and LoRA need the dense implementation.
         input_names: optional names of the inputs (rows of the mask); taken from a NamedMask.
         unit_names: optional names of the units (columns of the mask); taken from a NamedMask.
