@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         library = native.build(force=args.force)
         tf.load_op_library(str(library))
-    except Exception as error:
+    except (RuntimeError, OSError, tf.errors.OpError) as error:  # see native._load
         print(f"maskmagic: the native sparse kernel could not be built: {error}", file=sys.stderr)
         return 1
     print(f"maskmagic: native sparse kernel ready at {library}")

@@ -189,7 +189,9 @@ def _load() -> Any:
     if "ops" not in _loaded:
         try:
             _loaded["ops"] = tf.load_op_library(str(build()))
-        except Exception as error:  # no compiler, failed build, unloadable library
+        # no compiler or a failed build (RuntimeError), an unwritable cache (OSError), an
+        # unloadable library (OpError); anything else is a bug in this module and shows
+        except (RuntimeError, OSError, tf.errors.OpError) as error:
             _loaded["ops"], _loaded["error"] = None, f"{type(error).__name__}: {error}"
             if mode() == "auto":
                 warnings.warn(
