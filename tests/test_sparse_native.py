@@ -119,15 +119,18 @@ def test_native_kernel_rejects_out_of_range_connections(monkeypatch):
     monkeypatch.setenv("MASKMAGIC_SPARSE_KERNEL", "native")
     ops = native.kernel_ops()
     x, values = tf.ones((2, 4)), tf.ones(2)
-    rows, cols, order = tf.constant([0, 9]), tf.constant([0, 1]), tf.constant([0, 1])
+    rows, cols = tf.constant([0, 9]), tf.constant([0, 1])
     with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
-        ops.maskmagic_sparse_matmul(x, values, rows, cols, order, units=3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="not column-major"):
-        ops.maskmagic_sparse_matmul(x, values, tf.constant([0, 1]), tf.constant([2, 1]),
-                                    order, units=3)  # fmt: skip
+        ops.maskmagic_sparse_matmul(x, values, rows, cols, units=3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+        ops.maskmagic_sparse_matmul(x, values, tf.constant([0, 1]), tf.constant([0, 3]), units=3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="not sorted"):
-        ops.maskmagic_sparse_matmul_grad(tf.transpose(x), tf.ones((2, 3)), values, tf.constant([1, 0]),
-                                         cols)  # fmt: skip
+        ops.maskmagic_sparse_matmul(x, values, tf.constant([1, 0]), cols, units=3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not sorted"):
+        ops.maskmagic_sparse_matmul_grad_input(tf.ones((3, 2)), values, tf.constant([1, 0]), cols,
+                                               n_in=4)  # fmt: skip
+    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+        ops.maskmagic_sparse_matmul_grad_values(x, tf.ones((2, 3)), rows, cols)
 
 
 def test_failed_build_warns_once_and_the_stock_path_still_trains(monkeypatch, tmp_path):

@@ -134,7 +134,7 @@ def sparse_matmul(
     """
     kernel = native.kernel_ops()
     if kernel is not None:
-        return _native_matmul(kernel, x, values, rows, cols, order, units)
+        return _native_matmul(kernel, x, values, rows, cols, n_in, units)
     by_input = tf.cast(tf.stack([rows, cols], axis=1), tf.int64)
     by_unit = tf.cast(tf.stack([tf.gather(cols, order), tf.gather(rows, order)], axis=1), tf.int64)
 
@@ -159,17 +159,21 @@ def sparse_matmul(
 
 
 def _native_matmul(
-    kernel: Any, x: Any, values: Any, rows: Any, cols: Any, order: Any, units: int
+    kernel: Any, x: Any, values: Any, rows: Any, cols: Any, n_in: int, units: int
 ) -> Any:
-    """``sparse_matmul`` on the native kernel (:mod:`maskmagic.layers.native`)."""
+    """``sparse_matmul`` on the native kernel (:mod:`maskmagic.layers.native`).
+
+    The gradient is two ops: the values gradient (which also transposes ``dy``) and the input
+    gradient; where nothing reads ``dx`` (a first layer), TensorFlow prunes the second.
+    """
 
     @tf.custom_gradient
     def matmul(x, values):
-        # The forward op also returns x transposed, which the gradient reuses.
-        y, x_t = kernel.maskmagic_sparse_matmul(x, values, rows, cols, order, units=units)
+        y = kernel.maskmagic_sparse_matmul(x, values, rows, cols, units=units)
 
         def grad(dy):
-            dx, dvalues = kernel.maskmagic_sparse_matmul_grad(x_t, dy, values, rows, cols)
+            dvalues, dy_t = kernel.maskmagic_sparse_matmul_grad_values(x, dy, rows, cols)
+            dx = kernel.maskmagic_sparse_matmul_grad_input(dy_t, values, rows, cols, n_in=n_in)
             return dx, dvalues
 
         return y, grad
