@@ -52,6 +52,8 @@ def _product(path, monkeypatch, x, values, rows, cols, order, units, dy):
         ("float64", 45, 64, 33, 0.3),
         ("float32", 1, 10, 7, 0.5),
         ("float32", 5, 20, 30, 0.0),  # no connections at all
+        ("float32", 70, 1100, 40, 0.05),  # tiles of 32 and a tail, three blocks of inputs
+        ("float64", 20, 600, 50, 0.1),  # tiles of 16 with a tail, two blocks of inputs
     ],
 )
 def test_native_matches_stock_path_and_dense_reference(monkeypatch, dtype, batch, n_in, units,

@@ -163,8 +163,8 @@ def _native_matmul(
 ) -> Any:
     """``sparse_matmul`` on the native kernel (:mod:`maskmagic.layers.native`).
 
-    The gradient is two ops: the values gradient (which also transposes ``dy``) and the input
-    gradient; where nothing reads ``dx`` (a first layer), TensorFlow prunes the second.
+    The gradient is two ops, the values gradient and the input gradient; where nothing reads
+    ``dx`` (a first layer), TensorFlow prunes the second.
     """
 
     @tf.custom_gradient
@@ -172,8 +172,8 @@ def _native_matmul(
         y = kernel.maskmagic_sparse_matmul(x, values, rows, cols, units=units)
 
         def grad(dy):
-            dvalues, dy_t = kernel.maskmagic_sparse_matmul_grad_values(x, dy, rows, cols)
-            dx = kernel.maskmagic_sparse_matmul_grad_input(dy_t, values, rows, cols, n_in=n_in)
+            dvalues = kernel.maskmagic_sparse_matmul_grad_values(x, dy, rows, cols)
+            dx = kernel.maskmagic_sparse_matmul_grad_input(dy, values, rows, cols, n_in=n_in)
             return dx, dvalues
 
         return y, grad

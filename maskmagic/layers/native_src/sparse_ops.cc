@@ -118,47 +118,13 @@ struct Vec {
 };
 
 // How many connections ahead the loops below prefetch the rows they will read: the rows are
-// scattered over the source, so without it every connection waits for memory.
+// scattered, so without it every connection waits for memory.
 constexpr int64_t kAhead = 12;
 
 // Prefetches `bytes` bytes from p (one hint per 64-byte cache line).
 inline void Prefetch(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b);
-}
-
-// out[0:batch] = sum over j in [k0, k1) of val[j] * src[off[j] : off[j] + batch], summed in j
-// order, NV vectors of lanes at a time (kept in registers). off has at least `limit` entries.
-template <typename T, int NV>
-inline void Gather(const T* src, const int64_t* off, const T* val, int64_t k0, int64_t k1,
-                   int64_t limit, int64_t batch, T* out) {
-  using V = Vec<T>;
-  constexpr int kStep = NV * V::kLanes;
-  int64_t j0 = 0;
-  for (; j0 + kStep <= batch; j0 += kStep) {
-    typename V::type acc[NV];
-    for (int i = 0; i < NV; ++i) acc[i] = typename V::type{};
-    for (int64_t k = k0; k < k1; ++k) {
-      if (k + kAhead < limit) Prefetch(src + off[k + kAhead] + j0, kStep * sizeof(T));
-      const T v = val[k];
-      const T* s = src + off[k] + j0;
-      for (int i = 0; i < NV; ++i) acc[i] += v * V::Load(s + i * V::kLanes);
-    }
-    for (int i = 0; i < NV; ++i) V::Store(out + j0 + i * V::kLanes, acc[i]);
-  }
-  for (; j0 + V::kLanes <= batch; j0 += V::kLanes) {
-    typename V::type acc{};
-    for (int64_t k = k0; k < k1; ++k) {
-      if (k + kAhead < limit) Prefetch(src + off[k + kAhead] + j0, V::kLanes * sizeof(T));
-      acc += val[k] * V::Load(src + off[k] + j0);
-    }
-    V::Store(out + j0, acc);
-  }
-  for (; j0 < batch; ++j0) {
-    T acc = 0;
-    for (int64_t k = k0; k < k1; ++k) acc += val[k] * src[off[k] + j0];
-    out[j0] = acc;
-  }
 }
 
 // sum_j a[j] * b[j]: two vectors of partial sums, then the lanes and the tail in a fixed order.
@@ -178,38 +144,6 @@ inline T Dot(const T* a, const T* b, int64_t n) {
   for (int l = 0; l < L; ++l) total += acc0[l];
   for (; j < n; ++j) total += a[j] * b[j];
   return total;
-}
-
-// out[:, g] for groups g in [0, groups), out being (batch, groups) row-major: out[:, g] = sum
-// over the connections k of group g (ptr[g] .. ptr[g+1]) of values[k] * src[other[k], :].
-// Parallel over blocks of 8 groups; each block is summed into a small (8, batch) buffer and
-// transposed into out while it is in cache.
-template <typename T>
-void GroupedAxpy(OpKernelContext* ctx, const std::vector<int64_t>& ptr, const int32_t* other,
-                 const T* values, const T* src, int64_t batch, T* out) {
-  constexpr int64_t kBlock = 8;
-  const int64_t groups = static_cast<int64_t>(ptr.size()) - 1;
-  if (groups <= 0) return;
-  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-  const int64_t nnz = ptr.back();
-  const int64_t blocks = (groups + kBlock - 1) / kBlock;
-  const int64_t cost =
-      std::max<int64_t>(1, (nnz / std::max<int64_t>(groups, 1) + 2) * batch * 2 * kBlock);
-  tensorflow::Shard(
-      workers->num_threads, workers->workers, blocks, cost, [&](int64_t b0, int64_t b1) {
-        const int64_t g_first = b0 * kBlock, g_last = std::min(groups, b1 * kBlock);
-        const int64_t k0 = ptr[g_first], k1 = ptr[g_last];
-        std::vector<int64_t> off(k1 - k0);
-        for (int64_t k = k0; k < k1; ++k) off[k - k0] = static_cast<int64_t>(other[k]) * batch;
-        std::vector<T> buf(kBlock * batch);
-        for (int64_t g0 = g_first; g0 < g_last; g0 += kBlock) {
-          const int64_t m = std::min(kBlock, g_last - g0);
-          for (int64_t g = g0; g < g0 + m; ++g)
-            Gather<T, 8>(src, off.data(), values + k0, ptr[g] - k0, ptr[g + 1] - k0, k1 - k0,
-                         batch, buf.data() + (g - g0) * batch);
-          TransposeTile<T>(buf.data(), batch, m, batch, out + g0, groups);
-        }
-      });
 }
 
 // Input rows per block of the products below.
@@ -280,6 +214,47 @@ void ScatterByRows(OpKernelContext* ctx, const std::vector<int64_t>& rowptr, con
       });
 }
 
+// dx (batch, n_in) = dy (batch, units) @ W.T, the connections of W in row-major order. Parallel
+// over tiles of kTile batch rows: a tile transposes its rows of dy into a (units, kTile) buffer,
+// then sums each input's connections in registers, a block of kRowBlock inputs at a time
+// transposed into dx. Each dx[b, r] is summed over the connections of r in their order.
+template <typename T, int64_t kTile>
+void GatherByRows(OpKernelContext* ctx, const std::vector<int64_t>& rowptr, const int32_t* cols,
+                  const T* values, const T* dy, int64_t batch, int64_t n_in, int64_t units,
+                  T* dx) {
+  using V = Vec<T>;
+  static_assert(kTile % V::kLanes == 0, "a tile is a whole number of vectors");
+  constexpr int kVectors = kTile / V::kLanes;
+  const int64_t tiles = (batch + kTile - 1) / kTile;
+  const int64_t nnz = rowptr.back();
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+  const int64_t cost = std::max<int64_t>(1, (nnz + n_in + units) * kTile * 4);
+  tensorflow::Shard(
+      workers->num_threads, workers->workers, tiles, cost, [&](int64_t t0, int64_t t1) {
+        Scratch<T> dyloc(units * kTile), out(kRowBlock * kTile);
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t b0 = t * kTile, bt = std::min(kTile, batch - b0);
+          TransposeRows<T>(dy + b0 * units, units, bt, units, dyloc.data, kTile);
+          for (int64_t r0 = 0; r0 < n_in; r0 += kRowBlock) {
+            const int64_t rn = std::min(kRowBlock, n_in - r0);
+            for (int64_t r = 0; r < rn; ++r) {
+              typename V::type acc[kVectors];
+              for (int i = 0; i < kVectors; ++i) acc[i] = typename V::type{};
+              for (int64_t k = rowptr[r0 + r]; k < rowptr[r0 + r + 1]; ++k) {
+                if (k + kAhead < nnz) __builtin_prefetch(dyloc.data + cols[k + kAhead] * kTile);
+                const T* d = dyloc.data + static_cast<int64_t>(cols[k]) * kTile;
+                const T v = values[k];
+                for (int i = 0; i < kVectors; ++i) acc[i] += v * V::Load(d + i * V::kLanes);
+              }
+              for (int i = 0; i < kVectors; ++i)
+                V::Store(out.data + r * kTile + i * V::kLanes, acc[i]);
+            }
+            TransposeRows<T>(out.data, kTile, rn, bt, dx + b0 * n_in + r0, n_in);
+          }
+        }
+      });
+}
+
 // Group pointers from a key that must be non-decreasing and < groups.
 bool GroupPointers(const int32_t* key, int64_t nnz, int64_t groups, std::vector<int64_t>* ptr) {
   ptr->assign(groups + 1, 0);
@@ -344,7 +319,7 @@ class SparseMatmulOp : public OpKernel {
 // The gradient is two ops, so that a graph that needs no dx (the first layer) never computes
 // it: TensorFlow prunes an op whose outputs nothing reads.
 
-// dvalues[k] = x[:, rows[k]] . dy[:, cols[k]]; also returns dy.T for the dx op. Parallel over
+// dvalues[k] = x[:, rows[k]] . dy[:, cols[k]]. Parallel over
 // blocks of kRowBlock inputs, each block of x transposed into a small buffer while in use.
 template <typename T>
 class SparseMatmulGradValuesOp : public OpKernel {
@@ -369,12 +344,13 @@ class SparseMatmulGradValuesOp : public OpKernel {
     std::vector<int64_t> rowptr;
     OP_REQUIRES(ctx, GroupPointers(rows_p, nnz, n_in, &rowptr),
                 absl::InvalidArgumentError("rows out of range or not sorted"));
-    Tensor *dvalues = nullptr, *dyt = nullptr;
+    Tensor* dvalues = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({nnz}), &dvalues));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({units, batch}), &dyt));
+    Tensor dyt;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(dy.dtype(), TensorShape({units, batch}), &dyt));
     T* dv_p = dvalues->flat<T>().data();
     const T* x_p = x.flat<T>().data();
-    T* dyt_p = dyt->flat<T>().data();
+    T* dyt_p = dyt.flat<T>().data();
     Transpose<T>(ctx, dy.flat<T>().data(), batch, units, dyt_p);
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     const int64_t blocks = (n_in + kRowBlock - 1) / kRowBlock;
@@ -399,7 +375,7 @@ class SparseMatmulGradValuesOp : public OpKernel {
   }
 };
 
-// dx.T[r, :] = sum over the connections of input r of values[k] * dy.T[cols[k], :].
+// dx = dy @ W.T.
 template <typename T>
 class SparseMatmulGradInputOp : public OpKernel {
  public:
@@ -408,15 +384,15 @@ class SparseMatmulGradInputOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& dyt = ctx->input(0);  // dy transposed, from the values gradient op
+    const Tensor& dy = ctx->input(0);
     const Tensor& values = ctx->input(1);
     const Tensor& rows = ctx->input(2);
     const Tensor& cols = ctx->input(3);
-    OP_REQUIRES(ctx, dyt.dims() == 2, absl::InvalidArgumentError("dyt must be a matrix"));
+    OP_REQUIRES(ctx, dy.dims() == 2, absl::InvalidArgumentError("dy must be a matrix"));
     const int64_t nnz = values.NumElements();
     OP_REQUIRES(ctx, values.dims() == 1 && rows.NumElements() == nnz && cols.NumElements() == nnz,
                 absl::InvalidArgumentError("values, rows and cols must have one length"));
-    const int64_t units = dyt.dim_size(0), batch = dyt.dim_size(1);
+    const int64_t batch = dy.dim_size(0), units = dy.dim_size(1);
     const int32_t* rows_p = rows.flat<int32_t>().data();
     const int32_t* cols_p = cols.flat<int32_t>().data();
     OP_REQUIRES(ctx, InRange(cols_p, nnz, units),
@@ -427,8 +403,12 @@ class SparseMatmulGradInputOp : public OpKernel {
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, n_in_}), &dx));
     if (batch == 0 || n_in_ == 0) return;
-    GroupedAxpy<T>(ctx, rowptr, cols_p, values.flat<T>().data(), dyt.flat<T>().data(), batch,
-                   dx->flat<T>().data());
+    const T *values_p = values.flat<T>().data(), *dy_p = dy.flat<T>().data();
+    T* dx_p = dx->flat<T>().data();
+    if (batch >= 32)
+      GatherByRows<T, 32>(ctx, rowptr, cols_p, values_p, dy_p, batch, n_in_, units, dx_p);
+    else
+      GatherByRows<T, 16>(ctx, rowptr, cols_p, values_p, dy_p, batch, n_in_, units, dx_p);
   }
 
  private:
@@ -460,19 +440,17 @@ REGISTER_OP("MaskmagicSparseMatmulGradValues")
     .Input("rows: int32")
     .Input("cols: int32")
     .Output("dvalues: T")
-    .Output("dyt: T")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle x, dy;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &dy));
       c->set_output(0, c->Vector(c->Dim(c->input(2), 0)));
-      c->set_output(1, c->Matrix(c->Dim(dy, 1), c->Dim(dy, 0)));
       return absl::OkStatus();
     });
 
 REGISTER_OP("MaskmagicSparseMatmulGradInput")
-    .Input("dyt: T")
+    .Input("dy: T")
     .Input("values: T")
     .Input("rows: int32")
     .Input("cols: int32")
@@ -480,11 +458,11 @@ REGISTER_OP("MaskmagicSparseMatmulGradInput")
     .Attr("n_in: int >= 0")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle dyt;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &dyt));
+      ShapeHandle dy;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &dy));
       int64_t n_in;
       TF_RETURN_IF_ERROR(c->GetAttr("n_in", &n_in));
-      c->set_output(0, c->Matrix(c->Dim(dyt, 1), n_in));
+      c->set_output(0, c->Matrix(c->Dim(dy, 0), n_in));
       return absl::OkStatus();
     });
 
