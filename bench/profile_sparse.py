@@ -4,7 +4,8 @@ A 4096 x 4096 ``MaskedDense(impl="sparse")`` at 1% and 0.1% density, batch 128 (
 ``impl=auto`` rows), on both kernel paths (``MASKMAGIC_SPARSE_KERNEL=stock``: TensorFlow's CSR
 ops; ``native``: maskmagic's compiled op, see ``maskmagic/layers/native.py``): the compiled
 forward pass, forward + backward, and ``TrainOp`` steps with SGD and Adam, next to ``TrainOp``
-steps on ``keras.layers.Dense``. Every part is timed in interleaved rounds, stock and native
+steps on ``keras.layers.Dense``, and the floor: ``TrainOp`` steps on the same layer with no
+connections at all (what the loss, the bias and the op cost when no connection is computed). Every part is timed in interleaved rounds, stock and native
 side by side in one process; medians of all calls after warm-up.
 
 Usage: ``python bench/profile_sparse.py`` (writes ``bench/results/profile-sparse-<date>.json``).
@@ -83,15 +84,24 @@ def measure_density(density: float) -> dict:
             op(x, y)
             parts[f"TrainOp step, {optimizer}, {path}"] = lambda op=op: op(x, y)
     os.environ.pop("MASKMAGIC_SPARSE_KERNEL")
+    empty_layer = MaskedDense(SIZE, mask=np.zeros((SIZE, SIZE), bool), impl="sparse")
+    empty = keras.Model(inputs, empty_layer(inputs))
+    for optimizer in ("sgd", "adam"):
+        op = TrainOp(empty, optimizer=optimizer)
+        op(x, y)
+        parts[f"TrainOp step, {optimizer}, no connections"] = lambda op=op: op(x, y)
     ms = _interleaved(parts)
     for optimizer in ("sgd", "adam"):
         dense = keras.Sequential([keras.Input((SIZE,)), keras.layers.Dense(SIZE)])
         dense_op = TrainOp(dense, optimizer=optimizer)
         sparse_ops = {path: parts[f"TrainOp step, {optimizer}, {path}"] for path in PATHS}
-        both = _interleaved({"dense": lambda op=dense_op: op(x, y), **sparse_ops}, calls=4)
+        floor = parts[f"TrainOp step, {optimizer}, no connections"]
+        both = _interleaved({"dense": lambda op=dense_op: op(x, y), "floor": floor, **sparse_ops},
+                            calls=4)  # fmt: skip
         ms[f"TrainOp step on Dense, {optimizer}"] = both["dense"]
         for path in PATHS:
             ms[f"ratio to Dense, {optimizer}, {path}"] = both[path] / both["dense"]
+        ms[f"ratio to Dense, {optimizer}, no connections"] = both["floor"] / both["dense"]
     return {"density": density, "connections": int(mask.sum()), "ms": ms}
 
 
