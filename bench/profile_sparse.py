@@ -8,7 +8,8 @@ steps on ``keras.layers.Dense``, and the floor: ``TrainOp`` steps on the same la
 connections at all (what the loss, the bias and the op cost when no connection is computed). Every part is timed in interleaved rounds, stock and native
 side by side in one process; medians of all calls after warm-up.
 
-Usage: ``python bench/profile_sparse.py`` (writes ``bench/results/profile-sparse-<date>.json``).
+Usage: ``python bench/profile_sparse.py [--size 4096]`` (writes
+``bench/results/profile-sparse-<date>.json``).
 """
 
 from __future__ import annotations
@@ -114,14 +115,20 @@ def measure() -> dict:
 
 
 def main() -> None:
+    import argparse
+
     from run import machine
 
+    global SIZE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=SIZE, help="inputs and units of the layer")
+    SIZE = parser.parse_args().size
     load = [os.getloadavg()]
     result = measure()
     load.append(os.getloadavg())
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record = {"kind": "profile-sparse", "machine": machine(), "date": stamp,
-              "command": "python bench/profile_sparse.py", "load": load, "result": result}  # fmt: skip
+              "command": " ".join(["python bench/profile_sparse.py", *sys.argv[1:]]), "load": load, "result": result}  # fmt: skip
     for row in result["densities"]:
         print(f"density {row['density']}: {row['connections']} connections")
         for part, value in row["ms"].items():

@@ -49,6 +49,20 @@ MUTANTS = (
         ("tests/test_sparse_native.py::test_native_matches_stock_path_and_dense_reference",),
     ),
     Mutant(
+        "native forward writes only 8 rows of each batch tile",
+        "maskmagic/layers/native_src/sparse_ops.cc",
+        "TransposeRows<T>(acc.data, kTile, units, bt, y + b0 * units, units);",
+        "TransposeRows<T>(acc.data, kTile, units, std::min<int64_t>(bt, 8), y + b0 * units, units);",
+        ("tests/test_sparse_native.py::test_native_matches_stock_path_and_dense_reference",),
+    ),
+    Mutant(
+        "native input gradient repeats its first vector across the tile",
+        "maskmagic/layers/native_src/sparse_ops.cc",
+        "V::Store(out.data + r * kTile + i * V::kLanes, acc[i]);",
+        "V::Store(out.data + r * kTile + i * V::kLanes, acc[0]);",
+        ("tests/test_sparse_native.py::test_native_matches_stock_path_and_dense_reference",),
+    ),
+    Mutant(
         "no slot restore",
         "maskmagic/training/ops.py",
         "back.restore([variable, *slots], old)",
