@@ -4,7 +4,8 @@ A sparse layer keeps a values vector (one weight per connection, in row-major or
 (inputs, units) mask) and three int32 index vectors: the row and the column of each connection,
 and the order that sorts them by column. The product ``x @ W`` runs on maskmagic's compiled
 kernel when it is available (:mod:`maskmagic.layers.native`: the same three products, each
-output summed in a fixed order by one thread), otherwise on TensorFlow's CSR
+output summed in a fixed order by one thread, the input gradient a separate op that TensorFlow
+prunes where nothing reads it), otherwise on TensorFlow's CSR
 sparse-matrix kernels (``tf.linalg.sparse``: ``SparseTensorToCSRSparseMatrix`` then
 ``SparseMatrixMatMul``) with a custom gradient:
 
@@ -203,10 +204,11 @@ def choose_impl(n_in: int, units: int, nnz: int) -> str:
     ==========================  ==========================  ============  ============
 
     Native (``python bench/run.py --sizes 1024 --densities 0.2 0.1 0.05 0.01 0.001`` and
-    ``--sizes 4096 --densities 0.2 0.1 0.05 0.01 0.001``, TrainOp steps, batch 128, SGD and
-    Adam, ``bench/results/run-2026-12-01T14*.json``): sparse over dense at 5% is 0.4x-0.7x, at
-    10% 0.7x-1.1x (4096² SGD: 1.13x, Adam: 0.68x), at 20% 1.2x-2.3x; the Adam step's dense
-    slots make sparse win longer, so 10% is the limit that loses least across both optimizers.
+    ``--sizes 4096 --densities 0.2 0.1 0.05 0.01 0.001``, TrainOp steps, batch 128 and 32, SGD
+    and Adam, ``bench/results/run-2026-12-01T154713Z.json`` and ``…155748Z.json``): sparse over
+    dense at 5% is 0.2x-0.6x, at 10% 0.45x-0.9x, at 20% 0.8x-1.0x with Adam (whose dense slots
+    make a dense step dearer) and 1.3x-1.4x with SGD; 10% is the largest limit where sparse
+    wins with both optimizers.
     Stock: the first release's sweep and issue 16's re-measurements (sparse 2.3x of Dense at
     10% and 0.33x at 1% on 4096²; 0.49x at 5% on 1024²). The 65,536-cell tier was measured on
     the stock kernels only. Under 65,536 cells both steps take well under a millisecond, so

@@ -149,7 +149,8 @@ inline T Dot(const T* a, const T* b, int64_t n) {
 // Input rows per block of the products below.
 constexpr int64_t kRowBlock = 512;
 
-// A cache-line aligned scratch array, freed on scope exit.
+// A cache-line aligned scratch array of zeros, freed on scope exit. Lanes of a tile past the
+// batch's last row hold leftovers of the previous tile; nothing reads them into an output.
 template <typename T>
 struct Scratch {
   explicit Scratch(int64_t n)
@@ -198,7 +199,8 @@ void ScatterByRows(OpKernelContext* ctx, const std::vector<int64_t>& rowptr, con
               const int64_t k0 = rowptr[r0 + r], k1 = rowptr[r0 + r + 1];
               if (k0 == k1) continue;
               typename V::type xr[kVectors];
-              for (int i = 0; i < kVectors; ++i) xr[i] = V::Load(xloc.data + r * kTile + i * V::kLanes);
+              for (int i = 0; i < kVectors; ++i)
+                xr[i] = V::Load(xloc.data + r * kTile + i * V::kLanes);
               for (int64_t k = k0; k < k1; ++k) {
                 if (k + kAhead < nnz) __builtin_prefetch(acc.data + cols[k + kAhead] * kTile);
                 T* a = acc.data + static_cast<int64_t>(cols[k]) * kTile;
@@ -354,7 +356,8 @@ class SparseMatmulGradValuesOp : public OpKernel {
     Transpose<T>(ctx, dy.flat<T>().data(), batch, units, dyt_p);
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     const int64_t blocks = (n_in + kRowBlock - 1) / kRowBlock;
-    const int64_t cost = std::max<int64_t>(1, (nnz / std::max<int64_t>(blocks, 1) + kRowBlock) * batch * 2);
+    const int64_t cost =
+        std::max<int64_t>(1, (nnz / std::max<int64_t>(blocks, 1) + kRowBlock) * batch * 2);
     tensorflow::Shard(
         workers->num_threads, workers->workers, blocks, cost, [&](int64_t b0, int64_t b1) {
           Scratch<T> xloc(kRowBlock * std::max<int64_t>(batch, 1));
