@@ -138,7 +138,10 @@ def scale_table(results: list[tuple[str, dict]]) -> str:
     lines = [
         f"{r['inputs']:,} x {r['units']:,} layer, {r['nnz']:,} connections, batch {r['batch']}, "
         f"Adam: build {r['build_s']:.1f} s, first step (with tracing) {r['first_step_s']:.2f} s, "
-        f"then {r['step_s']:.3f} s a step (median of 5), save {r['save_s']:.1f} s "
+        f"then {r['step_s']:.3f} s a step (median of 5"
+        + (f"; of which TensorFlow copying the numpy batch into a tensor takes about "
+           f"{r['batch_to_tensor_s']:.3f} s" if "batch_to_tensor_s" in r else "")
+        + f"), save {r['save_s']:.1f} s "
         f"({r['file_mib']:.0f} MiB), load {r['load_s']:.1f} s, identical after loading: "
         f"{r['identical']}, peak RSS {r['peak_rss_mib'] / 1024:.2f} GiB.",
         "",

@@ -80,6 +80,12 @@ def run(n_in: int, units: int, nnz: int, batch: int) -> dict:
         steps.append(time.perf_counter() - t)
     result["step_s"] = float(np.median(steps))  # median of 5 steps after tracing
     result["step_times_s"] = steps
+    copies = []  # part of each step: TensorFlow copies the numpy batch into a tensor
+    for _ in range(5):
+        t = time.perf_counter()
+        keras.ops.convert_to_tensor(x)
+        copies.append(time.perf_counter() - t)
+    result["batch_to_tensor_s"] = float(np.median(copies))
     moved = int(np.count_nonzero(keras.ops.convert_to_numpy(layer.kernel) != before))
     result["loss"] = loss
     result["moved"] = moved
