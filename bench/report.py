@@ -138,7 +138,7 @@ def scale_table(results: list[tuple[str, dict]]) -> str:
     lines = [
         f"{r['inputs']:,} x {r['units']:,} layer, {r['nnz']:,} connections, batch {r['batch']}, "
         f"Adam: build {r['build_s']:.1f} s, first step (with tracing) {r['first_step_s']:.2f} s, "
-        f"then {r['step_s']:.3f} s a step (median of 5"
+        f"then {r['step_s']:.3f} s a step (median of {r.get('steps', 5)}"
         + (f"; of which TensorFlow copying the numpy batch into a tensor takes about "
            f"{r['batch_to_tensor_s']:.3f} s" if "batch_to_tensor_s" in r else "")
         + f"), save {r['save_s']:.1f} s "

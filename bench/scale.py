@@ -28,6 +28,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+STEPS = 9  # timed steps after the first (a median of 9 steadies a 2-core machine's noise)
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -74,11 +77,12 @@ def run(n_in: int, units: int, nnz: int, batch: int) -> dict:
     loss = op(x, y)
     result["first_step_s"] = time.perf_counter() - t  # includes tracing
     steps = []
-    for _ in range(5):
+    for _ in range(STEPS):
         t = time.perf_counter()
         op(x, y)
         steps.append(time.perf_counter() - t)
-    result["step_s"] = float(np.median(steps))  # median of 5 steps after tracing
+    result["step_s"] = float(np.median(steps))  # median of STEPS steps after tracing
+    result["steps"] = STEPS
     result["step_times_s"] = steps
     copies = []  # part of each step: TensorFlow copies the numpy batch into a tensor
     for _ in range(5):
