@@ -6,8 +6,8 @@
 // which the compiler vectorises, and the scratch stays in cache. Every output element is summed
 // by one thread in a fixed order (no atomics), so results are bit-identical from run to run.
 //
-// Three ops: the forward product, the values gradient (which also returns dy transposed) and the
-// input gradient, separate so that TensorFlow prunes the last where nothing reads dx.
+// Three ops: the forward product, the values gradient and the input gradient, the last separate
+// so that TensorFlow prunes it where nothing reads dx.
 //
 // Built by maskmagic/layers/native.py with the installed TensorFlow's compile and link flags.
 
@@ -321,8 +321,8 @@ class SparseMatmulOp : public OpKernel {
 // The gradient is two ops, so that a graph that needs no dx (the first layer) never computes
 // it: TensorFlow prunes an op whose outputs nothing reads.
 
-// dvalues[k] = x[:, rows[k]] . dy[:, cols[k]]. Parallel over
-// blocks of kRowBlock inputs, each block of x transposed into a small buffer while in use.
+// dvalues[k] = x[:, rows[k]] . dy[:, cols[k]], from dy transposed once and x a block of
+// kRowBlock inputs at a time (transposed into a small buffer); parallel over the blocks.
 template <typename T>
 class SparseMatmulGradValuesOp : public OpKernel {
  public:
