@@ -336,6 +336,52 @@ def test_pooled_sparse_layer_overview_and_zoom(recorded):
     np.testing.assert_array_equal(window, dense[172:428, 172:428])
 
 
+def _pooled(dense, rows, cols):
+    """Signed max-|value| of each (bh, bw) block of ``dense``, padded to (rows, cols) blocks."""
+    bh, bw = -(-dense.shape[0] // rows), -(-dense.shape[1] // cols)
+    padded = np.zeros((rows * bh, cols * bw), dense.dtype)
+    padded[: dense.shape[0], : dense.shape[1]] = dense
+    blocks = padded.reshape(rows, bh, cols, bw).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    return np.take_along_axis(blocks, np.abs(blocks).argmax(-1)[..., None], -1)[..., 0]
+
+
+def test_large_sparse_layer_summary_is_fused_and_matches_its_gradient(recorded):
+    """Catches the XLA summary of a sparse layer (above XLA_MIN_CELLS connections) disagreeing
+    with the gradient it summarises: pooled tiles, norm, zero share and top connections, also
+    after set_mask changes the number of connections."""
+    from maskmagic.widgets.inspector import probes
+
+    rng = np.random.default_rng(5)
+    mask = sp.random_array((1200, 1024), density=0.06, rng=rng, format="csr") != 0
+    assert mask.nnz > probes.XLA_MIN_CELLS
+    x_in = keras.Input((1200,))
+    layer = MaskedDense(1024, mask=mask, impl="sparse", name="big")
+    model = keras.Model(x_in, layer(x_in))
+    x = rng.normal(size=(16, 1200)).astype("float32")
+    y = rng.normal(size=(16, 1024)).astype("float32")
+    inspector = GradientInspector(model, x, y)
+    assert inspector._probes[0]._xla_worthwhile()
+    inspector._on_message(inspector, {"type": "hello"}, [])
+    for step in range(2):
+        header, buffers = inspector.comm.tiles()[-1]
+        dense = inspector.gradients["big"].toarray()
+        pooled = _pooled(dense, header["rows"], header["cols"])
+        np.testing.assert_allclose(
+            _decode(header, buffers)["g"].reshape(pooled.shape), pooled, rtol=1e-6
+        )
+        info = inspector.layers[0]
+        np.testing.assert_allclose(info["norm"], np.linalg.norm(dense), rtol=1e-5)
+        assert info["zero_share"] == np.count_nonzero(dense == 0) / dense.size
+        top = {(r["i"], r["j"]) for r in inspector.top}
+        largest = np.argsort(-np.abs(dense), axis=None)[: len(top)]
+        assert top == {tuple(int(v) for v in np.unravel_index(f, dense.shape)) for f in largest}
+        for row in inspector.top:
+            np.testing.assert_allclose(row["gradient"], dense[row["i"], row["j"]], rtol=1e-6)
+        if step == 0:  # a new topology with more connections: the summary compiles again
+            layer.set_mask(sp.random_array((1200, 1024), density=0.08, rng=rng, format="csr") != 0)
+            inspector.refresh()
+
+
 def test_hidden_unit_target(question1):
     model, _, (x, y) = question1
     inspector = GradientInspector(model, x, y)

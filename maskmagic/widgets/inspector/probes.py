@@ -46,8 +46,9 @@ __all__ = [
 GRID = 256
 #: Connections per layer in the table of top connections.
 TOP_K = 10
-#: Compile the summaries of dense layers with XLA (fuses the passes over large gradients)
-#: above this many connections (layers shown pooled); smaller layers skip XLA's launch cost.
+#: Compile the summaries with XLA (fuses the passes over large gradients) above this many
+#: entries (dense layers: cells, sparse layers: stored connections); smaller layers skip XLA's
+#: launch cost.
 USE_XLA = True
 XLA_MIN_CELLS = 1 << 16
 
@@ -262,12 +263,12 @@ class Probe:
         self.bias_mask = getattr(layer, "bias_mask", None) if self.bias is not None else None
         self.k = min(TOP_K, self.shape[0] * self.shape[1])
         self._summary = tf.function(
-            self._summarise,
-            jit_compile=USE_XLA
-            and self.kind != "sparse"
-            and self.shape[0] * self.shape[1] > XLA_MIN_CELLS,
-            autograph=False,
+            self._summarise, jit_compile=USE_XLA and self._xla_worthwhile(), autograph=False
         )
+
+    def _xla_worthwhile(self) -> bool:
+        """Whether XLA's fused summary pays for its launch: above XLA_MIN_CELLS entries."""
+        return self.shape[0] * self.shape[1] > XLA_MIN_CELLS
 
     def _shape(self) -> tuple[int, int]:
         """The layer's (inputs, units)."""
@@ -400,6 +401,12 @@ class SparseProbe(Probe):
     def _shape(self) -> tuple[int, int]:
         """The layer's declared (inputs, units) (it stores only the connected entries)."""
         return (int(self.layer.input_dim), int(self.layer.units))
+
+    def _xla_worthwhile(self) -> bool:
+        """Above XLA_MIN_CELLS stored connections: the pooling, statistics and top entries of
+        the (nnz,) gradient then run as one fused program instead of TensorFlow's separate
+        single-threaded ops (``python bench/bench_inspector.py``, the sparse row)."""
+        return int(self.layer.kernel.shape[0]) > XLA_MIN_CELLS
 
     def sources(self) -> tuple[list, Any, Any]:
         """(bias mapping, the (nnz,) kernel itself, bias target)."""
