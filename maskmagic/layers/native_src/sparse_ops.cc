@@ -277,6 +277,25 @@ bool InRange(const int32_t* a, int64_t n, int64_t limit) {
   return true;
 }
 
+// Checks n connections (rows sorted and < n_in, cols < units) and returns their row pointers
+// in *rowptr; false, with the op's error set, when they do not fit.
+bool CheckConnections(OpKernelContext* ctx, const Tensor& rows, const Tensor& cols, int64_t n,
+                      int64_t n_in, int64_t units, std::vector<int64_t>* rowptr) {
+  if (rows.dims() != 1 || rows.NumElements() != n || cols.NumElements() != n) {
+    ctx->SetStatus(absl::InvalidArgumentError("values, rows and cols must have one length"));
+    return false;
+  }
+  if (!InRange(cols.flat<int32_t>().data(), n, units)) {
+    ctx->SetStatus(absl::InvalidArgumentError("cols out of range"));
+    return false;
+  }
+  if (!GroupPointers(rows.flat<int32_t>().data(), n, n_in, rowptr)) {
+    ctx->SetStatus(absl::InvalidArgumentError("rows out of range or not sorted"));
+    return false;
+  }
+  return true;
+}
+
 template <typename T>
 class SparseMatmulOp : public OpKernel {
  public:
@@ -289,17 +308,12 @@ class SparseMatmulOp : public OpKernel {
     const Tensor& values = ctx->input(1);
     const Tensor& rows = ctx->input(2);
     const Tensor& cols = ctx->input(3);
-    OP_REQUIRES(ctx, x.dims() == 2, absl::InvalidArgumentError("x must be a matrix"));
-    const int64_t nnz = values.NumElements();
-    OP_REQUIRES(ctx, values.dims() == 1 && rows.NumElements() == nnz && cols.NumElements() == nnz,
-                absl::InvalidArgumentError("values, rows and cols must have one length"));
-    const int64_t batch = x.dim_size(0), n_in = x.dim_size(1);
-    const int32_t* cols_p = cols.flat<int32_t>().data();
-    OP_REQUIRES(ctx, InRange(cols_p, nnz, units_),
-                absl::InvalidArgumentError("cols out of range"));
+    OP_REQUIRES(ctx, x.dims() == 2 && values.dims() == 1,
+                absl::InvalidArgumentError("x must be a matrix and values a vector"));
+    const int64_t nnz = values.NumElements(), batch = x.dim_size(0), n_in = x.dim_size(1);
     std::vector<int64_t> rowptr;
-    OP_REQUIRES(ctx, GroupPointers(rows.flat<int32_t>().data(), nnz, n_in, &rowptr),
-                absl::InvalidArgumentError("rows out of range or not sorted"));
+    if (!CheckConnections(ctx, rows, cols, nnz, n_in, units_, &rowptr)) return;
+    const int32_t* cols_p = cols.flat<int32_t>().data();
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, units_}), &y));
     if (batch == 0 || units_ == 0) return;
@@ -336,16 +350,11 @@ class SparseMatmulGradValuesOp : public OpKernel {
     OP_REQUIRES(ctx, x.dims() == 2 && dy.dims() == 2 && x.dim_size(0) == dy.dim_size(0),
                 absl::InvalidArgumentError("x and dy must be matrices with one batch size"));
     const int64_t nnz = rows.NumElements();
-    OP_REQUIRES(ctx, rows.dims() == 1 && cols.NumElements() == nnz,
-                absl::InvalidArgumentError("rows and cols must have one length"));
     const int64_t batch = x.dim_size(0), n_in = x.dim_size(1), units = dy.dim_size(1);
+    std::vector<int64_t> rowptr;
+    if (!CheckConnections(ctx, rows, cols, nnz, n_in, units, &rowptr)) return;
     const int32_t* rows_p = rows.flat<int32_t>().data();
     const int32_t* cols_p = cols.flat<int32_t>().data();
-    OP_REQUIRES(ctx, InRange(cols_p, nnz, units),
-                absl::InvalidArgumentError("cols out of range"));
-    std::vector<int64_t> rowptr;
-    OP_REQUIRES(ctx, GroupPointers(rows_p, nnz, n_in, &rowptr),
-                absl::InvalidArgumentError("rows out of range or not sorted"));
     Tensor* dvalues = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({nnz}), &dvalues));
     Tensor dyt;
@@ -391,18 +400,12 @@ class SparseMatmulGradInputOp : public OpKernel {
     const Tensor& values = ctx->input(1);
     const Tensor& rows = ctx->input(2);
     const Tensor& cols = ctx->input(3);
-    OP_REQUIRES(ctx, dy.dims() == 2, absl::InvalidArgumentError("dy must be a matrix"));
-    const int64_t nnz = values.NumElements();
-    OP_REQUIRES(ctx, values.dims() == 1 && rows.NumElements() == nnz && cols.NumElements() == nnz,
-                absl::InvalidArgumentError("values, rows and cols must have one length"));
-    const int64_t batch = dy.dim_size(0), units = dy.dim_size(1);
-    const int32_t* rows_p = rows.flat<int32_t>().data();
-    const int32_t* cols_p = cols.flat<int32_t>().data();
-    OP_REQUIRES(ctx, InRange(cols_p, nnz, units),
-                absl::InvalidArgumentError("cols out of range"));
+    OP_REQUIRES(ctx, dy.dims() == 2 && values.dims() == 1,
+                absl::InvalidArgumentError("dy must be a matrix and values a vector"));
+    const int64_t nnz = values.NumElements(), batch = dy.dim_size(0), units = dy.dim_size(1);
     std::vector<int64_t> rowptr;
-    OP_REQUIRES(ctx, GroupPointers(rows_p, nnz, n_in_, &rowptr),
-                absl::InvalidArgumentError("rows out of range or not sorted"));
+    if (!CheckConnections(ctx, rows, cols, nnz, n_in_, units, &rowptr)) return;
+    const int32_t* cols_p = cols.flat<int32_t>().data();
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, n_in_}), &dx));
     if (batch == 0 || n_in_ == 0) return;
