@@ -17,7 +17,10 @@ Models: ``dense`` (``keras.layers.Dense``, the reference), ``constant-mask`` (th
 ``Dense`` with ``kernel * constant_mask``), ``masked-dense`` / ``masked-sparse`` /
 ``masked-auto`` (``MaskedDense(impl=...)``), ``beyondml`` (BeyondML's ``MaskedDense``) and
 ``gennet`` (GenNet's ``LocallyDirected1D``), the last two only when ``bench/.deps`` holds them
-(``python bench/deps.py`` installs them there with ``--no-deps``) and only for ``all``.
+(``python bench/deps.py`` installs them there with ``--no-deps``) and only for ``all``. With
+``--where``, also ``masked-dense-where``: ``MaskedDense(impl="dense")`` traced with TensorFlow's
+``tf.where`` instead of the native mask select (see ``maskmagic/layers/mask_select.py``), side by
+side with the native one.
 
 Usage::
 
@@ -139,7 +142,8 @@ def _make_layer(kind: str, n: int, density: float):
 
         coo = sp.coo_matrix(mask if mask is not None else np.ones((n, n), bool))
         return module.LocallyDirected1D(mask=coo, filters=1, name="out")
-    impl = {"masked-dense": "dense", "masked-sparse": "sparse", "masked-auto": "auto"}[kind]
+    impl = {"masked-dense": "dense", "masked-dense-where": "dense", "masked-sparse": "sparse",
+            "masked-auto": "auto"}[kind]  # fmt: skip
     return MaskedDense(n, mask=mask, impl=impl, name="out")
 
 
@@ -150,10 +154,9 @@ def _optimizer(name: str):
 
 
 def _build(kind: str, spec: dict, x, y):
-    """A callable running one call of ``spec["op"]`` on a fresh model, and the impl used."""
+    """A callable running one call of ``spec["op"]`` on a fresh model, the impl used, and the
+    steps per call."""
     import keras
-
-    from maskmagic.training import TrainOp
 
     n = spec["n"]
     layer = _make_layer(kind, n, spec["density"])
@@ -165,6 +168,16 @@ def _build(kind: str, spec: dict, x, y):
         inputs = keras.Input((n,))
         model = keras.Model(inputs, layer(inputs))
     impl = getattr(layer, "kernel_format", None) or "-"
+    run, steps = _op_call(spec, model, x, y)
+    if kind == "masked-dense-where":
+        run = _traced_on_tf_where(run)
+    return run, impl, steps
+
+
+def _op_call(spec: dict, model, x, y):
+    """(a callable running one call of ``spec["op"]`` on ``model``, steps per call)."""
+    from maskmagic.training import TrainOp
+
     op = spec["op"]
     if op == "fit":
         import tensorflow as tf
@@ -175,12 +188,29 @@ def _build(kind: str, spec: dict, x, y):
         def run():
             model.fit(xs, ys, batch_size=spec["batch"], epochs=1, verbose=0, shuffle=False)
 
-        return run, impl, FIT_BATCHES
+        return run, FIT_BATCHES
     select = {"unit": "out[1]"}.get(op)
     freeze = {"freeze": "out[0]"}.get(op)
     train = TrainOp(model, loss="mse", optimizer=_optimizer(spec["optimizer"]), select=select,
                     freeze=freeze)  # fmt: skip
-    return (lambda: train(x, y)), impl, 1
+    return (lambda: train(x, y)), 1
+
+
+def _traced_on_tf_where(run):
+    """``run`` whose first call (the trace) turns the native ops away: ``tf.where`` selects."""
+    from maskmagic.layers import native
+
+    traced = []
+
+    def run_on_tf_where():
+        if traced:
+            return run()
+        with native.stock_only():
+            result = run()
+        traced.append(True)
+        return result
+
+    return run_on_tf_where
 
 
 def _device():
@@ -262,13 +292,15 @@ def machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
-def models_of(op: str, density: float, extras: bool) -> list[str]:
+def models_of(op: str, density: float, extras: bool, where: bool = False) -> list[str]:
     """The models timed side by side in one group (the reference first)."""
     # freeze= walks only layers on the reachability allow-list: the hand-written subclass
     # (its own call) mixes every unit, so freeze=out[0] would leave it nothing to train.
     models = (
         ["dense", "masked-dense"] if op == "freeze" else ["dense", "constant-mask", "masked-dense"]
     )
+    if where and density < 1.0:
+        models.append("masked-dense-where")
     if op == "all" and density <= 0.5:
         models.append("masked-sparse")
     if density < 1.0:
@@ -337,6 +369,9 @@ def main() -> None:
     parser.add_argument("--ops", nargs="*", choices=OPS)
     parser.add_argument("--rounds", type=int, help="interleaved rounds per group")
     parser.add_argument("--no-extras", action="store_true", help="skip BeyondML and GenNet")
+    parser.add_argument(
+        "--where", action="store_true", help="also time masked-dense on tf.where (no native select)"
+    )
     parser.add_argument("--tiny", action="store_true", help="the 3-4-2 net (see bench/tiny.py)")
     parser.add_argument("--out", help="result file (default bench/results/run-DATE.json)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -369,7 +404,8 @@ def main() -> None:
                     for density in densities:
                         spec = {"n": n, "batch": batch, "optimizer": optimizer, "op": op,
                                 "density": density, "rounds": rounds, "burst_s": 0.25,
-                                "models": models_of(op, density, not args.no_extras)}  # fmt: skip
+                                "models": models_of(op, density, not args.no_extras,
+                                                    args.where)}  # fmt: skip
                         started = time.perf_counter()
                         try:
                             result = _worker(spec)

@@ -231,6 +231,17 @@ def csr_matrix_ops() -> Any:
     return sparse_csr_matrix_ops
 
 
+def in_xla_context() -> bool:
+    """Whether ops created now are traced into an XLA-compiled function (``jit_compile=True``).
+
+    Relies on: ``tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext``, which
+    has no public ``tf.`` alias.
+    """
+    from tensorflow.python.ops import control_flow_util
+
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
 # ----------------------------------------------------------------------------- keras.layers.Dense
 
 

@@ -63,6 +63,29 @@ MUTANTS = (
         ("tests/test_sparse_native.py::test_native_matches_stock_path_and_dense_reference",),
     ),
     Mutant(
+        "native mask select keeps the sign of a masked entry",
+        "maskmagic/layers/native_src/mask_ops.cc",
+        "y[i] = x[i] & (U(0) - U(mask[i] != 0));",
+        "y[i] = x[i] & (mask[i] != 0 ? ~U(0) : U(U(1) << (8 * sizeof(U) - 1)));",
+        ("tests/test_mask_select.py::test_native_select_has_the_bits_of_tf_where",),
+    ),
+    Mutant(
+        "native mask select's all-ones check reads half the mask",
+        "maskmagic/layers/native_src/mask_ops.cc",
+        "std::memchr(mask_p, 0, n) == nullptr",
+        "std::memchr(mask_p, 0, n / 2) == nullptr",
+        ("tests/test_mask_select.py::test_native_select_of_full_and_empty_masks",),
+    ),
+    Mutant(
+        "the native select's gradient is not masked",
+        "maskmagic/layers/mask_select.py",
+        "return library.maskmagic_mask_select(upstream, mask)",
+        "return upstream",
+        (
+            "tests/test_mask_select.py::test_masked_dense_on_the_native_select_matches_tf_where_bit_for_bit",
+        ),
+    ),
+    Mutant(
         "no slot restore",
         "maskmagic/training/ops.py",
         "back.restore([variable, *slots], old)",

@@ -114,6 +114,20 @@ def test_csr_matrix_ops_multiply():
     np.testing.assert_array_equal(np.array(product), dense)
 
 
+def test_in_xla_context_tells_compiled_from_plain_functions():
+    """Catches a TensorFlow whose XLA flag moved (the native ops would then reach XLA)."""
+    seen = {}
+
+    def probe(name):
+        seen[name] = _compat.in_xla_context()
+        return tf.constant(0.0)
+
+    tf.function(lambda: probe("xla"), jit_compile=True)()
+    tf.function(lambda: probe("graph"))()
+    probe("eager")
+    assert seen == {"xla": True, "graph": False, "eager": False}
+
+
 @pytest.mark.parametrize("mode", [None, "int8"])
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_dense_serialization_names_are_what_dense_saves(mode, use_bias):

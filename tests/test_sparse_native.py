@@ -162,7 +162,7 @@ def test_failed_build_warns_once_and_the_stock_path_still_trains(monkeypatch, tm
 
 def test_cache_key_follows_source_compiler_and_directory(monkeypatch, tmp_path):
     """Catches a stale binary being reused after the source or the compiler changed."""
-    source = native.SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in native.SOURCES)
     assert native.cache_key() == native.cache_key(source)
     assert native.cache_key(source + b"\n// changed") != native.cache_key(source)
     before = native.cache_key()
@@ -172,10 +172,14 @@ def test_cache_key_follows_source_compiler_and_directory(monkeypatch, tmp_path):
     assert native.kernel_dir().parent == tmp_path / "kernels"
 
 
-def test_source_ships_inside_the_package():
-    """Catches the C++ source missing from the installed package (no build on a fresh machine)."""
-    shipped = importlib.resources.files("maskmagic.layers") / "native_src" / "sparse_ops.cc"
-    assert shipped.is_file() and b"MaskmagicSparseMatmul" in shipped.read_bytes()
+@pytest.mark.parametrize(
+    "name, op",
+    [("sparse_ops.cc", b"MaskmagicSparseMatmul"), ("mask_ops.cc", b"MaskmagicMaskSelect")],
+)
+def test_source_ships_inside_the_package(name, op):
+    """Catches a C++ source missing from the installed package (no build on a fresh machine)."""
+    shipped = importlib.resources.files("maskmagic.layers") / "native_src" / name
+    assert shipped.is_file() and op in shipped.read_bytes()
 
 
 def test_exported_savedmodel_needs_no_native_op(monkeypatch, tmp_path):

@@ -41,6 +41,7 @@ from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
 from maskmagic.lang.specs import IMPLS
 from maskmagic.layers import csr as sparse
+from maskmagic.layers import mask_select
 from maskmagic.layers.bias_mask import BiasMaskMixin
 from maskmagic.layers.sparse_kernel import SparseKernelMixin, pack_connections, unpack_connections
 from maskmagic.masks import check as mask_check
@@ -281,13 +282,12 @@ class MaskedDense(BiasMaskMixin, SparseKernelMixin, keras.layers.Dense):
         """The dense implementation's ``kernel * mask``, as a select on the bool mask.
 
         A full mask skips the select (an in-graph check of 1 byte per entry, so no re-trace
-        when the mask changes): a fully connected MaskedDense trains as fast as a Dense. With
-        LoRA the mask applies to the merged kernel, so the low-rank update is masked too.
+        when the mask changes): a fully connected MaskedDense trains as fast as a Dense. A large
+        kernel uses the native select (see :mod:`maskmagic.layers.mask_select`). With LoRA the
+        mask applies to the merged kernel, so the low-rank update is masked too.
         """
-        mask = self.kernel_mask.value
         kernel = self.kernel if self.lora_enabled else _compat.dense_kernel(self).value
-        zero = ops.zeros((), dtype=kernel.dtype)  # a scalar: no kernel-sized intermediate
-        return ops.cond(ops.all(mask), lambda: kernel, lambda: ops.where(mask, kernel, zero))
+        return mask_select.masked(kernel, self.kernel_mask.value)
 
     def quantized_call(self, inputs: Any, training: bool | None = None) -> Any:
         """Dense's quantized call with the mask applied (see the module docstring)."""

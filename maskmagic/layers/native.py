@@ -1,7 +1,9 @@
-"""maskmagic's native sparse kernel: a TensorFlow custom op compiled on first use.
+"""maskmagic's native kernels: TensorFlow custom ops compiled on first use.
 
-``MaskedDense(impl="sparse")`` runs on ``native_src/sparse_ops.cc`` (shipped with the package) when
-it can: the first sparse layer of a process compiles it with the installed TensorFlow's
+``MaskedDense(impl="sparse")`` runs on ``native_src/sparse_ops.cc``, and the dense implementation
+masks a large kernel (see :mod:`maskmagic.layers.mask_select`) with ``native_src/mask_ops.cc``
+(both shipped with the package) when it can: the first layer that needs them compiles both into
+one library with the installed TensorFlow's
 ``tf.sysconfig`` flags and ``-O3`` (``-mavx2 -mfma`` where the CPU has them) into a per-user cache,
 ``~/.cache/maskmagic/kernels/<key>/`` (``$MASKMAGIC_CACHE_DIR`` or ``$XDG_CACHE_HOME`` move it),
 keyed by the source, the TensorFlow version and flags, the compiler and the CPU, so a binary
@@ -9,8 +11,8 @@ only ever runs on the kind of machine that built it. ``python -m maskmagic.build
 builds it ahead of time. A file lock keeps concurrent processes from building twice.
 
 ``$MASKMAGIC_SPARSE_KERNEL`` picks the path: ``auto`` (default: native, or TensorFlow's stock
-CSR kernels with one warning when no compiler is present or the build fails, and stock when a
-GPU is visible, where the CSR kernels run on the GPU), ``native`` (an error if it cannot be
+ops (CSR kernels, ``tf.where``) with one warning when no compiler is present or the build fails,
+and stock when a GPU is visible, where the stock ops run on the GPU), ``native`` (an error if it cannot be
 built) or ``stock``. ``$MASKMAGIC_CXX`` (else ``$CXX``, else ``g++``) names the compiler.
 """
 
@@ -31,10 +33,11 @@ from typing import Any
 
 import tensorflow as tf
 
+from maskmagic import _compat
 from maskmagic.errors import MaskMagicError
 
 __all__ = [
-    "SOURCE",
+    "SOURCES",
     "NativeKernelWarning",
     "build",
     "cache_key",
@@ -45,21 +48,23 @@ __all__ = [
     "stock_only",
 ]
 
-SOURCE = Path(__file__).with_name("native_src") / "sparse_ops.cc"
+SOURCES = tuple(
+    Path(__file__).with_name("native_src") / name for name in ("sparse_ops.cc", "mask_ops.cc")
+)
 MODES = ("auto", "native", "stock")
 FLAGS = ["-O3", "-shared", "-fPIC", "-w"]
-LIBRARY = "sparse_ops.so"
+LIBRARY = "maskmagic_ops.so"
 
 _loaded: dict[str, Any] = {}  # "ops": the loaded module or None (build failed), "error": str
 _stock_only: list[bool] = []  # non-empty inside stock_only()
 
 
 class NativeKernelWarning(UserWarning):
-    """The native sparse kernel could not be built or loaded; the stock kernels run instead."""
+    """The native kernels could not be built or loaded; TensorFlow's stock ops run instead."""
 
 
 def mode() -> str:
-    """The sparse kernel path from ``$MASKMAGIC_SPARSE_KERNEL``: auto, native or stock."""
+    """The kernel path from ``$MASKMAGIC_SPARSE_KERNEL``: auto, native or stock."""
     value = os.environ.get("MASKMAGIC_SPARSE_KERNEL", "auto").strip().lower() or "auto"
     if value not in MODES:
         raise MaskMagicError(
@@ -93,9 +98,9 @@ def cpu_flags() -> list[str]:
 
 
 def cache_key(source: bytes | None = None) -> str:
-    """The cache key of a build: hash of the source, TensorFlow, flags, compiler and CPU."""
+    """The cache key of a build: hash of the sources, TensorFlow, flags, compiler and CPU."""
     parts = [
-        source if source is not None else SOURCE.read_bytes(),
+        source if source is not None else b"".join(path.read_bytes() for path in SOURCES),
         tf.__version__.encode(),
         repr(
             (tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags(), FLAGS, cpu_flags())
@@ -136,7 +141,7 @@ def build(force: bool = False) -> Path:
         if library.exists() and not force:  # built by another process meanwhile
             return library
         print(
-            f"maskmagic: compiling the native sparse kernel (once per machine) into {directory}",
+            f"maskmagic: compiling the native kernels (once per machine) into {directory}",
             file=sys.stderr,
             flush=True,
         )
@@ -146,7 +151,7 @@ def build(force: bool = False) -> Path:
             *compiler(),
             *FLAGS,
             *cpu_flags(),
-            str(SOURCE),
+            *map(str, SOURCES),
             "-o",
             partial,
             *tf.sysconfig.get_compile_flags(),
@@ -195,8 +200,8 @@ def _load() -> Any:
             _loaded["ops"], _loaded["error"] = None, f"{type(error).__name__}: {error}"
             if mode() == "auto":
                 warnings.warn(
-                    "maskmagic: the native sparse kernel is unavailable, impl='sparse' uses "
-                    f"TensorFlow's slower stock kernels ({_loaded['error']})",
+                    "maskmagic: the native kernels are unavailable, impl='sparse' and large "
+                    f"masks use TensorFlow's slower stock ops ({_loaded['error']})",
                     NativeKernelWarning,
                     stacklevel=4,
                 )
@@ -223,13 +228,14 @@ def kernel_ops() -> Any:
     if (
         chosen == "stock"
         or _stock_only
+        or _compat.in_xla_context()  # XLA cannot compile a custom op
         or (chosen == "auto" and tf.config.list_logical_devices("GPU"))
     ):
         return None
     ops = _load()
     if ops is None and chosen == "native":
         raise MaskMagicError(
-            "MASKMAGIC_SPARSE_KERNEL=native, but the native sparse kernel could not be built: "
+            "MASKMAGIC_SPARSE_KERNEL=native, but the native kernels could not be built: "
             f"{_loaded['error']}; expected a working C++ compiler (set MASKMAGIC_CXX), or "
             "MASKMAGIC_SPARSE_KERNEL=auto to fall back to the stock kernels"
         )
@@ -237,6 +243,6 @@ def kernel_ops() -> Any:
 
 
 def reset() -> None:
-    """Forgets a failed build, so the next sparse layer tries again (a loaded kernel stays)."""
+    """Forgets a failed build, so the next layer tries again (a loaded library stays)."""
     if _loaded.get("ops") is None:
         _loaded.clear()
