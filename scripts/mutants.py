@@ -86,17 +86,41 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "VALUES write-back trusts the slots after another op's steps",
+        "maskmagic/training/ops.py",
+        "fresh = tf.equal(optimizer.iterations.value, self._checked_at)",
+        "fresh = tf.constant(True)",
+        (
+            "tests/test_writeback.py::"
+            "test_values_mode_falls_back_once_another_op_steps_the_optimizer",
+        ),
+    ),
+    Mutant(
+        "VALUES write-back leaves the excluded gradient unzeroed",
+        "maskmagic/training/writeback.py",
+        "            tf.equal(mode, VALUES),\n",
+        "            tf.constant(False),\n",
+        ("tests/test_writeback.py::test_values_mode_matches_the_full_write_back_bit_for_bit",),
+    ),
+    Mutant(
+        "VALUES write-back restores no values",
+        "maskmagic/training/writeback.py",
+        "[nothing, scatter, where(variables), where(variables[:1])]",
+        "[nothing, scatter, where(variables), nothing]",
+        ("tests/test_writeback.py::test_values_mode_matches_the_full_write_back_bit_for_bit",),
+    ),
+    Mutant(
         "no slot restore",
         "maskmagic/training/ops.py",
-        "back.restore([variable, *slots], old)",
-        "back.restore([variable], old[:1])",
+        "back.restore([variable, *slots], old, modes[id(back)])",
+        "back.restore([variable], old[:1], modes[id(back)])",
         (f"{OPT}[adam]",),
     ),
     Mutant(
         "no value write-back",
         "maskmagic/training/ops.py",
-        "back.restore([variable, *slots], old)",
-        "back.restore(slots, old[1:])",
+        "back.restore([variable, *slots], old, modes[id(back)])",
+        "back.restore(slots, old[1:], modes[id(back)])",
         (f"{OPT}[momentum]",),
     ),
     Mutant(

@@ -19,7 +19,7 @@ from keras import ops
 
 from maskmagic.layers import native
 
-__all__ = ["NATIVE_MIN_ENTRIES", "masked"]
+__all__ = ["NATIVE_MIN_ENTRIES", "cleared", "masked"]
 
 # From here the native op pays for the one-off build (bench/run.py, 1024² and 4096² with a
 # 50% mask: a step on the native select is about 0.1x of a Dense step faster than on tf.where);
@@ -34,12 +34,28 @@ def masked(kernel: Any, mask: Any) -> Any:
         kernel: a float tensor.
         mask: a bool tensor of the same shape.
     """
-    entries = kernel.shape.num_elements()
-    library = native.kernel_ops() if entries is not None and entries >= NATIVE_MIN_ENTRIES else None
+    library = _library_for(kernel)
     if library is None:
         zero = ops.zeros((), dtype=kernel.dtype)  # a scalar: no kernel-sized intermediate
         return ops.cond(ops.all(mask), lambda: kernel, lambda: ops.where(mask, kernel, zero))
     return _native_masked(library, kernel, mask)
+
+
+def cleared(values: Any, mask: Any) -> Any:
+    """``where(mask, values, +0.0)`` outside a gradient (a train op zeroing excluded entries);
+    in place on the native op where ``values`` is not shared."""
+    library = _library_for(values)
+    if library is None:
+        return tf.where(mask, values, tf.zeros_like(values))
+    return library.maskmagic_mask_select(values, mask)
+
+
+def _library_for(values: Any) -> Any:
+    """The native ops for a tensor of this size, or None for ``tf.where``."""
+    entries = values.shape.num_elements()
+    if entries is None or entries < NATIVE_MIN_ENTRIES:
+        return None
+    return native.kernel_ops()
 
 
 def _native_masked(library: Any, kernel: Any, mask: Any) -> Any:

@@ -155,6 +155,11 @@ class TrainOp:
             else {}
         )
         self._writing_back = tf.Variable(self._any_write_back(), trainable=False)
+        # the optimizer's step count when the slots were last checked, or after this op's own
+        # last step since (see writeback.VALUES)
+        self._checked_at = tf.Variable(
+            self._optimizer_steps(), dtype=self.optimizer.iterations.dtype, trainable=False
+        )
         self._step = self._make_step()
         self._compiled: dict[tuple, Any] = {}  # input signature -> the step's concrete function
 
@@ -224,22 +229,35 @@ class TrainOp:
         connected = reach.connected_entries(layer, "kernel")
         return not bool((connected & ~allowed).any())
 
-    def _exclusion_facts(self, path: str, allowed: np.ndarray) -> tuple[bool, bool]:
-        """(the excluded gradient entries need no zeroing, the update leaves them alone).
+    def _exclusion_facts(self, path: str, allowed: np.ndarray) -> tuple[bool, bool, bool]:
+        """(the excluded gradient entries need no zeroing, the update leaves them alone, the
+        update leaves their slots alone once their gradient is zeroed).
 
         No zeroing when the gradient is exactly 0 there already (:meth:`_grad_is_zero_outside`)
         or when the optimizer updates entry by entry (the write-back undoes whatever it does to
         them, and the included entries never see their gradient). No write-back at all when
         the gradient is 0 there and the optimizer provably leaves such entries and their slots
-        alone (see :mod:`zero_steps`); checked whenever the masks change. Neither with
-        ``hold=``: its projection reads every gradient entry and its corrections move weights.
+        alone (see :mod:`zero_steps`); only the values written back (``writeback.VALUES``)
+        when the slots are +0.0 there under such an optimizer. Checked whenever the masks
+        change. None of this with ``hold=``: its projection reads every gradient entry and its
+        corrections move weights.
         """
         zero = self._grad_is_zero_outside(path, allowed)
         if self.hold is not None:
-            return zero, False
+            return zero, False, False
         unzeroed = zero or zero_steps.updates_entry_by_entry(self.optimizer)
         variable = self._variables[path]
-        return unzeroed, zero and zero_steps.update_leaves_alone(self.optimizer, variable, ~allowed)
+        unchanged = zero and zero_steps.update_leaves_alone(self.optimizer, variable, ~allowed)
+        slots_stay = (
+            not unchanged
+            and bool(_compat.optimizer_slots(self.optimizer, variable))
+            and zero_steps.keeps_zero_gradient_entries(self.optimizer)
+            and zero_steps.slots_are_zero(self.optimizer, variable, ~allowed)
+        )
+        return unzeroed, unchanged, slots_stay
+
+    def _optimizer_steps(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.optimizer.iterations))
 
     def _nothing_left_message(self) -> str:
         picked = _labels(self.select) or "every trainable variable"
@@ -272,6 +290,7 @@ class TrainOp:
                 self._write_backs[path].update(masks[path], *facts)
         if self._write_backs:
             self._writing_back.assign(self._any_write_back())
+            self._checked_at.assign(self._optimizer_steps())
         if self.hold is not None:
             self.hold.masks_changed()
         self._versions = versions
@@ -433,13 +452,21 @@ class TrainOp:
                 active = self._writing_back
                 backs = {id(v): back for v, back, _ in guarded}
                 cleared = list(grads)  # the inactive branch: gradients as they are, no copies
+                # VALUES trusts the slots only while this op alone has stepped the optimizer
+                fresh = tf.equal(optimizer.iterations.value, self._checked_at)
+                modes = {id(back): back.step_mode(fresh) for _, back, _ in guarded}
 
                 def prepare():
                     zeroed = [
-                        backs[id(v)].zero_excluded(g) if id(v) in backs else g
+                        backs[id(v)].zero_excluded(g, modes[id(backs[id(v)])])
+                        if id(v) in backs
+                        else g
                         for g, v in zip(grads, variables)
                     ]
-                    saved = [back.save([variable, *slots]) for variable, back, slots in guarded]
+                    saved = [
+                        back.save([variable, *slots], modes[id(back)])
+                        for variable, back, slots in guarded
+                    ]
                     return zeroed, saved
 
                 def skip():
@@ -457,10 +484,13 @@ class TrainOp:
 
                 def restore():
                     for (variable, back, slots), old in zip(guarded, saved):
-                        back.restore([variable, *slots], old)
+                        back.restore([variable, *slots], old, modes[id(back)])
                     return tf.constant(0)
 
                 tf.cond(active, restore, lambda: tf.constant(0))
+                self._checked_at.assign(
+                    tf.where(fresh, optimizer.iterations.value, self._checked_at)
+                )
             distributed.assign(list(zip(others, saved_others)))
             if self.hold is not None:  # the update projected, then the held values corrected
                 self.hold.restore()

@@ -3,7 +3,7 @@
 An optimizer moves entries whose gradient is zero (momentum, Adam's moments, weight decay),
 so after each update the entries a train op may not change, and their optimizer slots, are
 written back bit for bit. :class:`WriteBack` does it for one variable at the cost of what is
-excluded, in one of three modes picked when the update mask changes (held in a variable, so
+excluded, in one of four modes picked when the update mask changes (held in a variable, so
 the compiled step never re-traces):
 
 * ``NONE``: nothing excluded (an all-ones mask, every entry selected), or every excluded
@@ -12,10 +12,19 @@ the compiled step never re-traces):
 * ``GATHER``: few excluded (``freeze=``, a few units left out): their values and slots are
   gathered before the update and scattered back in place after it (their gradient entries
   are zeroed first unless ``skip_zeroing``);
+* ``VALUES``: many excluded, under an optimizer of :mod:`zero_steps` whose slots are ``+0.0``
+  at every excluded entry (a unit selection trained by its own Adam): the excluded gradient
+  entries are set to ``+0.0``, so the slots there provably stay ``+0.0``, and only the
+  variable is copied and restored with one ``tf.where`` (its update there is ``x - 0.0``,
+  which TensorFlow's CPU arithmetic may flush from a subnormal ``x`` to 0; the restore undoes
+  that). The slots' state is trusted only while no other step moved the optimizer: the train
+  op passes ``fresh=False`` to :meth:`WriteBack.step_mode` once the optimizer's step count is
+  not the one this op left (another op or ``model.fit`` shared the optimizer), and the step
+  then runs ``WHERE`` until the masks change and the slots are checked again;
 * ``WHERE``: many excluded (a unit selection, a sparse mask on ``impl="dense"``): the variable
   and every slot are copied before the update and restored with one ``tf.where`` each.
 
-The three restore exactly the same entries to exactly the same values; only the cost differs.
+The four restore exactly the same entries to exactly the same values; only the cost differs.
 """
 
 from __future__ import annotations
@@ -25,9 +34,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from maskmagic.layers import mask_select
+
 __all__ = ["GATHER_FRACTION", "WriteBack"]
 
-NONE, GATHER, WHERE = 0, 1, 2
+NONE, GATHER, WHERE, VALUES = 0, 1, 2, 3
 # GATHER while at most this fraction of a variable's entries is excluded. Measured with
 # bench/run.py (4096², Adam): with 10% excluded, gather + scatter made the step 2.4x of Dense
 # where the full tf.where made it 1.7x (per entry, a gather_nd + scatter_nd_update costs about
@@ -52,6 +63,8 @@ class WriteBack:
             does to the excluded entries is undone by the write-back and reaches no other.
         unchanged: the gradient is 0 at every excluded entry and the optimizer's update leaves
             them and their slots bit for bit as they are, so nothing needs restoring.
+        slots_stay: the optimizer keeps ``+0.0`` slots at ``+0.0`` for a ``+0.0`` gradient and
+            its slots are ``+0.0`` at every excluded entry now (``VALUES`` mode).
     """
 
     def __init__(
@@ -60,6 +73,7 @@ class WriteBack:
         allowed: np.ndarray,
         skip_zeroing: bool = False,
         unchanged: bool = False,
+        slots_stay: bool = False,
     ) -> None:
         self.mask = mask
         rank = max(allowed.ndim, 1)
@@ -72,10 +86,14 @@ class WriteBack:
             name="write_back_index",
         )
         self.skip_zeroing = tf.Variable(False, trainable=False, name="write_back_skip_zeroing")
-        self.update(allowed, skip_zeroing, unchanged)
+        self.update(allowed, skip_zeroing, unchanged, slots_stay)
 
     def update(
-        self, allowed: np.ndarray, skip_zeroing: bool = False, unchanged: bool = False
+        self,
+        allowed: np.ndarray,
+        skip_zeroing: bool = False,
+        unchanged: bool = False,
+        slots_stay: bool = False,
     ) -> None:
         """Picks the mode and the excluded entries for a new update mask (no re-trace)."""
         self.skip_zeroing.assign(bool(skip_zeroing))
@@ -85,6 +103,8 @@ class WriteBack:
             mode = NONE
         elif count <= GATHER_FRACTION * excluded.size and not self.scalar:
             mode = GATHER
+        elif slots_stay:
+            mode = VALUES
         else:
             mode = WHERE
         rank = self.index.shape[1]
@@ -93,23 +113,32 @@ class WriteBack:
         self.mode.assign(mode)
         self.active = mode != NONE
 
-    @tf.autograph.experimental.do_not_convert
-    def zero_excluded(self, grad: Any) -> Any:
-        """``grad`` with its excluded entries set to 0 (one select unless nothing is excluded).
+    def step_mode(self, fresh: Any) -> Any:
+        """This step's mode: ``VALUES`` falls back to ``WHERE`` unless ``fresh`` (a bool tensor:
+        no other step has moved the optimizer since this op last checked or stepped it)."""
+        mode = self.mode.read_value()
+        stale = tf.logical_and(tf.equal(mode, VALUES), tf.logical_not(fresh))
+        return tf.where(stale, tf.constant(WHERE, tf.int32), mode)
 
-        (A scatter of zeros at the excluded entries would be cheaper in GATHER mode, but
-        grappler mis-infers its shapes inside ``switch_case`` on TF 2.21.)
+    @tf.autograph.experimental.do_not_convert
+    def zero_excluded(self, grad: Any, mode: Any) -> Any:
+        """``grad`` with its excluded entries set to +0.0 where ``mode`` needs it (one select).
+
+        ``VALUES`` always zeroes (the slots must see +0.0); ``GATHER`` and ``WHERE`` unless
+        ``skip_zeroing``. (A scatter of zeros at the excluded entries would be cheaper in
+        GATHER mode, but grappler mis-infers its shapes inside ``switch_case`` on TF 2.21.)
         """
         mask = self.mask
-        return tf.cond(
-            tf.logical_or(tf.equal(self.mode.read_value(), NONE), self.skip_zeroing),
-            lambda: grad,
-            lambda: tf.where(mask, grad, tf.zeros_like(grad)),
+        needed = tf.logical_or(
+            tf.equal(mode, VALUES),
+            tf.logical_and(tf.not_equal(mode, NONE), tf.logical_not(self.skip_zeroing)),
         )
+        return tf.cond(needed, lambda: mask_select.cleared(grad, mask), lambda: grad)
 
     @tf.autograph.experimental.do_not_convert
-    def save(self, variables: list) -> list:
-        """Copies of what the update may overwrite: the excluded entries, or everything."""
+    def save(self, variables: list, mode: Any) -> list:
+        """Copies of what the update may overwrite: the excluded entries, or everything
+        (``variables`` is the variable, then its slots)."""
         index = tf.identity(self.index.read_value())
 
         def nothing():
@@ -123,10 +152,13 @@ class WriteBack:
         def copy():
             return [tf.reshape(tf.identity(v.value), [-1]) for v in variables]
 
-        return tf.switch_case(self.mode.read_value(), [nothing, gather, copy])
+        def copy_values():
+            return copy()[:1] + nothing()[1:]
+
+        return tf.switch_case(mode, [nothing, gather, copy, copy_values])
 
     @tf.autograph.experimental.do_not_convert
-    def restore(self, variables: list, saved: list) -> None:
+    def restore(self, variables: list, saved: list, mode: Any) -> None:
         """Writes the saved excluded entries back into ``variables`` (after the update)."""
         index, mask = tf.identity(self.index.read_value()), self.mask
 
@@ -138,10 +170,13 @@ class WriteBack:
                 _tf(variable).scatter_nd_update(index, old)
             return tf.constant(0)
 
-        def where():
-            for variable, old in zip(variables, saved):
-                value = variable.value
-                variable.assign(tf.where(mask, value, tf.reshape(old, tf.shape(value))))
-            return tf.constant(0)
+        def where(restored):
+            def run():
+                for variable, old in zip(restored, saved):
+                    value = variable.value
+                    variable.assign(tf.where(mask, value, tf.reshape(old, tf.shape(value))))
+                return tf.constant(0)
 
-        tf.switch_case(self.mode.read_value(), [nothing, scatter, where])
+            return run
+
+        tf.switch_case(mode, [nothing, scatter, where(variables), where(variables[:1])])
