@@ -19,7 +19,7 @@ import statistics
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(os.path.dirname(HERE), "README.md")
 MODELS = [("constant-mask", "hand-written mask"), ("masked-dense", "MaskedDense dense"),
-          ("masked-sparse", "MaskedDense sparse"), ("masked-auto", "MaskedDense auto"),
+          ("masked-dense-where", "dense on tf.where"), ("masked-sparse", "MaskedDense sparse"), ("masked-auto", "MaskedDense auto"),
           ("beyondml", "BeyondML"), ("gennet", "GenNet LD1D")]  # fmt: skip
 OP_NAMES = {"all": "train all", "unit": "`out[1]`", "freeze": "`freeze=out[0]`",
             "fit": "`model.fit`"}  # fmt: skip
@@ -110,9 +110,24 @@ def run_table(results: list[tuple[str, dict]]) -> str:
                      f"{dense_ms:.1f} | " + " | ".join(cells) + " | " + "; ".join(verdicts) + " |")  # fmt: skip
     notes = [f"Targets met: {met}, missed: {missed}. Ratios are step time over `keras.layers.Dense`"
              " trained by the same kind of op, medians of per-round ratios measured side by side "
-             "in one process. Sources:"]  # fmt: skip
+             "in one process." + _native_select_note([rows[k][1] for k in rows]) + " Sources:"]  # fmt: skip
     notes += [f"- {_source(name, *sources[name])}" for name in sorted(used)]
     return "\n".join(lines + [""] + notes)
+
+
+def _native_select_note(groups: list[dict]) -> str:
+    """How the native mask select compares with tf.where in the groups that timed both."""
+    ratios = [
+        statistics.median(a / b for a, b in zip(t["masked-dense"], t["masked-dense-where"]))
+        for t in (g.get("times", {}) for g in groups)
+        if "masked-dense-where" in t
+    ]
+    if not ratios:
+        return ""
+    return (f" *dense on tf.where* is MaskedDense(impl=\"dense\") traced without the native "
+            f"mask select (`--where`): in the {len(ratios)} rows that time both, a step on the "
+            f"native select takes {statistics.median(ratios):.2f}x (median; "
+            f"{min(ratios):.2f}x-{max(ratios):.2f}x) of the step on tf.where.")  # fmt: skip
 
 
 def tiny_table(results: list[tuple[str, dict]]) -> str:
