@@ -21,9 +21,9 @@ from maskmagic.layers import native
 
 __all__ = ["NATIVE_MIN_ENTRIES", "cleared", "masked"]
 
-# From here the native op pays for the one-off build (bench/run.py, 1024² and 4096² with a
-# 50% mask: a step on the native select is about 0.1x of a Dense step faster than on tf.where);
-# a smaller kernel (the quickstart's 784 x 256) keeps TensorFlow's select and builds nothing.
+# From here the native op pays for the one-off build (`bench/run.py --where`, 1024² and 4096²:
+# a train step on the native select takes about 0.9x of the same step on tf.where); a smaller
+# kernel (the quickstart's 784 x 256) keeps TensorFlow's select and builds nothing.
 NATIVE_MIN_ENTRIES = 2**20
 
 
