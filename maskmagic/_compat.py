@@ -231,6 +231,17 @@ def csr_matrix_ops() -> Any:
     return sparse_csr_matrix_ops
 
 
+def call_concrete(function: Any, flat_inputs: list) -> Any:
+    """Runs a ``ConcreteFunction`` on its inputs as a flat list of tensors (``None`` arguments
+    left out), returning its structured outputs, without the per-call binding of ``__call__``
+    (about 0.15 ms: a third of a small net's compiled gradient pass).
+
+    Relies on: ``ConcreteFunction._call_flat(tensor_inputs, captured_inputs)`` and
+    ``ConcreteFunction.captured_inputs``.
+    """
+    return function._call_flat(flat_inputs, function.captured_inputs)
+
+
 def in_xla_context() -> bool:
     """Whether ops created now are traced into an XLA-compiled function (``jit_compile=True``).
 

@@ -114,6 +114,25 @@ def test_csr_matrix_ops_multiply():
     np.testing.assert_array_equal(np.array(product), dense)
 
 
+def test_call_concrete_runs_the_function_on_flat_inputs():
+    """Catches a TensorFlow whose ConcreteFunction._call_flat changed its arguments or result."""
+    scale = tf.Variable(3.0)  # a captured input
+
+    @tf.function
+    def f(x, pair, nothing):
+        assert nothing is None
+        return {"sum": x * scale + pair[0], "pair": [pair[1] * 2]}
+
+    args = (tf.constant([1.0, 2.0]), (tf.constant(10.0), tf.constant(4)), None)
+    concrete = f.get_concrete_function(*args)
+    flat = [a for a in tf.nest.flatten(args) if a is not None]
+    out = _compat.call_concrete(concrete, flat)
+    np.testing.assert_array_equal(out["sum"].numpy(), [13.0, 16.0])
+    assert int(out["pair"][0]) == 8
+    scale.assign(1.0)  # captures are read at call time, not at trace time
+    np.testing.assert_array_equal(_compat.call_concrete(concrete, flat)["sum"].numpy(), [11, 12])
+
+
 def test_in_xla_context_tells_compiled_from_plain_functions():
     """Catches a TensorFlow whose XLA flag moved (the native ops would then reach XLA)."""
     seen = {}

@@ -161,7 +161,8 @@ class GradientPass:
         if index is None:
             index = self._units[unit] = tf.constant(unit, tf.int32)
         args = (x, y, index, tuple(updates))
-        raw = self._compiled(target, args)(*args)
+        flat = [a for a in tf.nest.flatten(args) if a is not None]
+        raw = _compat.call_concrete(self._compiled(target, args), flat)
         return self._collect(raw, updates)
 
     def _loss_and_objective(self, x: Any, y: Any, target: str, unit: Any) -> tuple[Any, Any]:
@@ -220,14 +221,18 @@ class GradientPass:
             if bias is not None:
                 summary.update(probe.bias_summary(by_source[id(bias)]))
             layers.append(_pack(summary))
-        return {"values": tf.stack([loss, objective]), "layers": layers}
+        return {"numbers": _numbers(loss, objective, layers), "layers": layers}
 
     def _collect(self, raw: dict, updates: list) -> PassResult:
+        numbers = raw["numbers"].numpy()  # see _numbers: one fetch for every layer's figures
+        loss, objective, at = numbers[0], numbers[1], 2
         layers = []
         for probe, out, update in zip(self.probes, raw["layers"], updates):
             units = probe.shape[1]
-            sumsq, zeros, masked_nonzero = out["stats"].numpy()
-            index, top_g, top_w = out["top"].numpy()
+            k = int(numbers[at])
+            sumsq, zeros, masked_nonzero = numbers[at + 1 : at + 4]
+            index, top_g, top_w = numbers[at + 4 : at + 4 + 3 * k].reshape(3, k)
+            at += 4 + 3 * k
             top = [
                 (int(i) // units, int(i) % units, float(g), float(w))
                 for i, g, w in zip(index, top_g, top_w)
@@ -255,7 +260,6 @@ class GradientPass:
                     kernel_wb=out.get("kernel_wb"),
                 )
             )
-        loss, objective = raw["values"].numpy()
         return PassResult(float(loss), float(objective), layers)
 
     def variable_gradients(
@@ -289,6 +293,19 @@ class GradientPass:
         return [o.numpy() for o in outputs], float(loss)
 
 
+def _numbers(loss: Any, objective: Any, layers: list) -> Any:
+    """One float64 vector for the pass's scalars and every layer's ``stats`` and ``top``
+    (removed from ``layers``): each output of a tf.function costs on every call, and so does
+    each fetch. Layout: loss, objective, then per layer k, sumsq, zeros, masked_nonzero and
+    the (3, k) top rows, flattened (float64 holds all of them exactly: see :func:`_pack`)."""
+    parts = [tf.cast(tf.stack([loss, objective]), tf.float64)]
+    for packed in layers:
+        top = packed.pop("top")
+        k = tf.cast(tf.shape(top)[1:], tf.float64)
+        parts += [k, packed.pop("stats"), tf.reshape(top, [-1])]
+    return tf.concat(parts, axis=0)
+
+
 def _pack(summary: dict) -> dict:
     """Fewer, larger outputs (each output of a tf.function costs on every call).
 
@@ -296,7 +313,8 @@ def _pack(summary: dict) -> dict:
     overview (the gradient standing in for views a layer lacks), then the kernel when it is
     shown at full resolution; ``stats``: float64 (sumsq, zeros, masked_nonzero); ``top``:
     (3, k) float64 (flat int64 index ``row * units + col``, gradient, weight; float64 holds
-    such indices exactly below 2**53 cells, far beyond any layer);
+    such indices exactly below 2**53 cells, far beyond any layer); :func:`_numbers` then
+    moves ``stats`` and ``top`` into one vector for the whole pass;
     ``bias``: (2, units) (gradient, would-be).
     """
     packed = dict(summary)
