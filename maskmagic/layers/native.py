@@ -1,19 +1,21 @@
 """maskmagic's native kernels: TensorFlow custom ops compiled on first use.
 
-``MaskedDense(impl="sparse")`` runs on ``native_src/sparse_ops.cc``, and the dense implementation
-masks a large kernel (see :mod:`maskmagic.layers.mask_select`) with ``native_src/mask_ops.cc``
-(both shipped with the package) when it can: the first layer that needs them compiles both into
-one library with the installed TensorFlow's
-``tf.sysconfig`` flags and ``-O3`` (``-mavx2 -mfma`` where the CPU has them) into a per-user cache,
+``MaskedDense(impl="sparse")`` runs on ``native_src/sparse_ops.cc``, and the dense
+implementation masks a large kernel (see :mod:`maskmagic.layers.mask_select`) with
+``native_src/mask_ops.cc`` (both shipped with the package) when it can: the first layer that
+needs them compiles both into one library with the installed TensorFlow's ``tf.sysconfig``
+flags and ``-O3`` (``-mavx2 -mfma`` where the CPU has them) into a per-user cache,
 ``~/.cache/maskmagic/kernels/<key>/`` (``$MASKMAGIC_CACHE_DIR`` or ``$XDG_CACHE_HOME`` move it),
 keyed by the source, the TensorFlow version and flags, the compiler and the CPU, so a binary
 only ever runs on the kind of machine that built it. ``python -m maskmagic.build_kernels``
 builds it ahead of time. A file lock keeps concurrent processes from building twice.
 
 ``$MASKMAGIC_SPARSE_KERNEL`` picks the path: ``auto`` (default: native, or TensorFlow's stock
-ops (CSR kernels, ``tf.where``) with one warning when no compiler is present or the build fails,
-and stock when a GPU is visible, where the stock ops run on the GPU), ``native`` (an error if it cannot be
-built) or ``stock``. ``$MASKMAGIC_CXX`` (else ``$CXX``, else ``g++``) names the compiler.
+ops (CSR kernels, ``tf.where``) with one warning when no compiler is present or the build
+fails, and stock when a GPU is visible, where the stock ops run on the GPU), ``native`` (an
+error if they cannot be built) or ``stock``. Inside an XLA-compiled function the stock ops run
+(XLA cannot compile a custom op). ``$MASKMAGIC_CXX`` (else ``$CXX``, else ``g++``) names the
+compiler.
 """
 
 from __future__ import annotations
