@@ -169,9 +169,10 @@ MUTANTS = (
     Mutant(
         "mask captured at trace time",
         "maskmagic/layers/dense.py",
-        "        mask = self.kernel_mask.value\n",
+        "        return mask_select.masked(kernel, self.kernel_mask.value)\n",
         '        with __import__("tensorflow").init_scope():  # read once, when traced\n'
-        "            mask = ops.convert_to_tensor(self.kernel_mask.numpy())\n",
+        "            mask = ops.convert_to_tensor(self.kernel_mask.numpy())\n"
+        "        return mask_select.masked(kernel, mask)\n",
         (
             "tests/test_layers.py::test_set_mask_reaches_a_compiled_forward_pass",
             "tests/test_layers.py::test_set_mask_reaches_the_next_train_step_loss",
@@ -244,7 +245,7 @@ MUTANTS = (
     ),
     Mutant(
         "masked kernel entries used",
-        "maskmagic/layers/dense.py",
+        "maskmagic/layers/mask_select.py",
         "lambda: ops.where(mask, kernel, zero)",
         "lambda: kernel",
         ("tests/test_layers.py", "tests/test_grads.py"),
