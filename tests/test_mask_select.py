@@ -174,3 +174,27 @@ def test_exported_dense_model_needs_no_native_op(monkeypatch, tmp_path):
     graph = (tmp_path / "saved" / "saved_model.pb").read_bytes()
     assert b"MaskmagicMaskSelect" not in graph
     np.testing.assert_array_equal(deploy.serve(tmp_path / "saved")(x), expected)
+
+
+def test_inspector_on_the_native_select_matches_tf_where(monkeypatch):
+    """Catches the inspector's pass (the layer's select with the mask swapped for ones, and the
+    probe's effective kernel) computing another gradient on the native path."""
+    from maskmagic.widgets.inspector import GradientInspector
+
+    monkeypatch.setattr(mask_select, "NATIVE_MIN_ENTRIES", 0)
+    rng = np.random.default_rng(5)
+    mask = rng.random((40, 30)) < 0.4
+    x = rng.normal(size=(16, 40)).astype("float32")
+    y = rng.normal(size=(16, 30)).astype("float32")
+    seen = []
+    for path in ("native", "stock"):
+        monkeypatch.setenv("MASKMAGIC_SPARSE_KERNEL", path)
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((40,))
+        model = keras.Model(inputs, MaskedDense(30, mask=mask, impl="dense", name="out")(inputs))
+        inspector = GradientInspector(model, x, y)
+        seen.append((inspector.gradients["out"], inspector.would_be_gradients["out"]))
+    (g_n, wb_n), (g_s, wb_s) = seen
+    np.testing.assert_array_equal(np.asarray(g_n).view(np.uint32), np.asarray(g_s).view(np.uint32))
+    np.testing.assert_array_equal(wb_n.view(np.uint32), wb_s.view(np.uint32))
+    assert (np.asarray(g_n)[~mask] == 0).all() and (wb_n[~mask] != 0).any()

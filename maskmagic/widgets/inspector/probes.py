@@ -27,6 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from maskmagic.layers import mask_select
+
 __all__ = [
     "GRID",
     "TOP_K",
@@ -109,10 +111,11 @@ def apply_mask(values: Any, mask: Any) -> Any:
     """What a MaskedDense does to its kernel: a select for a bool mask, a product otherwise.
 
     The same formula gives the gradient from the would-be gradient (the chain rule through
-    ``where(mask, kernel, 0)`` or ``kernel * mask``).
+    ``where(mask, kernel, 0)`` or ``kernel * mask``). A large bool mask takes the layer's own
+    native select (:func:`maskmagic.layers.mask_select.cleared`: the same bits).
     """
     if mask.dtype == tf.bool:
-        return tf.where(mask, values, tf.zeros_like(values))
+        return mask_select.cleared(values, mask)
     return values * tf.cast(mask, values.dtype)
 
 
