@@ -13,7 +13,6 @@ Usage: ``python bench/writeback_modes.py [--size 4096] [--batch 128]``; the resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -84,7 +83,7 @@ def measure(n: int, batch: int, rounds: int = 9, burst: int = 4) -> list[dict]:
 
 
 def main() -> None:
-    from run import machine
+    from record import save
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096)
@@ -93,18 +92,10 @@ def main() -> None:
     load = [os.getloadavg()]
     rows = measure(args.size, args.batch)
     load.append(os.getloadavg())
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    command = "python bench/writeback_modes.py " + " ".join(sys.argv[1:])
-    record = {"kind": "writeback", "machine": machine(), "date": stamp,
-              "command": command.strip(), "load": load, "rows": rows}  # fmt: skip
     for row in rows:
         print(f"{row['layer']:12s} {row['n']}² b{row['batch']} adam out[1]: VALUES "
               f"{row['values_ms']:.1f} ms, WHERE {row['where_ms']:.1f} ms: {row['ratio']:.2f}x")  # fmt: skip
-    path = os.path.join(HERE, "results", f"writeback-{stamp.replace(':', '')}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1)
-    print(f"saved {os.path.relpath(path)}")
+    save("writeback", "writeback_modes.py", sys.argv[1:], rows, load)
 
 
 if __name__ == "__main__":
