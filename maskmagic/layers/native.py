@@ -1,9 +1,10 @@
 """maskmagic's native kernels: TensorFlow custom ops compiled on first use.
 
-``MaskedDense(impl="sparse")`` runs on ``native_src/sparse_ops.cc``, and the dense
+``MaskedDense(impl="sparse")`` runs on ``native_src/sparse_ops.cc``, the dense
 implementation masks a large kernel (see :mod:`maskmagic.layers.mask_select`) with
-``native_src/mask_ops.cc`` (both shipped with the package) when it can: the first layer that
-needs them compiles both into one library with the installed TensorFlow's ``tf.sysconfig``
+``native_src/mask_ops.cc``, and the gradient inspector summarises a large layer's gradient with
+``native_src/summary_ops.cc`` (all shipped with the package) when it can: the first layer that
+needs them compiles them into one library with the installed TensorFlow's ``tf.sysconfig``
 flags and ``-O3`` (``-mavx2 -mfma`` where the CPU has them) into a per-user cache,
 ``~/.cache/maskmagic/kernels/<key>/`` (``$MASKMAGIC_CACHE_DIR`` or ``$XDG_CACHE_HOME`` move it),
 keyed by the source, the TensorFlow version and flags, the compiler and the CPU, so a binary
@@ -51,7 +52,8 @@ __all__ = [
 ]
 
 SOURCES = tuple(
-    Path(__file__).with_name("native_src") / name for name in ("sparse_ops.cc", "mask_ops.cc")
+    Path(__file__).with_name("native_src") / name
+    for name in ("sparse_ops.cc", "mask_ops.cc", "summary_ops.cc")
 )
 MODES = ("auto", "native", "stock")
 FLAGS = ["-O3", "-shared", "-fPIC", "-w"]

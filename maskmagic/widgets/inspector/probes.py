@@ -11,7 +11,9 @@ the very product TensorFlow's gradient of ``kernel * mask`` evaluates. Biases wo
 Each kind of layer is handled by a small *probe* (:func:`register_probe` adds one): what to
 substitute and differentiate inside the pass, and how to summarise the result (pooled heatmaps,
 statistics, top connections) inside the same compiled function, so that only small arrays leave
-it. Plain ``Dense`` layers have no mask (gradient == would-be gradient); sparse ``MaskedDense``
+it. The summary of a large dense layer (from :data:`~maskmagic.layers.mask_select.NATIVE_MIN_ENTRIES`
+entries) runs on maskmagic's native ``MaskmagicBlockSummary`` op (one pass over the gradient,
+see ``maskmagic/layers/native_src/summary_ops.cc``), elsewhere as one XLA program. Plain ``Dense`` layers have no mask (gradient == would-be gradient); sparse ``MaskedDense``
 layers (``impl="sparse"``) give the gradient of each stored connection, and no would-be
 gradient (their masked connections do not exist as numbers anywhere).
 """
@@ -27,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from maskmagic.layers import mask_select
+from maskmagic.layers import mask_select, native
 
 __all__ = [
     "GRID",
@@ -159,10 +161,10 @@ def _top(wb: Any, mask: Any, g_pool: Any, grid: Grid, k: int) -> tuple[Any, Any]
         )
 
     if not grid.pooled:
-        _, index = tf.math.top_k(tf.reshape(tf.abs(g_pool), [-1]), k)
+        _, index = tf.math.top_k(_magnitude(tf.reshape(g_pool, [-1])), k)
         return index, gradient_at(index)
     kb = min(k, grid.rows * grid.cols)
-    _, blocks = tf.math.top_k(tf.reshape(tf.abs(g_pool), [-1]), kb)
+    _, blocks = tf.math.top_k(_magnitude(tf.reshape(g_pool, [-1])), kb)
     blocks = tf.cast(blocks, tf.int64)  # flat indices may pass 2**31
     rows = tf.minimum(
         (blocks // grid.cols)[:, None] * grid.bh + tf.range(grid.bh, dtype=tf.int64),
@@ -174,11 +176,19 @@ def _top(wb: Any, mask: Any, g_pool: Any, grid: Grid, k: int) -> tuple[Any, Any]
     )
     flat = tf.reshape(rows[:, :, None] * grid.units + cols[:, None, :], [-1])
     values = gradient_at(flat)
-    _, pick = tf.math.top_k(tf.abs(values), min(k, kb * grid.bh * grid.bw))
+    _, pick = tf.math.top_k(_magnitude(values), min(k, kb * grid.bh * grid.bw))
     return tf.gather(flat, pick), tf.gather(values, pick)
 
 
-def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: int) -> dict:
+def _magnitude(values: Any) -> Any:
+    """|values| of float32 as int32 bits: the same order as the magnitudes, with NaN above
+    inf, under XLA and TensorFlow's top_k alike (TensorFlow's float top_k never picks NaN)."""
+    return tf.bitwise.bitwise_and(tf.bitcast(tf.cast(values, tf.float32), tf.int32), 0x7FFFFFFF)
+
+
+def dense_summary(
+    wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: int, library: Any = None
+) -> dict:
     """Everything the inspector shows about one dense layer, from its would-be gradient.
 
     Args:
@@ -188,6 +198,8 @@ def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: i
         kernel: (inputs, units) raw kernel values (for the weights of the top connections).
         grid: the overview grid.
         k: number of top connections.
+        library: the native ops (:func:`maskmagic.layers.native.kernel_ops`) to pool a pooled
+            grid with a bool (or no) mask in one pass, or None for TensorFlow's ops.
 
     Returns:
         ``g_pool``, ``wb_pool`` (masked layers), ``upd_pool`` (with an update set): the
@@ -196,22 +208,10 @@ def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: i
         ``top_w``; ``w``, the kernel, when the grid is not pooled.
     """
     wb = tf.cast(wb, tf.float32)
-    g = wb if mask is None else apply_mask(wb, mask)
-    shown = [g] + ([wb] if mask is not None else [])
-    if update is not None:
-        shown.append(tf.where(update, g, tf.zeros_like(g)))
-    if grid.pooled:
-        keys = _blocks(tf.stack([signed_key(v) for v in shown], -1), grid, tf.reduce_max)
-        pools = [decode_pool(keys[..., i]) for i in range(len(shown))]
-        sums = _blocks(
-            tf.stack([tf.square(g), tf.cast(tf.equal(g, 0), tf.float32)], -1), grid, tf.reduce_sum
-        )
-        sumsq = tf.reduce_sum(sums[..., 0])
-        zeros = tf.reduce_sum(tf.cast(sums[..., 1], tf.int64))
+    if grid.pooled and library is not None and (mask is None or mask.dtype == tf.bool):
+        pools, sumsq, zeros = _native_pools(library, wb, mask, update, grid)
     else:
-        pools = shown
-        sumsq = tf.reduce_sum(tf.square(g))
-        zeros = _count(tf.equal(g, 0))
+        pools, sumsq, zeros = _pools(wb, mask, update, grid)
     out = {"g_pool": pools[0], "sumsq": sumsq, "zeros": zeros}
     if mask is not None:
         out["wb_pool"] = pools[1]
@@ -234,6 +234,42 @@ def dense_summary(wb: Any, mask: Any, update: Any, kernel: Any, grid: Grid, k: i
     if not grid.pooled:
         out["w"] = tf.cast(kernel, tf.float32)  # small: the tooltips show every weight
     return out
+
+
+def _pools(wb: Any, mask: Any, update: Any, grid: Grid) -> tuple[list, Any, Any]:
+    """([g, wb (masked layers), update view (with an update set)] pooled, sum of g**2, zeros
+    of g), with TensorFlow's ops (one fused program under XLA)."""
+    g = wb if mask is None else apply_mask(wb, mask)
+    shown = [g] + ([wb] if mask is not None else [])
+    if update is not None:
+        shown.append(tf.where(update, g, tf.zeros_like(g)))
+    if not grid.pooled:
+        return shown, tf.reduce_sum(tf.square(g)), _count(tf.equal(g, 0))
+    keys = _blocks(tf.stack([signed_key(v) for v in shown], -1), grid, tf.reduce_max)
+    pools = [decode_pool(keys[..., i]) for i in range(len(shown))]
+    sums = _blocks(
+        tf.stack([tf.square(g), tf.cast(tf.equal(g, 0), tf.float32)], -1), grid, tf.reduce_sum
+    )
+    return pools, tf.reduce_sum(sums[..., 0]), tf.reduce_sum(tf.cast(sums[..., 1], tf.int64))
+
+
+def _native_pools(
+    library: Any, wb: Any, mask: Any, update: Any, grid: Grid
+) -> tuple[list, Any, Any]:
+    """:func:`_pools` on the native ``MaskmagicBlockSummary`` op: the same pooled values (the
+    keys are exact), the sum of squares accumulated in double."""
+    absent = tf.zeros((0,), tf.bool)
+    keys, sumsq, zeros = library.maskmagic_block_summary(
+        wb,
+        absent if mask is None else mask,
+        absent if update is None else tf.cast(update, tf.bool),
+        bh=grid.bh,
+        bw=grid.bw,
+        has_mask=mask is not None,
+        has_update=update is not None,
+    )
+    views = 1 + (mask is not None) + (update is not None)
+    return [decode_pool(keys[..., i]) for i in range(views)], sumsq, zeros
 
 
 def _sparse_pool(values: Any, block: Any, cells: int) -> Any:
@@ -265,9 +301,21 @@ class Probe:
         self.bias = getattr(layer, "bias", None)
         self.bias_mask = getattr(layer, "bias_mask", None) if self.bias is not None else None
         self.k = min(TOP_K, self.shape[0] * self.shape[1])
+        self._library = self._summary_library()
         self._summary = tf.function(
-            self._summarise, jit_compile=USE_XLA and self._xla_worthwhile(), autograph=False
+            self._summarise,
+            jit_compile=USE_XLA and self._library is None and self._xla_worthwhile(),
+            autograph=False,
         )
+
+    def _summary_library(self) -> Any:
+        """The native ops for the summary of a pooled layer from
+        :data:`~maskmagic.layers.mask_select.NATIVE_MIN_ENTRIES` entries, or None (XLA or
+        TensorFlow's ops)."""
+        entries = self.shape[0] * self.shape[1]
+        if not self.grid.pooled or entries < mask_select.NATIVE_MIN_ENTRIES:
+            return None
+        return native.kernel_ops()
 
     def _xla_worthwhile(self) -> bool:
         """Whether XLA's fused summary pays for its launch: above XLA_MIN_CELLS entries."""
@@ -328,7 +376,7 @@ class Probe:
 
     def _summarise(self, wb: Any, mask: Any, update: Any, kernel: Any) -> dict:
         """The compiled body of :meth:`summary`."""
-        return dense_summary(wb, mask, update, kernel, self.grid, self.k)
+        return dense_summary(wb, mask, update, kernel, self.grid, self.k, self._library)
 
     def bias_summary(self, bias_grad: Any) -> dict:
         """``{"bias_wb", "bias_g"}``: the bias's would-be gradient and gradient ({} without a
@@ -404,6 +452,10 @@ class SparseProbe(Probe):
     def _shape(self) -> tuple[int, int]:
         """The layer's declared (inputs, units) (it stores only the connected entries)."""
         return (int(self.layer.input_dim), int(self.layer.units))
+
+    def _summary_library(self) -> Any:
+        """None: the (nnz,) gradient is pooled by TensorFlow's segment ops (or XLA)."""
+        return None
 
     def _xla_worthwhile(self) -> bool:
         """Above XLA_MIN_CELLS stored connections: the pooling, statistics and top entries of
