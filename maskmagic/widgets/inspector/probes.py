@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from maskmagic import _compat
 from maskmagic.layers import mask_select, native
 
 __all__ = [
@@ -181,8 +182,13 @@ def _top(wb: Any, mask: Any, g_pool: Any, grid: Grid, k: int) -> tuple[Any, Any]
 
 
 def _magnitude(values: Any) -> Any:
-    """|values| of float32 as int32 bits: the same order as the magnitudes, with NaN above
-    inf, under XLA and TensorFlow's top_k alike (TensorFlow's float top_k never picks NaN)."""
+    """What top_k ranks: |values|, with NaN above inf on every path.
+
+    XLA's float top_k already puts NaN first (and has a fast kernel for float32 only);
+    TensorFlow's never picks a NaN, so outside XLA the magnitude's bits rank as int32.
+    """
+    if _compat.in_xla_context():
+        return tf.abs(values)
     return tf.bitwise.bitwise_and(tf.bitcast(tf.cast(values, tf.float32), tf.int32), 0x7FFFFFFF)
 
 
