@@ -8,7 +8,7 @@ set -e
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 "$PY" bench/scale.py --save
-"$PY" bench/run.py --sizes 4096 --batches 128 --optimizers adam sgd --ops all --rounds 5 --where
+"$PY" bench/run.py --sizes 4096 --batches 128 --optimizers adam sgd --ops all --rounds 9 --where
 "$PY" bench/run.py --sizes 4096 --densities 0.2 0.05 --batches 128 --optimizers sgd adam --ops all --where
 "$PY" bench/profile_sparse.py
 "$PY" bench/profile_sparse.py --size 1024

@@ -61,7 +61,26 @@ def _best_impl(target: dict, row: dict, group: dict) -> dict:
         c / min(a, b) for c, a, b in zip(chosen, times["masked-dense"], times["masked-sparse"])
     ]
     value = statistics.median(ratios)
-    return {**target, "ratio": value, "met": value <= target["limit"]}
+    return {**target, "ratio": value, "met": value <= target["limit"], "rounds": ratios}
+
+
+def _rounds(target: dict, row: dict, group: dict) -> list[float]:
+    """The per-round ratios behind a target's median (empty when the file has no times)."""
+    if "rounds" in target:
+        return target["rounds"]
+    times = group.get("times", {})
+    model, reference = times.get(row["model"]), times.get(target["reference"])
+    if not model or not reference:
+        return []
+    return [m / r for m, r in zip(model, reference)]
+
+
+def _spread(ratios: list[float]) -> str:
+    """The quartiles of the per-round ratios as " (q1-q3)", or "" with fewer than 3 rounds."""
+    if len(ratios) < 3:
+        return ""
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return f" ({q1:.2f}-{q3:.2f})"
 
 
 def run_table(results: list[tuple[str, dict]]) -> str:
@@ -103,14 +122,16 @@ def run_table(results: list[tuple[str, dict]]) -> str:
                 ok = t["met"]
                 met, missed = met + ok, missed + (not ok)
                 short = "dense" if row["model"] == "masked-dense" else "auto"
-                verdicts.append(f"{short} {t['target']}: {t['ratio']:.2f}x "
+                spread = _spread(_rounds(t, row, group))
+                verdicts.append(f"{short} {t['target']}: {t['ratio']:.2f}x{spread} "
                                 + ("met" if ok else "**missed**"))  # fmt: skip
         dense_ms = by_model["dense"]["ms"]
         lines.append(f"| {n}² | {batch} | {optimizer} | {OP_NAMES[op]} | {_pct(density)} | "
                      f"{dense_ms:.1f} | " + " | ".join(cells) + " | " + "; ".join(verdicts) + " |")  # fmt: skip
     notes = [f"Targets met: {met}, missed: {missed}. Ratios are step time over `keras.layers.Dense`"
              " trained by the same kind of op, medians of per-round ratios measured side by side "
-             "in one process." + _native_select_note([rows[k][1] for k in rows]) + " Sources:"]  # fmt: skip
+             "in one process; in brackets after a verdict, the quartiles of those per-round "
+             "ratios (half the rounds fall between them)." + _native_select_note([rows[k][1] for k in rows]) + " Sources:"]  # fmt: skip
     notes += [f"- {_source(name, *sources[name])}" for name in sorted(used)]
     return "\n".join(lines + [""] + notes)
 

@@ -2,9 +2,11 @@
 
 Each *group* is one layer size, batch, optimizer, op kind and mask density; the models of a
 group are built in one fresh worker process and timed side by side: every round times one
-burst of each model in turn (interleaved), and each ratio is the median over rounds of
-(model time / reference time in the same round), so load from other processes hits both
-sides alike. The load average is recorded before and after each group.
+burst of each model in turn (interleaved, every other round in reverse order), and each ratio
+is the median over rounds of (model time / reference time in the same round), so load from
+other processes hits both sides alike; ``bench/report.py`` shows the quartiles of the
+per-round ratios next to each verdict. The load average is recorded before and after each
+group.
 
 Op kinds (what a ``%%masked_net`` cell makes, on a one-layer net ``out``):
 
@@ -247,8 +249,12 @@ def time_group(spec: dict) -> dict:
                 1, min(20, int(spec["burst_s"] / max(time.perf_counter() - start, 1e-4)))
             )
         times: dict[str, list[float]] = {k: [] for k in runs}
-        for _ in range(spec["rounds"]):
-            for kind, (run, _, steps) in runs.items():
+        kinds = list(runs)
+        for round_ in range(spec["rounds"]):
+            # every other round in reverse order: a model's place in the round (after a
+            # model that heats the caches, or early in a burst of load) cancels out
+            for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+                run, _, steps = runs[kind]
                 start = time.perf_counter()
                 for _ in range(burst[kind]):
                     run()
