@@ -11,11 +11,13 @@ the very product TensorFlow's gradient of ``kernel * mask`` evaluates. Biases wo
 Each kind of layer is handled by a small *probe* (:func:`register_probe` adds one): what to
 substitute and differentiate inside the pass, and how to summarise the result (pooled heatmaps,
 statistics, top connections) inside the same compiled function, so that only small arrays leave
-it. The summary of a large dense layer (from :data:`~maskmagic.layers.mask_select.NATIVE_MIN_ENTRIES`
-entries) runs on maskmagic's native ``MaskmagicBlockSummary`` op (one pass over the gradient,
-see ``maskmagic/layers/native_src/summary_ops.cc``), elsewhere as one XLA program. Plain ``Dense`` layers have no mask (gradient == would-be gradient); sparse ``MaskedDense``
-layers (``impl="sparse"``) give the gradient of each stored connection, and no would-be
-gradient (their masked connections do not exist as numbers anywhere).
+it. The summary of a large dense layer (from
+:data:`~maskmagic.layers.mask_select.NATIVE_MIN_ENTRIES` entries) runs on maskmagic's native
+``MaskmagicBlockSummary`` op (one pass over the gradient, see
+``maskmagic/layers/native_src/summary_ops.cc``), elsewhere as one XLA program. Plain ``Dense``
+layers have no mask (gradient == would-be gradient); sparse ``MaskedDense`` layers
+(``impl="sparse"``) give the gradient of each stored connection, and no would-be gradient
+(their masked connections do not exist as numbers anywhere).
 """
 
 from __future__ import annotations
