@@ -204,8 +204,9 @@ def _load() -> Any:
             _loaded["ops"], _loaded["error"] = None, f"{type(error).__name__}: {error}"
             if mode() == "auto":
                 warnings.warn(
-                    "maskmagic: the native kernels are unavailable, impl='sparse' and large "
-                    f"masks use TensorFlow's slower stock ops ({_loaded['error']})",
+                    "maskmagic: the native kernels are unavailable, impl='sparse', large "
+                    "masks and the inspector's summary of large layers use TensorFlow's "
+                    f"slower stock ops ({_loaded['error']})",
                     NativeKernelWarning,
                     stacklevel=4,
                 )
