@@ -130,7 +130,8 @@ def run_table(results: list[tuple[str, dict]]) -> str:
                      f"{dense_ms:.1f} | " + " | ".join(cells) + " | " + "; ".join(verdicts) + " |")  # fmt: skip
     notes = [f"Targets met: {met}, missed: {missed}. Ratios are step time over `keras.layers.Dense`"
              " trained by the same kind of op, medians of per-round ratios measured side by side "
-             "in one process; in brackets after a verdict, the quartiles of those per-round "
+             "(a round times every model in one process; `--processes 2` pools the rounds of two "
+             "processes that build the models in opposite orders); in brackets after a verdict, the quartiles of those per-round "
              "ratios (half the rounds fall between them)." + _native_select_note([rows[k][1] for k in rows]) + " Sources:"]  # fmt: skip
     notes += [f"- {_source(name, *sources[name])}" for name in sorted(used)]
     return "\n".join(lines + [""] + notes)
