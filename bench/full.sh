@@ -13,6 +13,7 @@ PY="${PYTHON:-.venv/bin/python}"
 "$PY" bench/profile_sparse.py
 "$PY" bench/profile_sparse.py --size 1024
 "$PY" bench/sparse_variants.py
+"$PY" bench/profile_dense.py
 "$PY" bench/run.py --sizes 4096 --batches 128 --optimizers adam sgd --ops unit freeze fit --densities 1 0.5 --rounds 5 --processes 2 --where
 "$PY" bench/writeback_modes.py
 "$PY" bench/run.py --sizes 1024 --batches 128 32 --optimizers adam sgd --ops all --densities 1 0.5 0.2 0.1 0.05 0.01 0.001 --rounds 7 --where
