@@ -22,11 +22,14 @@ __all__ = [
     "dense_kernel",
     "dense_quantized_kernel",
     "dense_serialization_names",
+    "ema_average",
+    "fresh_slot_values",
     "functional_graph",
     "inbound_nodes",
     "make_resizable",
     "nodes_by_depth",
     "optimizer_slots",
+    "optimizer_step_counter",
     "optimizer_tracks",
     "optimizer_unrestorable",
     "producing_layer",
@@ -50,6 +53,32 @@ def optimizer_tracks(optimizer: keras.optimizers.Optimizer) -> list:
     optimizer was built with; every per-variable slot list is indexed like it.
     """
     return list(_inner(optimizer)._trainable_variables)
+
+
+def ema_average(optimizer: Any, variable: Any) -> Any:
+    """The moving average an optimizer with ``use_ema`` keeps of ``variable``, or None.
+
+    Relies on: ``Optimizer._model_variables_moving_average``, indexed like
+    ``_trainable_variables`` (Keras updates every entry of it in each ``apply``).
+    """
+    inner = _inner(optimizer)
+    averages = getattr(inner, "_model_variables_moving_average", None)
+    if not inner.use_ema or not averages:
+        return None
+    if not any(tracked is variable for tracked in inner._trainable_variables):
+        return None
+    return averages[inner._get_variable_index(variable)]
+
+
+def optimizer_step_counter(optimizer: Any) -> Any:
+    """The variable that counts an optimizer's steps: ``iterations``, or under gradient
+    accumulation (where ``iterations`` is a tensor derived from it) the raw counter.
+
+    Relies on: ``BaseOptimizer._iterations``.
+    """
+    if getattr(optimizer, "gradient_accumulation_steps", None):
+        return optimizer._iterations
+    return optimizer.iterations
 
 
 def optimizer_slots(
@@ -78,6 +107,33 @@ def optimizer_slots(
             if same or (any_length and len(slot.shape) == 1):
                 found.append(slot)
     return found
+
+
+def fresh_slot_values(optimizer: Any, variable: Any) -> list[float]:
+    """What each of :func:`optimizer_slots` ``(optimizer, variable, any_length=True)`` holds for
+    a variable the optimizer has never stepped (all zeros), read from a fresh copy of the
+    optimizer built on a one-entry variable: 0 for momentum and moments,
+    ``initial_accumulator_value`` for Adagrad's and Ftrl's accumulators.
+
+    Relies on: ``Optimizer.from_config(get_config())`` rebuilding the same slot kinds, in the
+    same order, as the original.
+    """
+    inner = _inner(optimizer)
+    count = len(optimizer_slots(optimizer, variable, any_length=True))
+    probe = keras.Variable(np.zeros((1,), dtype=variable.dtype), trainable=True)
+    try:
+        copy = type(inner).from_config(inner.get_config())
+        copy.build([probe])
+    except (ValueError, TypeError, KeyError, NotImplementedError):  # a config that does not
+        return [0.0] * count  # round-trip (a custom optimizer): zeros, as most slots start
+
+    values = [
+        float(np.asarray(keras.ops.convert_to_numpy(s))[0])
+        for s in optimizer_slots(copy, probe, any_length=True)
+    ]
+    if len(values) != count:
+        raise AssertionError(f"{type(inner).__name__}: {len(values)} fresh slots, {count} slots")
+    return values
 
 
 def _per_variable_lists(inner: Any) -> dict[str, list]:
@@ -190,8 +246,20 @@ def make_resizable(variable: keras.Variable) -> keras.Variable:
     """Gives a 1-D Keras variable a TensorFlow shape of ``[None]`` (same value, same object).
 
     Functions traced while it had one length keep working after :func:`resize_variable`.
-    Relies on: replacing ``Variable._value`` with a new ``tf.Variable`` of unknown length.
+    A variable created in a stateless scope (a subclassed model's first, symbolic build) has no
+    value yet: it becomes resizable when Keras initializes it.
+    Relies on: replacing ``Variable._value`` with a new ``tf.Variable`` of unknown length, and
+    ``Variable._initialize(value)``, which Keras' deferred initialization calls.
     """
+    if variable._value is None:
+        initialize = variable._initialize
+
+        def initialize_resizable(value: Any) -> None:
+            initialize(value)
+            make_resizable(variable)
+
+        variable._initialize = initialize_resizable
+        return variable
     old = variable._value
     variable._value = tf.Variable(
         old.read_value(),

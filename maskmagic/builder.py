@@ -117,17 +117,19 @@ def _width(tensor: Any) -> int:
 
 def _flat(tensor: Any, name: str) -> Any:
     if len(tensor.shape) > 2:
-        return keras.layers.Flatten(name=f"{name}_flatten")(tensor)
+        return keras.layers.Flatten(name=name)(tensor)
     return tensor
 
 
-def _source(spec: Any, tensors: dict[str, Any], dense: bool) -> Any:
+def _source(spec: Any, tensors: dict[str, Any], dense: bool, helpers: dict) -> Any:
+    """A layer's input: its sources (flattened for a dense layer), concatenated; ``helpers``:
+    the names of those added layers (:meth:`lang.NetSpec.helper_names`)."""
     parts = [tensors[s] for s in spec.sources]
     if dense:
-        parts = [_flat(t, f"{spec.name}_{s}") for t, s in zip(parts, spec.sources)]
+        parts = [_flat(t, helpers[spec.name, s]) for t, s in zip(parts, spec.sources)]
     if len(parts) == 1:
         return parts[0]
-    return keras.layers.Concatenate(name=f"{spec.name}_concat")(parts)
+    return keras.layers.Concatenate(name=helpers[spec.name, ""])(parts)
 
 
 def _named_mask(value: Any, shape: tuple[int, int]) -> Any:
@@ -157,6 +159,10 @@ def _layer_options(
         with _at(spec.loc_of("bias_mask"), f"bias_mask of layer '{spec.name}'"):
             bias_mask = masks.validate(value, (units,), name="bias_mask")
     _check_names(spec)
+    options = dict[str, Any](spec.options)
+    if seed is not None and isinstance(options.get("bias_initializer"), str):
+        # a seed of its own: the kernel's would draw the same numbers for a same-size bias
+        options["bias_initializer"] = _initializer(options["bias_initializer"], seed + 2**32, "")
     return dict(
         mask=mask,
         bias_mask=bias_mask,
@@ -165,7 +171,7 @@ def _layer_options(
         impl=spec.impl,
         kernel_initializer=_initializer(spec.kernel_initializer, seed, "glorot_uniform"),
         name=spec.name,
-        **dict[str, Any](spec.options),
+        **options,
     )
 
 
@@ -223,12 +229,18 @@ _NAMES = (  # option of a layer spec, its Keras lookup, what it expects
 
 
 def _check_names(spec: lang.DenseSpec | lang.ConvSpec) -> None:
-    """Checks the activation and kernel_initializer names of a layer spec."""
+    """Checks the activation and kernel_initializer names of a layer spec.
+
+    Keras' lookup sees nothing but the user's name, so whatever it raises (a KeyError for an
+    initializer that needs arguments, such as ``constant``) is the cell's.
+    """
     for key, lookup, expected in _NAMES:
         value = getattr(spec, key)
         if value is not None:
-            with _at(spec.loc_of(key), f"{key}={value}", expected, foreign=KERAS_REJECTS):
-                lookup(value)
+            with _at(spec.loc_of(key), f"{key}={value}", expected, foreign=(Exception,)):
+                found = lookup(value)
+                if type(found) is keras.initializers.Initializer:  # the abstract base class
+                    raise MaskMagicError(f"'{value}' is the abstract base class; {expected}")
 
 
 _POOLS = {
@@ -272,6 +284,12 @@ def build_spec(
 ) -> Built:
     """Builds the model and TrainOps of a parsed cell (see :func:`build`)."""
     namespace = namespace if namespace is not None else {}
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32
+    ):
+        raise MaskMagicError(
+            f"the seed must be an integer from 0 to {2**32 - 1}; received {seed!r}"
+        )
     if spec.base is not None:
         model = _from_model(spec.base, namespace)
         return _with_ops(_described(spec, model), model, namespace)
@@ -284,29 +302,30 @@ def build_spec(
             first.source,
         )
     tensors: dict[str, Any] = {}
+    helpers = spec.helper_names()
     for given in spec.inputs:
         with _at(given.loc, f"input '{given.name}'", foreign=KERAS_REJECTS):
             tensors[given.name] = keras.Input(given.shape, name=given.name)
     for index, item in enumerate(spec.layers):
         layer_seed = None if seed is None else seed + index
         if isinstance(item, lang.DenseSpec):
-            x = _source(item, tensors, dense=True)
+            x = _source(item, tensors, True, helpers)
             tensors[item.name] = _dense_layer(item, x, namespace, layer_seed)
         elif isinstance(item, lang.ConvSpec):
             with _at(item.loc, f"conv{item.rank}d layer '{item.name}'", foreign=KERAS_REJECTS):
-                x = _source(item, tensors, dense=False)
+                x = _source(item, tensors, False, helpers)
             tensors[item.name] = _conv_layer(item, x, namespace, layer_seed)
         elif isinstance(item, lang.PoolSpec):
             with _at(item.loc, f"{item.kind}pool layer '{item.name}'", foreign=KERAS_REJECTS):
-                x = _source(item, tensors, dense=False)
+                x = _source(item, tensors, False, helpers)
             tensors[item.name] = _pool_layer(item, x)
         elif isinstance(item, lang.FlattenSpec):
             with _at(item.loc, f"flatten layer '{item.name}'", foreign=KERAS_REJECTS):
-                x = _source(item, tensors, dense=False)
+                x = _source(item, tensors, False, helpers)
                 tensors[item.name] = keras.layers.Flatten(name=item.name)(x)
         else:
             with _at(item.loc, f"dropout layer '{item.name}'", foreign=KERAS_REJECTS):
-                x = _source(item, tensors, dense=False)
+                x = _source(item, tensors, False, helpers)
                 tensors[item.name] = keras.layers.Dropout(
                     item.rate, seed=layer_seed, name=item.name
                 )(x)

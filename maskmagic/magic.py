@@ -11,7 +11,6 @@ way the namespace stays as it was: nothing is bound until everything has been bu
 from __future__ import annotations
 
 import argparse
-import keyword
 import shlex
 import traceback
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
 from maskmagic import lang
 from maskmagic.errors import CellError, MaskMagicError
+from maskmagic.lang.lexer import is_name, name_hint
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -102,8 +102,10 @@ def _arguments(magic: Callable[..., Any], line: str, usage: str) -> argparse.Nam
 
 def _identifier(text: str) -> str:
     """The ``NAME`` of ``%%masked_net``: a Python identifier that is not a keyword."""
-    if not text.isidentifier() or keyword.iskeyword(text):
-        raise argparse.ArgumentTypeError(f"NAME must be a Python identifier; received {text!r}")
+    if not is_name(text):
+        raise argparse.ArgumentTypeError(
+            f"NAME must be a Python identifier; received {text!r}{name_hint(text)}"
+        )
     return text
 
 

@@ -36,11 +36,40 @@ class Mutant:
     tests: tuple[str, ...]
 
 
+EDGE = "tests/test_edge_guarantees.py::"
 OPT = "tests/test_optimizers_exact.py::test_frozen_outputs_and_their_slots_stay_bit_identical"
 ORACLE = "tests/test_reach_oracle.py::"
 ZERO = "tests/test_zero_steps.py::"
 
 MUTANTS = (
+    Mutant(
+        "EMA averages of unselected weights left to move",
+        "maskmagic/training/ops.py",
+        "            others += [a for a in averages if a is not None]",
+        "            others += []",
+        (EDGE + "test_ema_averages_of_unselected_weights_stay_exact",),
+    ),
+    Mutant(
+        "write-back skipped although a kernel constraint rewrites the whole kernel",
+        "maskmagic/training/zero_steps.py",
+        'if not keeps_zero_gradient_entries(optimizer) or getattr(variable, "constraint", None):',
+        "if not keeps_zero_gradient_entries(optimizer):",
+        (EDGE + "test_kernel_constraint_never_moves_masked_weights",),
+    ),
+    Mutant(
+        "new sparse connections' slots start from zero, not the optimizer's initial state",
+        "maskmagic/training/ops.py",
+        "sparse.sync_slots(self._sparse_kernels[path], slots, self._slot_starts[path])",
+        "sparse.sync_slots(self._sparse_kernels[path], slots)",
+        (EDGE + "test_a_new_sparse_connection_starts_from_the_optimizers_initial_state",),
+    ),
+    Mutant(
+        "conv set_weights writes its masks unchecked",
+        "maskmagic/layers/conv.py",
+        '        self._check_stored_masks(self.weights, weights, "set_weights")',
+        "        pass",
+        (EDGE + "test_conv_set_weights_checks_its_masks",),
+    ),
     Mutant(
         "native kernel drops the batch tail of the values gradient",
         "maskmagic/layers/native_src/sparse_ops.cc",
@@ -90,35 +119,45 @@ MUTANTS = (
         "maskmagic/layers/native_src/summary_ops.cc",
         "return static_cast<int32_t>((bits & 0x7FFFFFFEu) | (bits >> 31));",
         "return static_cast<int32_t>(bits & 0x7FFFFFFEu);",
-        ("tests/test_inspector_native_summary.py::test_native_summary_has_the_bits_of_the_xla_summary",),
+        (
+            "tests/test_inspector_native_summary.py::test_native_summary_has_the_bits_of_the_xla_summary",
+        ),
     ),
     Mutant(
         "native block summary pools the gradient as the would-be gradient",
         "maskmagic/layers/native_src/summary_ops.cc",
         "wb_max[c] = std::max(wb_max[c], Key(w[c]));",
         "wb_max[c] = std::max(wb_max[c], Key(g[c]));",
-        ("tests/test_inspector_native_summary.py::test_native_summary_has_the_bits_of_the_xla_summary",),
+        (
+            "tests/test_inspector_native_summary.py::test_native_summary_has_the_bits_of_the_xla_summary",
+        ),
     ),
     Mutant(
         "native block summary drops the last column of each block",
         "maskmagic/layers/native_src/summary_ops.cc",
         "c1 = std::min(n_cols, c0 + bw_);",
         "c1 = std::min(n_cols, c0 + bw_ - 1);",
-        ("tests/test_inspector_native_summary.py::test_native_summary_has_the_bits_of_the_xla_summary",),
+        (
+            "tests/test_inspector_native_summary.py::test_native_summary_has_the_bits_of_the_xla_summary",
+        ),
     ),
     Mutant(
         "top connections ranked by float |g| (TensorFlow's top_k skips NaN)",
         "maskmagic/widgets/inspector/probes.py",
         "return tf.bitwise.bitwise_and(tf.bitcast(tf.cast(values, tf.float32), tf.int32), 0x7FFFFFFF)",
         "return tf.abs(values)",
-        ("tests/test_inspector_native_summary.py::test_top_connections_put_nan_first_on_both_paths",),
+        (
+            "tests/test_inspector_native_summary.py::test_top_connections_put_nan_first_on_both_paths",
+        ),
     ),
     Mutant(
         "a large dense layer's summary stays on XLA",
         "maskmagic/widgets/inspector/probes.py",
         "        return native.kernel_ops()\n",
         "        return None\n",
-        ("tests/test_inspector_native_summary.py::test_large_dense_layer_is_summarised_natively_without_xla",),
+        (
+            "tests/test_inspector_native_summary.py::test_large_dense_layer_is_summarised_natively_without_xla",
+        ),
     ),
     Mutant(
         "VALUES write-back trusts the slots after another op's steps",

@@ -84,7 +84,7 @@ CELLS = [
     Bad("loss", BASE + "loss msee\n", "a Keras loss name", "'msee'"),
     Bad("optimizer", BASE + "optimizer sgdd\n", "a Keras optimizer name", "'sgdd'"),
     Bad("optimizer_argument", BASE + "optimizer sgd learning_rate=fast\n", "float", "'fast'"),
-    Bad("optimizer_keyword", BASE + "optimizer sgd speed=3\n", "optimizer name", "{'speed': 3}"),
+    Bad("optimizer_keyword", BASE + "optimizer sgd speed=3\n", "arguments that keras.optimizers.SGD accepts", "{'speed': 3}"),
     # selectors and freeze
     Bad("selector_range", BASE + "train t out[5]\n", "valid: -2 to 1", "index 5"),
     Bad("selector_layer", BASE + "train t nope[0]\n", "dense or conv layers: hidden, out", "'nope'"),
@@ -113,6 +113,23 @@ CELLS = [
     Bad("op_named_like_net", ("t --quiet", BASE + "train t\n"), "other than 't'", "same name as the net"),
     Bad("unknown_flag", ("net --loud", BASE), "expected %%masked_net NAME", "--loud"),
     Bad("seed_not_int", ("net --seed x", BASE), "[--seed N]", "'x'"),
+    # inputs Keras or TensorFlow would refuse deep inside (each was a traceback shown as a bug)
+    Bad("initializer_needs_args", "input x 3\ndense h 2 kernel_initializer=constant\n", "initializer name", "KeyError"),
+    Bad("initializer_abstract", "input x 3\ndense h 2 kernel_initializer=Initializer\n", "initializer name", "abstract base class"),
+    Bad("optimizer_needs_args", BASE + "optimizer LossScaleOptimizer\n", "a Keras optimizer name", "inner_optimizer"),
+    Bad("loss_abstract", BASE + "loss Loss\n", "a Keras loss name", "'Loss'"),
+    Bad("loss_option", BASE + "loss mse reduction=foo\n", "a Keras loss name", "Received: reduction=foo"),
+    Bad("dtype_int", "input x 3\ndense h 2 dtype=int32\n", "a float dtype", "'int32'"),
+    Bad("dtype_string", "input x 3\ndense h 2 dtype=string\n", "a float dtype", "'string'"),
+    Bad("units_too_many", "input x 3\ndense h 100000000000\n", "at most 2147483647", "100000000000"),
+    Bad("input_too_large", "input x 10000000000\ndense h 2\n", "at most 2147483647", "10000000000"),
+    Bad("kernel_too_large", "input x (9, 3)\nconv1d c 2 kernel=10000000000\ndense h 2\n", "at most 2147483647", "10000000000"),
+    Bad("select_not_trainable", "input x 3\ndense h 2 trainable=false\ndense out 2\ntrain t2 h\n", "at least one trainable weight", "holds no trainable variable"),
+    # names Python could not reach, seeds Keras could not take
+    Bad("name_not_nfkc", BASE + "train \ufb01rst\n", "Python identifier", "Python reads it as 'first'"),
+    Bad("net_name_not_nfkc", ("\ufb01rst --quiet", BASE), "Python identifier", "Python reads it as 'first'"),
+    Bad("seed_range", ("net --seed 99999999999999999999", BASE), "from 0 to 4294967295", "99999999999999999999"),
+    Bad("seed_negative", ("net --seed -1", BASE), "from 0 to 4294967295", "received -1"),
 ]  # fmt: skip
 
 

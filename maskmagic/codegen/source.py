@@ -232,13 +232,14 @@ class _Writer:
         for source in item.sources:
             tensor = local[source]
             if dense and len(self.model.get_layer(source).output.shape) > 2:
-                flat = quote(f"{item.name}_{source}_flatten")
+                flat = quote(self.built.spec.helper_names()[item.name, source])
                 tensor = f"keras.layers.Flatten(name={flat})({tensor})"
             parts.append(tensor)
         if len(parts) == 1:
             return parts[0]
         return (
-            f"keras.layers.Concatenate(name={quote(item.name + '_concat')})([{', '.join(parts)}])"
+            f"keras.layers.Concatenate(name={quote(self.built.spec.helper_names()[item.name, ''])})"
+            f"([{', '.join(parts)}])"
         )
 
     def model_function(self) -> str:

@@ -12,6 +12,7 @@ import difflib
 import keyword
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -19,10 +20,13 @@ from maskmagic.errors import CellError
 
 __all__ = [
     "INT_RE",
+    "MAX_SIZE",
     "Logical",
     "Token",
+    "as_python_reads",
     "convert",
     "is_name",
+    "name_hint",
     "parse_call",
     "parse_index",
     "parse_selector",
@@ -38,6 +42,9 @@ __all__ = [
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {close: open_ for open_, close in _OPEN.items()}
 INT_RE = re.compile(r"[+-]?[0-9]+")
+# The largest size of an input, a layer (units, filters) or a kernel: far beyond any layer
+# that fits in memory, and within the int32 TensorFlow uses for many shape computations.
+MAX_SIZE = 2**31 - 1
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _CONSTANTS = {
     "true": True,
@@ -104,8 +111,23 @@ def suggest(word: str, choices) -> str:
 
 
 def is_name(text: str) -> bool:
-    """Whether ``text`` is a Python identifier that is not a keyword."""
-    return text.isidentifier() and not keyword.iskeyword(text)
+    """Whether ``text`` is a Python identifier that is not a keyword, spelled as Python reads
+    it (NFKC: Python reads the ligature in ``ﬁrst`` as ``first``, so a name bound as ``ﬁrst``
+    could never be reached)."""
+    return text.isidentifier() and not keyword.iskeyword(text) and as_python_reads(text) == text
+
+
+def as_python_reads(text: str) -> str:
+    """``text`` in the normal form (NFKC) Python gives identifiers when it reads code."""
+    return unicodedata.normalize("NFKC", text)
+
+
+def name_hint(text: str) -> str:
+    """`` (Python reads it as 'first'; write that)`` for an identifier not in NFKC, else ``""``."""
+    normal = as_python_reads(text)
+    if normal != text and normal.isidentifier():
+        return f" (Python reads it as '{normal}'; write that)"
+    return ""
 
 
 def split_logical(text: str) -> list[Logical]:

@@ -12,10 +12,12 @@ from maskmagic.errors import CellError, SelectorError
 from maskmagic.lang import selectors as rules
 from maskmagic.lang.lexer import (
     INT_RE,
+    MAX_SIZE,
     Logical,
     Token,
     convert,
     is_name,
+    name_hint,
     parse_call,
     parse_selector,
     show,
@@ -228,7 +230,7 @@ class Parser:
         if not is_name(tok.text):
             raise line.error(
                 f"expected {what} (a Python identifier) after '{keyword.text}', "
-                f"found '{show(tok.text)}'",
+                f"found '{show(tok.text)}'{name_hint(tok.text)}",
                 tok.offset,
             )
         if tok.text in self.defined and keyword.text != "train":
@@ -297,6 +299,10 @@ class Parser:
         tok = self._arg(line, positional, 1, what)
         value = _converted(line, tok, "the size")
         shape = value if isinstance(value, tuple) else (value,)
+        if any(type(v) is int and v > MAX_SIZE for v in shape):
+            raise line.error(
+                f"expected sizes of at most {MAX_SIZE}, found {show(tok.text)}", tok.offset
+            )
         if not shape or not all(type(v) is int and v > 0 for v in shape):
             raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
         self._extra(line, positional, 2, "input NAME SIZE")
@@ -319,6 +325,10 @@ class Parser:
         what = f"a positive integer number of {noun} after '{keyword.text} {name.text}'"
         tok = self._arg(line, positional, 1, what)
         count = to_int(line, tok) if INT_RE.fullmatch(tok.text) and tok.text[0] not in "+-" else 0
+        if count > MAX_SIZE:
+            raise line.error(
+                f"expected at most {MAX_SIZE} {noun}, found {show(tok.text)}", tok.offset
+            )
         if count <= 0:
             raise line.error(f"expected {what}, found '{show(tok.text)}'", tok.offset)
         return count
@@ -371,6 +381,10 @@ class Parser:
         except CellError:
             value = None
         values = value if isinstance(value, tuple) else (value,)
+        if any(type(v) is int and v > MAX_SIZE for v in values):
+            raise line.error(
+                f"expected {what} of at most {MAX_SIZE}, found {show(tok.text)}", tok.offset
+            )
         ok = values and all(type(v) is int and v > 0 for v in values)
         if not ok or (isinstance(value, tuple) and rank is not None and len(values) != rank):
             shape = "an int" if rank is None else f"an int or a tuple of {rank} ints"

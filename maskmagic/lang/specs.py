@@ -289,6 +289,32 @@ class NetSpec:
         """Names of the layers (not the inputs), in order."""
         return tuple(layer.name for layer in self.layers)
 
+    def helper_names(self) -> dict[tuple[str, str], str]:
+        """Names of the layers a build adds: ``(layer, source)`` -> the Flatten of a dense
+        layer's source, ``(layer, "")`` -> the Concatenate of its sources.
+
+        Each is ``LAYER_SOURCE_flatten`` / ``LAYER_concat``, or that with ``_1``, ``_2``...
+        appended when an input, a layer or an earlier helper already has the name.
+        """
+        taken = {spec.name for spec in (*self.inputs, *self.layers)}
+        names: dict[tuple[str, str], str] = {}
+
+        def free(base: str) -> str:
+            name, count = base, 0
+            while name in taken:
+                count += 1
+                name = f"{base}_{count}"
+            taken.add(name)
+            return name
+
+        for layer in self.layers:
+            if isinstance(layer, DenseSpec):
+                for source in layer.sources:
+                    names[layer.name, source] = free(f"{layer.name}_{source}_flatten")
+            if len(layer.sources) > 1:
+                names[layer.name, ""] = free(f"{layer.name}_concat")
+        return names
+
     @property
     def outputs(self) -> tuple[str, ...]:
         """The layers that no other layer consumes, in order: the model's outputs."""

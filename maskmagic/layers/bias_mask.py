@@ -29,6 +29,16 @@ class BiasMaskMixin:
     bias_mask: Any
     mask_version: int
 
+    def _check_float_dtype(self) -> None:
+        """Refuses a dtype whose variables are not floats (``dtype="int32"``): a masked layer
+        trains its weights, and TensorFlow would fail deep inside the first build."""
+        dtype = self.dtype_policy.variable_dtype  # type: ignore[attr-defined]
+        if not keras.backend.is_float_dtype(dtype):
+            raise MaskMagicError(
+                f"layer '{self.name}' has dtype {dtype!r}; expected a float dtype or policy "
+                "(float32, float64, float16, bfloat16, mixed_float16, mixed_bfloat16)"
+            )
+
     def _require_built(self, what: str) -> None:
         if not self.built:
             raise MaskMagicError(

@@ -206,6 +206,7 @@ class _MaskedConv(BiasMaskMixin, keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self._check_float_dtype()
         kind = type(self).__name__
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
             raise MaskMagicError(
@@ -492,6 +493,34 @@ class _MaskedConv(BiasMaskMixin, keras.layers.Layer):
         self._check_blocks(np.asarray(full.any(axis=tuple(range(self.rank)))))
         self.kernel_mask.assign(full)
         self.mask_version += 1
+
+    def set_weights(self, weights: list) -> None:
+        """Keras' ``set_weights``, with the masks among them checked like :meth:`set_mask`."""
+        self._check_stored_masks(self.weights, weights, "set_weights")
+        super().set_weights(weights)
+        self.mask_version += 1
+
+    def load_own_variables(self, store: Any) -> None:
+        """Keras' loading of this layer's weights, with the stored masks checked first."""
+        order = [*self._trainable_variables, *self._non_trainable_variables]  # Keras' store order
+        self._check_stored_masks(
+            order, [store[str(i)] for i in range(len(store.keys()))], "weights file"
+        )
+        super().load_own_variables(store)
+        self.mask_version += 1
+
+    def _check_stored_masks(self, variables: list, values: list, where: str) -> None:
+        """Checks the kernel and bias masks in ``values`` (matched to ``variables`` by position)
+        as :meth:`set_mask` and :meth:`set_bias_mask` would, before anything is written. A
+        list of the wrong length is left to Keras, which refuses it."""
+        if len(values) != len(variables):
+            return
+        for variable, value in zip(variables, values):
+            if variable is self.kernel_mask:
+                full = self._validate(np.asarray(value))
+                self._check_blocks(np.asarray(full.any(axis=tuple(range(self.rank)))))
+            elif self.use_bias and variable is self.bias_mask:
+                masklib.validate(np.asarray(value), (self.filters,), name=f"bias_mask in {where}")
 
     def _check_blocks(self, table: np.ndarray) -> None:
         """On the grouped implementation, refuses a table that connects two blocks."""

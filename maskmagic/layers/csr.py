@@ -298,7 +298,15 @@ def initial_values(
     full (n_in, units) kernel, as the dense implementation does; element-wise initializers
     (``zeros``, ``random_normal``, ``constant``...) are called on the (nnz,) shape. Initializers
     that need the whole matrix (``orthogonal``, ``identity``) are refused for large layers.
+    Drawn eagerly, also while Keras traces a subclassed model's build in a graph.
     """
+    with tf.init_scope():
+        return _initial_values(initializer, nnz, n_in, units, dtype)
+
+
+def _initial_values(
+    initializer: keras.initializers.Initializer, nnz: int, n_in: int, units: int, dtype: str
+) -> np.ndarray:
     if isinstance(initializer, keras.initializers.VarianceScaling):
         mode = initializer.mode
         fan = {"fan_in": n_in, "fan_out": units}.get(mode, (n_in + units) / 2)
@@ -328,15 +336,17 @@ make_resizable = _compat.make_resizable
 resize = _compat.resize_variable
 
 
-def remap_slot(slot: keras.Variable, index: np.ndarray) -> None:
+def remap_slot(slot: keras.Variable, index: np.ndarray, start: float = 0.0) -> None:
     """Resizes an optimizer slot after a topology change (kept connections keep their state).
 
     Args:
         slot: a variable shaped like the old values vector (momentum, Adam moments...).
-        index: for each new connection, its old position or -1 (new connections get 0).
+        index: for each new connection, its old position or -1 (a new connection).
+        start: what a new connection's entry starts from (Adagrad's and Ftrl's accumulators
+            start from ``initial_accumulator_value``, most slots from 0).
     """
     old = keras.ops.convert_to_numpy(slot)
-    new = np.where(index >= 0, old[np.maximum(index, 0)] if old.size else 0, 0)
+    new = np.where(index >= 0, old[np.maximum(index, 0)] if old.size else start, start)
     resize(slot, new.astype(old.dtype))
 
 
@@ -358,16 +368,17 @@ def track_slots(layer: Any, slots: list) -> None:
         slot._maskmagic_version = layer.mask_version if fits else -1
 
 
-def sync_slots(layer: Any, slots: list) -> None:
+def sync_slots(layer: Any, slots: list, starts: list | None = None) -> None:
     """Remaps optimizer slots after ``layer.set_mask`` changed the topology.
 
     The state of kept connections (momentum, Adam moments, ...) follows them to their new
-    positions; new connections start from zero state. If the layer's history does not reach
-    back to the slot's version (more than 8 changes between two steps), the slot restarts
-    from zeros.
+    positions; new connections start from ``starts`` (one value per slot: a fresh variable's
+    state, zeros if None). If the layer's history does not reach back to the slot's version
+    (more than 8 changes between two steps), the whole slot restarts from there.
     """
     nnz = int(layer.kernel.shape[0])
-    for slot in slots:
+    starts = starts if starts is not None else [0.0] * len(slots)
+    for slot, start in zip(slots, starts):
         seen = getattr(slot, "_maskmagic_version", -1)
         if seen == layer.mask_version:
             continue
@@ -375,7 +386,7 @@ def sync_slots(layer: Any, slots: list) -> None:
         if index is None and tuple(slot.shape) == (nnz,):
             pass
         elif index is not None and index.size == nnz:
-            remap_slot(slot, index)
+            remap_slot(slot, index, start)
         else:
-            resize(slot, np.zeros(nnz, dtype=keras.ops.convert_to_numpy(slot).dtype))
+            resize(slot, np.full(nnz, start, dtype=keras.ops.convert_to_numpy(slot).dtype))
         slot._maskmagic_version = layer.mask_version

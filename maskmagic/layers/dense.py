@@ -79,6 +79,11 @@ class _MaskVariables:
 _FLOAT_KERNEL_MODES = ("float8", "gptq", "awq")  # quantized modes that read the float kernel
 
 
+def _gib(nbytes: int) -> str:
+    """``nbytes`` in GiB for a message."""
+    return f"{nbytes / 2**30:,.1f} GiB"
+
+
 @keras.saving.register_keras_serializable("maskmagic")
 class MaskedDense(BiasMaskMixin, SparseKernelMixin, keras.layers.Dense):
     """A ``keras.layers.Dense`` whose connections (and biases) are switched on or off by 0/1 masks.
@@ -126,6 +131,7 @@ class MaskedDense(BiasMaskMixin, SparseKernelMixin, keras.layers.Dense):
         if impl not in IMPLS:
             raise MaskMagicError(f"impl must be one of {', '.join(IMPLS)}; received {impl!r}")
         super().__init__(int(units), activation=activation, use_bias=bool(use_bias), **kwargs)
+        self._check_float_dtype()
         self._masks = _MaskVariables()
         self.impl = impl
         if isinstance(mask, dict) and ("bits" in mask or "rows" in mask):  # from get_config()
@@ -239,6 +245,17 @@ class MaskedDense(BiasMaskMixin, SparseKernelMixin, keras.layers.Dense):
         kernel_full = self.kernel_mask is None or bool(ops.all(self.kernel_mask.value))
         return kernel_full and (self.bias_mask is None or bool(ops.all(self.bias_mask.value)))
 
+    def _all_ones(self, shape: tuple[int, int]) -> Any:
+        """The mask of a layer given none; a layer too large for memory is the caller's error."""
+        try:
+            return masklib.ones(shape)
+        except MemoryError:
+            raise MaskMagicError(
+                f"layer '{self.name}' has {shape[0]} x {shape[1]} connections; a dense kernel "
+                f"that large needs {_gib(shape[0] * shape[1] * 5)} (kernel and mask), more memory "
+                "than there is; expected a smaller layer, or a sparse mask with impl='sparse'"
+            ) from None
+
     def _resolve_format(self) -> tuple[str, Any]:
         """("dense" | "sparse", validated mask or None for a from_config placeholder)."""
         shape = (self.input_dim, self.units)
@@ -252,7 +269,7 @@ class MaskedDense(BiasMaskMixin, SparseKernelMixin, keras.layers.Dense):
         if self._saved_format == "sparse" and self._pending_mask is None:
             if self._saved_nnz is not None:
                 return "sparse", None  # the structure arrives with the weights
-        pending = self._pending_mask if self._pending_mask is not None else masklib.ones()
+        pending = self._pending_mask if self._pending_mask is not None else self._all_ones(shape)
         mask = masklib.validate(pending, shape)
         if self._saved_format in ("dense", "sparse"):
             return self._saved_format, mask
@@ -554,17 +571,39 @@ class MaskedDense(BiasMaskMixin, SparseKernelMixin, keras.layers.Dense):
             bias, rest = rest[0], rest[1:]
             _check_shapes(self.name, [self.bias], [bias])
         rows, cols, order = rest[:3]
+        self._check_connections(rows, cols, order, where)  # all checks before any change
         self.set_mask(sparse.to_csr(rows, cols, np.ones(rows.size, bool), self._shape2))
         sparse.resize(self.kernel, kernel.astype(keras.ops.convert_to_numpy(self.kernel).dtype))
-        if not np.array_equal(order, keras.ops.convert_to_numpy(self.kernel_order)):
-            raise MaskMagicError(
-                f"layer '{self.name}': {where} holds a kernel_order that does not sort its "
-                "connections by column"
-            )
         if n_bias:
             self.bias.assign(bias)
             if len(rest) > 3:
                 self.set_bias_mask(rest[3])
+
+    def _check_connections(self, rows: Any, cols: Any, order: Any, where: str) -> None:
+        """Checks a sparse layout's kernel_rows, kernel_cols and kernel_order: integers, inside
+        the layer's shape, connections in row-major order without repeats, and the order that
+        sorts them by column."""
+        problem = ""
+        if not all(a.dtype.kind in "iu" for a in (rows, cols, order)):
+            problem = f"integer arrays; received dtypes {rows.dtype}, {cols.dtype}, {order.dtype}"
+        elif rows.size and (rows.min() < 0 or rows.max() >= self.input_dim):
+            problem = (
+                f"kernel_rows within 0..{self.input_dim - 1}; received {rows.min()}..{rows.max()}"
+            )
+        elif cols.size and (cols.min() < 0 or cols.max() >= self.units):
+            problem = f"kernel_cols within 0..{self.units - 1}; received {cols.min()}..{cols.max()}"
+        else:
+            flat = rows.astype(np.int64) * self.units + cols
+            if np.any(np.diff(flat) <= 0):
+                problem = (
+                    "connections in row-major order, each once; received them unsorted or repeated"
+                )
+            elif not np.array_equal(order, sparse.column_order(rows, cols)):
+                problem = "a kernel_order that sorts the connections by column; received another"
+        if problem:
+            raise MaskMagicError(
+                f"layer '{self.name}' is sparse: {where} expected {problem} (nothing was changed)"
+            )
 
     # ------------------------------------------------------------------ masks
     @property

@@ -42,6 +42,15 @@ def unpack_connections(packed: dict) -> Any:
     return sparse.to_csr(rows, cols, np.ones(rows.size, bool), tuple(packed["shape"]))
 
 
+def _given(array: np.ndarray) -> Any:
+    """An initializer that returns ``array`` (in the requested dtype)."""
+
+    def initializer(shape: Any, dtype: Any = None) -> np.ndarray:
+        return np.asarray(array, dtype=dtype)
+
+    return initializer
+
+
 class SparseKernelMixin:
     """Build, call and topology changes of a layer that stores only its connected weights.
 
@@ -55,11 +64,15 @@ class SparseKernelMixin:
     mask_version: int
     _saved_nnz: int | None
     kernel: Any
+    kernel_rows: Any
+    kernel_cols: Any
+    kernel_order: Any
     kernel_mask: Any
     kernel_initializer: Any
     kernel_regularizer: Any
     kernel_constraint: Any
     compute_dtype: Any
+    variable_dtype: Any
     add_weight: Any
 
     def _build_sparse(self, mask: Any) -> None:
@@ -70,30 +83,28 @@ class SparseKernelMixin:
         else:
             rows, cols = sparse.structure_of(mask)
         nnz = int(rows.size)
+        values = sparse.initial_values(
+            self.kernel_initializer, nnz, self.input_dim, self.units, self.variable_dtype
+        )
+        # Variables start from their values through initializers (no assign): inside a
+        # subclassed model, Keras first builds in a stateless scope, where variables are
+        # initialized later (see _compat.make_resizable).
         self._kernel = self.add_weight(  # read back through the host's ``kernel`` property
             name="kernel",
             shape=(nnz,),
-            initializer="zeros",
+            initializer=_given(values),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
-        self.kernel.assign(
-            sparse.initial_values(
-                self.kernel_initializer, nnz, self.input_dim, self.units, self.kernel.dtype
+        for name, array in (
+            ("kernel_rows", rows),
+            ("kernel_cols", cols),
+            ("kernel_order", sparse.column_order(rows, cols)),
+        ):
+            variable = self.add_weight(
+                name=name, shape=(nnz,), dtype="int32", initializer=_given(array), trainable=False
             )
-        )
-        self.kernel_rows = self.add_weight(
-            name="kernel_rows", shape=(nnz,), dtype="int32", initializer="zeros", trainable=False
-        )
-        self.kernel_cols = self.add_weight(
-            name="kernel_cols", shape=(nnz,), dtype="int32", initializer="zeros", trainable=False
-        )
-        self.kernel_order = self.add_weight(
-            name="kernel_order", shape=(nnz,), dtype="int32", initializer="zeros", trainable=False
-        )
-        self.kernel_rows.assign(rows)
-        self.kernel_cols.assign(cols)
-        self.kernel_order.assign(sparse.column_order(rows, cols))
+            setattr(self, name, variable)
         for variable in (self.kernel, self.kernel_rows, self.kernel_cols, self.kernel_order):
             sparse.make_resizable(variable)
         self.supports_jit = False  # the CSR kernels and resizable variables have no XLA form

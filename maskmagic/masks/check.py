@@ -231,7 +231,14 @@ def _check_sparse(m: Any, want: tuple[int, ...] | None, name: str) -> Matrix:
         return _check_dense(m.toarray(), None, name)
     if m.dtype.kind not in "biuf":
         raise MaskError(f"{name} must hold 0/1 numbers or booleans; got dtype {m.dtype}")
-    m = sp.csr_array(m, copy=True)
+    try:  # scipy trusts a matrix's index arrays; an index past the shape would wire a wrong unit
+        m = sp.csr_array(m, copy=True)
+        m.check_format(full_check=True)
+    except ValueError as exc:
+        raise MaskError(
+            f"{name} is a scipy.sparse matrix whose structure is invalid ({exc}); expected "
+            f"row and column indices within its shape {tuple(m.shape)}"
+        ) from None
     m.sum_duplicates()  # also sorts the indices
     if m.dtype != bool:
         bad = (m.data != 0) & (m.data != 1)

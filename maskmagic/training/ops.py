@@ -120,7 +120,7 @@ class TrainOp:
         }
         masks = self._compute_update_masks()
         if not any(m.any() for m in masks.values()):
-            raise SelectorError(self._nothing_left_message())
+            raise SelectorError(self._nothing_left_message(bool(masks)))
         # Every selected variable takes part in the step, so that a later mask change that
         # opens or closes paths only changes the update masks, never the traced step.
         self._step_variables = [self._variables[p] for p in masks]
@@ -145,6 +145,10 @@ class TrainOp:
             }
             for path, slots in self._sparse_slots.items():
                 sparse.track_slots(self._sparse_kernels[path], slots)  # resizable, mirrored
+            self._slot_starts = {  # what a new connection's slots start from
+                path: _compat.fresh_slot_values(self.optimizer, self._sparse_kernels[path].kernel)
+                for path in self._sparse_slots
+            }
         self.hold = holds.attach(self, hold, hold_on, hold_tol)  # None without hold=
         self._write_backs = (
             {
@@ -158,7 +162,9 @@ class TrainOp:
         # the optimizer's step count when the slots were last checked, or after this op's own
         # last step since (see writeback.VALUES)
         self._checked_at = tf.Variable(
-            self._optimizer_steps(), dtype=self.optimizer.iterations.dtype, trainable=False
+            self._optimizer_steps(),
+            dtype=_compat.optimizer_step_counter(self.optimizer).dtype,
+            trainable=False,
         )
         self._step = self._make_step()
         self._compiled: dict[tuple, Any] = {}  # input signature -> the step's concrete function
@@ -179,7 +185,11 @@ class TrainOp:
         found = {}
         for layer in selectors.parameter_layers(self.model).values():
             if hasattr(layer, "get_mask"):
-                found[layer.kernel.path] = (layer, "kernel")
+                # the stored variable: with LoRA ``kernel`` is the merged tensor
+                kernel = (
+                    _compat.dense_kernel(layer) if isinstance(layer, MaskedDense) else layer.kernel
+                )
+                found[kernel.path] = (layer, "kernel")
                 if getattr(layer, "bias", None) is not None:
                     found[layer.bias.path] = (layer, "bias")
         return found
@@ -257,10 +267,16 @@ class TrainOp:
         return unzeroed, unchanged, slots_stay
 
     def _optimizer_steps(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.optimizer.iterations))
+        return int(keras.ops.convert_to_numpy(_compat.optimizer_step_counter(self.optimizer)))
 
-    def _nothing_left_message(self) -> str:
+    def _nothing_left_message(self, anything_selected: bool) -> str:
         picked = _labels(self.select) or "every trainable variable"
+        if not anything_selected:
+            return (
+                f"train op {self.name!r}: the selection ({picked}) holds no trainable variable; "
+                "expected a selection with at least one trainable weight (a layer with "
+                "trainable=False has none)"
+            )
         if self.freeze:
             frozen = _labels(self.freeze)
             return (
@@ -279,7 +295,7 @@ class TrainOp:
         if versions == self._versions:
             return
         for path, slots in self._sparse_slots.items():
-            sparse.sync_slots(self._sparse_kernels[path], slots)
+            sparse.sync_slots(self._sparse_kernels[path], slots, self._slot_starts[path])
         if self._sparse_kernels:  # sparse selections are shaped like the connection list
             self._selection = self._resolve_selection(strict=False)
         masks = self._compute_update_masks()
@@ -368,12 +384,17 @@ class TrainOp:
         ]
 
     def _others(self) -> list:
-        """Non-trainable state (and, with EMA overwrite, unselected weights) a step restores."""
+        """What a step restores besides its own variables: non-trainable state, the EMA averages
+        of unselected weights, and with EMA overwrite those weights themselves."""
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         others = self._held_state()
-        if inner.use_ema and inner.ema_overwrite_frequency:
+        if inner.use_ema:  # Keras moves the average of every variable it tracks, chosen or not
             chosen = {id(v) for v in self._step_variables}
-            others += [v for v in self.model.trainable_variables if id(v) not in chosen]
+            unchosen = [v for v in self.model.trainable_variables if id(v) not in chosen]
+            averages = [_compat.ema_average(self.optimizer, v) for v in unchosen]
+            others += [a for a in averages if a is not None]
+            if inner.ema_overwrite_frequency:
+                others += unchosen
         return others
 
     def _make_where_step(self, jit_compile: bool = False):
@@ -453,7 +474,8 @@ class TrainOp:
                 backs = {id(v): back for v, back, _ in guarded}
                 cleared = list(grads)  # the inactive branch: gradients as they are, no copies
                 # VALUES trusts the slots only while this op alone has stepped the optimizer
-                fresh = tf.equal(optimizer.iterations.value, self._checked_at)
+                counter = _compat.optimizer_step_counter(optimizer)
+                fresh = tf.equal(counter.value, self._checked_at)
                 modes = {id(back): back.step_mode(fresh) for _, back, _ in guarded}
 
                 def prepare():
@@ -488,9 +510,7 @@ class TrainOp:
                     return tf.constant(0)
 
                 tf.cond(active, restore, lambda: tf.constant(0))
-                self._checked_at.assign(
-                    tf.where(fresh, optimizer.iterations.value, self._checked_at)
-                )
+                self._checked_at.assign(tf.where(fresh, counter.value, self._checked_at))
             distributed.assign(list(zip(others, saved_others)))
             if self.hold is not None:  # the update projected, then the held values corrected
                 self.hold.restore()

@@ -119,9 +119,10 @@ def update_leaves_alone(optimizer: Any, variable: Any, entries: np.ndarray) -> b
     """Whether a step with a ``+0.0`` gradient at ``entries`` leaves them and their slots exact.
 
     True for an allow-listed optimizer (:func:`keeps_zero_gradient_entries`) whose slots are
-    ``+0.0`` there, when no weight there is subnormal (TensorFlow would flush it to zero).
+    ``+0.0`` there, when no weight there is subnormal (TensorFlow would flush it to zero) and
+    the variable has no constraint (Keras applies it to the whole variable after the update).
     """
-    if not keeps_zero_gradient_entries(optimizer):
+    if not keeps_zero_gradient_entries(optimizer) or getattr(variable, "constraint", None):
         return False
     values = np.asarray(keras.ops.convert_to_numpy(variable))
     if not np.issubdtype(values.dtype, np.floating) or _has_subnormal(values[entries]):
