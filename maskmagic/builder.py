@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -96,9 +97,27 @@ def _at(
 
 
 def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
-    expected = f"a Python expression giving a 0/1 {key}"
+    expected = f"a Python expression giving a 0/1 {key}{_shadowed(expression, namespace)}"
     with _at(loc, f"{key}={expression}", expected, foreign=(Exception,)):  # the user's code
         return evaluate(expression, namespace, mask_scope())
+
+
+def _shadowed(expression: str, namespace: Mapping[str, Any]) -> str:
+    """A note for an error message when ``expression`` uses a name that is both a mask
+    constructor and one of the user's variables (the constructor wins inside ``mask=``)."""
+    scope = mask_scope()
+    names = sorted(
+        name
+        for name in set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expression))
+        if name in scope and name in namespace and namespace[name] is not scope[name]
+    )
+    if not names:
+        return ""
+    listed = ", ".join(f"'{name}'" for name in names)
+    return (
+        f" (inside mask=, {listed} {'are' if len(names) > 1 else 'is'} maskmagic's "
+        "mask constructor, not your variable; bind your array to another name)"
+    )
 
 
 def _initializer(name: str | None, seed: int | None, default: str) -> Any:
@@ -152,11 +171,13 @@ def _layer_options(
     mask = bias_mask = None
     if spec.mask is not None:
         value = _evaluate(spec.mask, namespace, spec.loc_of("mask"), "mask")
-        with _at(spec.loc_of("mask"), f"mask of layer '{spec.name}'"):
+        note = _shadowed(spec.mask, namespace)
+        with _at(spec.loc_of("mask"), f"mask of layer '{spec.name}'{note}"):
             mask = check_mask(value)
     if spec.bias_mask is not None:
         value = _evaluate(spec.bias_mask, namespace, spec.loc_of("bias_mask"), "bias_mask")
-        with _at(spec.loc_of("bias_mask"), f"bias_mask of layer '{spec.name}'"):
+        note = _shadowed(spec.bias_mask, namespace)
+        with _at(spec.loc_of("bias_mask"), f"bias_mask of layer '{spec.name}'{note}"):
             bias_mask = masks.validate(value, (units,), name="bias_mask")
     _check_names(spec)
     options = dict[str, Any](spec.options)
@@ -456,7 +477,7 @@ def _hold_options(
     if op.hold_on is not None:
         loc, what = op.loc_of("hold_on"), f"hold_on={op.hold_on}"
         with _at(loc, what, "an array of reference inputs", foreign=(Exception,)):  # user's code
-            value = evaluate(op.hold_on, namespace)
+            value = evaluate(op.hold_on, namespace, {} if "np" in namespace else {"np": np})
         with _at(loc, what):
             check_reference(model, value)  # a shape error points at hold_on=, not the statement
         options["hold_on"] = value

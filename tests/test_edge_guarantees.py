@@ -15,7 +15,7 @@ from maskmagic import _compat, lang
 from maskmagic import masks as masklib
 from maskmagic.builder import build, build_spec
 from maskmagic.codegen.source import to_source
-from maskmagic.errors import MaskError, MaskMagicError
+from maskmagic.errors import CellError, MaskError, MaskMagicError
 from maskmagic.layers import MaskedConv2D, MaskedDense
 
 RNG = np.random.default_rng(0)
@@ -282,3 +282,25 @@ def test_seed_makes_a_named_bias_initializer_reproducible():
     assert not np.array_equal(bias[0], bias[2])
     kernel = keras.ops.convert_to_numpy(first.get_layer("h").kernel)
     assert not np.array_equal(kernel[0, :], bias[0])  # its own seed, not the kernel's draws
+
+
+def test_an_option_on_a_continued_line_is_located_where_it_is_written():
+    """Bug: build-time errors used the statement's first line with the joined line's column."""
+    with pytest.raises(CellError) as caught:
+        build("input x 3\ndense h 2 \\\n    activation=foo\n")
+    assert (caught.value.line, caught.value.column) == (3, 16)
+    assert caught.value.source == "    activation=foo"
+
+
+def test_a_mask_constructor_hiding_a_variable_is_named_in_the_message():
+    """Bug: ``mask=blocks`` with the user's own ``blocks`` array failed with the constructor's
+    message about n, with no word that the user's variable was not used."""
+    with pytest.raises(CellError, match="'blocks' is maskmagic's mask constructor"):
+        build("input x 3\ndense h 2 mask=blocks\n", {"blocks": np.eye(3, 2)})
+
+
+def test_hold_on_sees_np_like_mask():
+    """Bug: the README says hold_on= is evaluated like mask=, but ``np`` was not in scope."""
+    cell = "input x 3\ndense h 4\ndense out 2\ntrain t out[1] hold=out[0] hold_on=np.eye(3)\n"
+    _, ops = build(cell, {})
+    assert ops["t"].hold is not None

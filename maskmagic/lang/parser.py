@@ -78,7 +78,13 @@ _CONV_VALUES = {
 
 
 def _loc(line: Logical, offset: int) -> Location:
-    return Location(line.line, offset + 1, line.text)
+    """Where ``offset`` of a logical line was written: its physical line and column (a
+    statement continued over several lines reports the line the offset is on)."""
+    if offset < len(line.pos):
+        row, column = line.pos[max(offset, 0)]
+    else:
+        row, column = line.pos[-1][0], line.pos[-1][1] + 1
+    return Location(row, column, line.raw[row - 1])
 
 
 def _converted(line: Logical, tok: Token, what: str) -> object:
