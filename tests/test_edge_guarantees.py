@@ -81,7 +81,9 @@ def test_gradient_accumulation_steps_train_only_the_selection():
 
 
 @pytest.mark.parametrize(
-    "constraint", [keras.constraints.MaxNorm(0.5), keras.constraints.NonNeg()], ids=str
+    "constraint",
+    [keras.constraints.MaxNorm(0.5), keras.constraints.NonNeg()],
+    ids=["max_norm", "non_neg"],
 )
 def test_kernel_constraint_never_moves_masked_weights(constraint):
     """Bug: under Adam the op skipped the write-back of masked connections (their gradient is
