@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -30,23 +29,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+from timing import interleaved_medians  # noqa: E402
+
 BATCH, DENSITY, ROUNDS, CALLS = 128, 0.5, 7, 4
-
-
-def _interleaved(fns: dict) -> dict:
-    """Median ms of each function over alternating rounds (every other one reversed)."""
-    for fn in fns.values():
-        fn()
-        fn()
-    times: dict = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(ROUNDS):
-        for name in names if r % 2 == 0 else names[::-1]:
-            for _ in range(CALLS):
-                start = time.perf_counter()
-                fns[name]()
-                times[name].append(1000 * (time.perf_counter() - start))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def measure(size: int) -> dict:
@@ -89,7 +74,7 @@ def measure(size: int) -> dict:
     parts["forward select"] = lambda: forward_select()
     parts["kernel gradient matmul"] = lambda: gradient()
     parts["kernel gradient matmul + gradient select"] = lambda: selected_gradient()
-    ms = _interleaved(parts)
+    ms = interleaved_medians(parts, ROUNDS, CALLS)
     ms["gradient select"] = (
         ms["kernel gradient matmul + gradient select"] - ms["kernel gradient matmul"]
     )

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+
+from timing import interleaved_medians  # noqa: E402
 
 CASES = ((128, 0.01), (128, 0.001), (32, 0.01))  # (batch, density)
 ROUNDS, CALLS = 7, 8
@@ -216,21 +217,6 @@ def _ops(library, prefix: str, x, dy, values, rows, cols, n_in: int, units: int)
     }  # fmt: skip
 
 
-def _median_ms(fns: dict) -> dict:
-    """Median ms per function over interleaved rounds (every other round in reverse order)."""
-    for fn in fns.values():
-        fn()
-    times: dict = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(ROUNDS):
-        for name in names if r % 2 == 0 else names[::-1]:
-            for _ in range(CALLS):
-                start = time.perf_counter()
-                fns[name]()
-                times[name].append(1000 * (time.perf_counter() - start))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def measure_case(size: int, batch: int, density: float, built: dict) -> dict:
     import numpy as np
     import tensorflow as tf
@@ -262,8 +248,9 @@ def measure_case(size: int, batch: int, density: float, built: dict) -> dict:
             if same_bits and not exact or not np.allclose(ours, theirs, rtol=1e-5, atol=1e-5):
                 raise SystemExit(f"{name}: {op} differs from the shipped op")
             checks[op] = "same bits" if exact else "within rtol 1e-5"
-        ms = _median_ms({**{f"shipped {op}": shipped[op] for op in variant},
-                         **{f"{name} {op}": fn for op, fn in variant.items()}})  # fmt: skip
+        pair = {**{f"shipped {op}": shipped[op] for op in variant},
+                **{f"{name} {op}": fn for op, fn in variant.items()}}  # fmt: skip
+        ms = interleaved_medians(pair, ROUNDS, CALLS, warmup=1)
         result[name] = {
             op: {"shipped ms": ms[f"shipped {op}"], "variant ms": ms[f"{name} {op}"],
                  "ratio": ms[f"{name} {op}"] / ms[f"shipped {op}"], "check": checks[op]}

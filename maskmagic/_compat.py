@@ -34,6 +34,7 @@ __all__ = [
     "optimizer_unrestorable",
     "producing_layer",
     "resize_variable",
+    "stored_variables",
     "variable_storage",
 ]
 
@@ -240,6 +241,15 @@ def variable_storage(variable: keras.Variable) -> tf.Variable:
     Relies on: ``keras.src.backend.tensorflow.Variable._value``.
     """
     return variable._value
+
+
+def stored_variables(layer: keras.layers.Layer) -> list:
+    """A layer's variables in the order ``save_own_variables`` stores them (keys "0", "1", ...).
+
+    Relies on: ``Layer.save_own_variables`` storing ``_trainable_variables`` then
+    ``_non_trainable_variables``.
+    """
+    return [*layer._trainable_variables, *layer._non_trainable_variables]
 
 
 def make_resizable(variable: keras.Variable) -> keras.Variable:

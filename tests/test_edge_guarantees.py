@@ -236,7 +236,7 @@ def test_conv_weights_file_checks_its_masks():
     layer = _grouped_conv()
     store: dict = {}
     layer.save_own_variables(store)
-    order = [*layer._trainable_variables, *layer._non_trainable_variables]
+    order = _compat.stored_variables(layer)
     position = next(i for i, v in enumerate(order) if v is layer.kernel_mask)
     store[str(position)] = np.ones_like(store[str(position)])
     with pytest.raises(MaskMagicError, match="across blocks"):

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from maskmagic import _compat
 from maskmagic import masks as masklib
 from maskmagic.errors import MaskError, MaskMagicError
 from maskmagic.lang.specs import CONV_IMPLS, KERAS_OPTIONS
@@ -502,7 +503,7 @@ class _MaskedConv(BiasMaskMixin, keras.layers.Layer):
 
     def load_own_variables(self, store: Any) -> None:
         """Keras' loading of this layer's weights, with the stored masks checked first."""
-        order = [*self._trainable_variables, *self._non_trainable_variables]  # Keras' store order
+        order = _compat.stored_variables(self)
         self._check_stored_masks(
             order, [store[str(i)] for i in range(len(store.keys()))], "weights file"
         )
