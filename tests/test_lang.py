@@ -342,7 +342,10 @@ def test_comments_blank_lines_and_hash_in_strings():
         )
     )
     assert net.layers[0].mask == 'from_csv("a#b.csv")'
-    assert net.layers[0].loc == Location(4, 5, '    dense h 4 mask=from_csv("a#b.csv")')
+    # the line as written (comment included): an error shows it with a caret under the column
+    assert net.layers[0].loc == Location(
+        4, 5, '    dense h 4 mask=from_csv("a#b.csv") # indented statement'
+    )
     assert net.loss.name == "mse"
     assert net.optimizer.options == (("name", "#not a comment"),)
 
@@ -352,7 +355,9 @@ def test_backslash_continuation():
     net = parse(text)
     h, out = net.layers
     assert h.activation == "relu" and h.use_bias is False
-    assert h.loc.line == 2 and h.loc.source == "dense h 4      activation=relu      use_bias=false"
+    assert h.loc.line == 2 and h.loc.source == "dense h 4 \\"
+    # an option is located on the physical line it is written on
+    assert h.loc_of("use_bias") == Location(4, 14, "    use_bias=false")
     assert out.loc.line == 5
     # a backslash right after a token still separates it from the next line
     assert parse("input x 3\ndense h 4\\\nactivation=relu").layers[0].activation == "relu"

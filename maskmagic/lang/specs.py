@@ -90,7 +90,8 @@ Layer's name, dtype, trainable): what ``deploy.strip`` copies onto the plain lay
 
 @dataclass(frozen=True)
 class Location:
-    """Where something was written: 1-based ``line``, ``column`` into ``source`` (the statement)."""
+    """Where something was written: 1-based ``line`` and ``column``, and ``source``, that
+    physical line as written (what an error shows, with a caret under the column)."""
 
     line: int
     column: int
