@@ -162,7 +162,7 @@ MUTANTS = (
     Mutant(
         "VALUES write-back trusts the slots after another op's steps",
         "maskmagic/training/ops.py",
-        "fresh = tf.equal(optimizer.iterations.value, self._checked_at)",
+        "fresh = tf.equal(counter.value, self._checked_at)",
         "fresh = tf.constant(True)",
         (
             "tests/test_writeback.py::"
