@@ -96,16 +96,21 @@ def _at(
         raise CellError(message, loc.line, loc.column, loc.source) from None
 
 
-def _evaluate(expression: str, namespace: Mapping[str, Any], loc: lang.Location, key: str) -> Any:
-    expected = f"a Python expression giving a 0/1 {key}{_shadowed(expression, namespace)}"
+def _checked_mask(spec: Any, key: str, namespace: Mapping[str, Any], check: Callable) -> Any:
+    """The ``mask=`` or ``bias_mask=`` of a layer spec: the user's expression evaluated with the
+    mask constructors in scope, then ``check``-ed; errors point at the option."""
+    expression, loc, scope = getattr(spec, key), spec.loc_of(key), mask_scope()
+    note = _shadowed(expression, namespace, scope)
+    expected = f"a Python expression giving a 0/1 {key}{note}"
     with _at(loc, f"{key}={expression}", expected, foreign=(Exception,)):  # the user's code
-        return evaluate(expression, namespace, mask_scope())
+        value = evaluate(expression, namespace, scope)
+    with _at(loc, f"{key} of layer '{spec.name}'{note}"):
+        return check(value)
 
 
-def _shadowed(expression: str, namespace: Mapping[str, Any]) -> str:
+def _shadowed(expression: str, namespace: Mapping[str, Any], scope: Mapping[str, Any]) -> str:
     """A note for an error message when ``expression`` uses a name that is both a mask
-    constructor and one of the user's variables (the constructor wins inside ``mask=``)."""
-    scope = mask_scope()
+    constructor (in ``scope``) and one of the user's variables (the constructor wins)."""
     names = sorted(
         name
         for name in set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expression))
@@ -170,15 +175,11 @@ def _layer_options(
     pass-through options."""
     mask = bias_mask = None
     if spec.mask is not None:
-        value = _evaluate(spec.mask, namespace, spec.loc_of("mask"), "mask")
-        note = _shadowed(spec.mask, namespace)
-        with _at(spec.loc_of("mask"), f"mask of layer '{spec.name}'{note}"):
-            mask = check_mask(value)
+        mask = _checked_mask(spec, "mask", namespace, check_mask)
     if spec.bias_mask is not None:
-        value = _evaluate(spec.bias_mask, namespace, spec.loc_of("bias_mask"), "bias_mask")
-        note = _shadowed(spec.bias_mask, namespace)
-        with _at(spec.loc_of("bias_mask"), f"bias_mask of layer '{spec.name}'{note}"):
-            bias_mask = masks.validate(value, (units,), name="bias_mask")
+        bias_mask = _checked_mask(
+            spec, "bias_mask", namespace, lambda v: masks.validate(v, (units,), name="bias_mask")
+        )
     _check_names(spec)
     options = dict[str, Any](spec.options)
     if seed is not None and isinstance(options.get("bias_initializer"), str):
